@@ -1,0 +1,670 @@
+//! The consumer-group runtime (competing consumers).
+//!
+//! One [`Consumer`] runs three kinds of work, all owned by [`Consumer::run`]:
+//!
+//! - the **reader** (on the calling task) issues `XREADGROUP ... BLOCK` over
+//!   every partition stream of its topics, on a dedicated connection so the
+//!   blocking read never delays other commands;
+//! - the **claimer** task periodically runs `XAUTOCLAIM` on each stream,
+//!   following the cursor to the end, so entries left pending by a crashed or
+//!   stalled consumer (or by a failed handler) are delivered again; it also
+//!   removes consumers that have been idle for long and own no pending entries;
+//! - the **acker** task collects acknowledgements and sends them as one
+//!   pipelined `XACK` per stream per batch.
+//!
+//! Handlers run as tasks limited by a semaphore (`concurrency`). An entry that
+//! does not decode is reported, counted and acknowledged past; it never stops
+//! the consumer. A handler error leaves the entry pending: it is claimed
+//! again once idle for `claim_idle`.
+//!
+//! Shutdown handshake: when the token is cancelled the reader finishes its
+//! current read, dispatches what it got and stops; the claimer stops; the
+//! runtime then waits up to `shutdown_timeout` for in-flight handlers, drops
+//! its ack sender so the acker flushes what is queued and ends, and returns.
+//! Handlers still running at the deadline are abandoned: their entries stay
+//! pending and are claimed by another consumer.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use redis::aio::{ConnectionManager, MultiplexedConnection};
+use tokio::sync::{mpsc, Semaphore};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::connection::{backoff, RedisConnector};
+use crate::error::is_transient_redis;
+use crate::handler::{Delivery, Handler};
+use crate::reply::{parse_autoclaim, parse_read, RawEntry};
+use crate::topology::Topology;
+use crate::{Error, Result};
+
+/// Consumer settings. `group` and `topics` are required; the rest have defaults.
+#[derive(Debug, Clone)]
+pub struct ConsumerConfig {
+    /// The consumer group (one per service).
+    pub group: String,
+    /// The topics to consume (every partition of each).
+    pub topics: Vec<String>,
+    /// This consumer's name in the group. Default: `<host>-<pid>-<random>`,
+    /// unique per process.
+    pub consumer_name: Option<String>,
+    /// Handlers running at once. Default 64.
+    pub concurrency: usize,
+    /// Entries asked for per read (`COUNT`). Default 256.
+    pub read_count: usize,
+    /// How long a read waits for new entries (`BLOCK`). Default 2 s.
+    pub block: Duration,
+    /// Pending entries idle longer than this are claimed (`XAUTOCLAIM`).
+    /// Must exceed the longest handler run. Default 30 s.
+    pub claim_idle: Duration,
+    /// How often to look for idle pending entries. Default 5 s.
+    pub claim_interval: Duration,
+    /// Most acknowledgements sent in one batch. Default 1024.
+    pub ack_batch: usize,
+    /// Consumers idle longer than this with nothing pending are removed
+    /// from the group. Default 1 h.
+    pub stale_consumer_after: Duration,
+    /// How long shutdown waits for in-flight handlers. Default 30 s.
+    pub shutdown_timeout: Duration,
+}
+
+impl ConsumerConfig {
+    /// A config with defaults for the given group and topics.
+    pub fn new(
+        group: impl Into<String>,
+        topics: impl IntoIterator<Item = impl Into<String>>,
+    ) -> Self {
+        ConsumerConfig {
+            group: group.into(),
+            topics: topics.into_iter().map(Into::into).collect(),
+            consumer_name: None,
+            concurrency: 64,
+            read_count: 256,
+            block: Duration::from_secs(2),
+            claim_idle: Duration::from_secs(30),
+            claim_interval: Duration::from_secs(5),
+            ack_batch: 1024,
+            stale_consumer_after: Duration::from_secs(3600),
+            shutdown_timeout: Duration::from_secs(30),
+        }
+    }
+
+    /// Checks the settings.
+    pub fn validate(&self) -> Result<()> {
+        let bad = |m: &str| Err(Error::Config(m.to_owned()));
+        if self.group.is_empty() || self.group.chars().any(|c| c.is_whitespace()) {
+            return bad("group must be non-empty and without whitespace");
+        }
+        if self.topics.is_empty() {
+            return bad("at least one topic is needed");
+        }
+        if self.concurrency == 0 || self.read_count == 0 || self.ack_batch == 0 {
+            return bad("concurrency, read_count and ack_batch must be positive");
+        }
+        if self.block < Duration::from_millis(1) {
+            return bad("block must be at least 1 ms");
+        }
+        if self.claim_idle < Duration::from_millis(1) || self.claim_interval.is_zero() {
+            return bad("claim_idle and claim_interval must be positive");
+        }
+        Ok(())
+    }
+}
+
+/// Counters of what a consumer did, shared while it runs.
+#[derive(Debug, Default)]
+pub struct ConsumerStats {
+    /// Entries handed to the handler (including redeliveries).
+    pub delivered: AtomicU64,
+    /// Handler successes.
+    pub handled: AtomicU64,
+    /// Handler failures (entry left pending).
+    pub failed: AtomicU64,
+    /// Entries that did not decode and were acknowledged past.
+    pub invalid: AtomicU64,
+    /// Entries claimed from idle pending lists.
+    pub claimed: AtomicU64,
+    /// Entries acknowledged.
+    pub acked: AtomicU64,
+}
+
+impl ConsumerStats {
+    /// Reads one counter.
+    pub fn get(counter: &AtomicU64) -> u64 {
+        counter.load(Ordering::Relaxed)
+    }
+}
+
+/// A consumer in a group. Build with [`Consumer::new`], then [`Consumer::run`].
+pub struct Consumer<H> {
+    connector: RedisConnector,
+    topology: Topology,
+    config: ConsumerConfig,
+    name: String,
+    handler: H,
+    stats: Arc<ConsumerStats>,
+}
+
+impl<H> std::fmt::Debug for Consumer<H> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Consumer")
+            .field("name", &self.name)
+            .field("config", &self.config)
+            .finish()
+    }
+}
+
+/// A unique consumer name for this process: `<host>-<pid>-<random>`.
+pub fn unique_consumer_name() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|h| h.trim().to_owned())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "host".to_owned());
+    let rand = uuid::Uuid::new_v4().simple().to_string();
+    format!("{host}-{}-{}", std::process::id(), &rand[..8])
+}
+
+struct Shared<H> {
+    handler: H,
+    group: String,
+    name: String,
+    streams: Vec<String>,
+    /// (topic, partition) per stream index.
+    routes: Vec<(String, u32)>,
+    semaphore: Arc<Semaphore>,
+    inflight: Mutex<HashSet<(usize, String)>>,
+    ack_tx: mpsc::UnboundedSender<(usize, String)>,
+    stats: Arc<ConsumerStats>,
+    tracker: TaskTracker,
+}
+
+impl<H: Handler> Consumer<H> {
+    /// A consumer; checks the config.
+    pub fn new(
+        connector: RedisConnector,
+        topology: Topology,
+        config: ConsumerConfig,
+        handler: H,
+    ) -> Result<Self> {
+        config.validate()?;
+        let name = config
+            .consumer_name
+            .clone()
+            .unwrap_or_else(unique_consumer_name);
+        Ok(Consumer {
+            connector,
+            topology,
+            config,
+            name,
+            handler,
+            stats: Arc::default(),
+        })
+    }
+
+    /// This consumer's name in its group.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Live counters.
+    pub fn stats(&self) -> Arc<ConsumerStats> {
+        self.stats.clone()
+    }
+
+    /// Runs until `shutdown` is cancelled, then drains (see the module docs).
+    /// Fails early if Redis is unreachable at start, or on an error that
+    /// retrying cannot fix (e.g. a key of the wrong type).
+    pub async fn run(self, shutdown: CancellationToken) -> Result<()> {
+        let Consumer {
+            connector,
+            topology,
+            config,
+            name,
+            handler,
+            stats,
+        } = self;
+        let mut streams = Vec::new();
+        let mut routes = Vec::new();
+        for topic in &config.topics {
+            for p in 0..topology.partitions() {
+                streams.push(topology.stream_key(topic, p));
+                routes.push((topic.clone(), p));
+            }
+        }
+        let conn = connector.shared().await?;
+        ensure_groups(&conn, &streams, &config.group).await?;
+        let _: () = redis::cmd("SADD")
+            .arg(topology.topics_key())
+            .arg(&config.topics)
+            .query_async(&mut conn.clone())
+            .await?;
+
+        let (ack_tx, ack_rx) = mpsc::unbounded_channel();
+        let shared = Arc::new(Shared {
+            handler,
+            group: config.group.clone(),
+            name: name.clone(),
+            streams: streams.clone(),
+            routes,
+            semaphore: Arc::new(Semaphore::new(config.concurrency)),
+            inflight: Mutex::new(HashSet::new()),
+            ack_tx,
+            stats: stats.clone(),
+            tracker: TaskTracker::new(),
+        });
+        let acker = tokio::spawn(run_acker(
+            conn.clone(),
+            config.group.clone(),
+            streams.clone(),
+            ack_rx,
+            config.ack_batch,
+            stats.clone(),
+        ));
+        let claimer = tokio::spawn(run_claimer(
+            shared.clone(),
+            conn.clone(),
+            config.clone(),
+            shutdown.clone(),
+        ));
+        tracing::info!(group = %config.group, consumer = %name, streams = streams.len(), "consumer started");
+
+        let read_result = run_reader(&shared, &connector, &conn, &config, &shutdown).await;
+
+        // Drain: no new reads or claims, wait for in-flight handlers.
+        shutdown.cancel();
+        let _ = claimer.await;
+        shared.tracker.close();
+        if tokio::time::timeout(config.shutdown_timeout, shared.tracker.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                consumer = %name,
+                still_running = shared.tracker.len(),
+                "shutdown deadline passed; abandoned handlers' entries stay pending and will be claimed"
+            );
+        }
+        drop(shared);
+        // The acker ends when every sender is gone; abandoned handlers may
+        // still hold one, so bound the wait.
+        let mut acker = acker;
+        if tokio::time::timeout(Duration::from_secs(5), &mut acker)
+            .await
+            .is_err()
+        {
+            acker.abort();
+        }
+        tracing::info!(group = %config.group, consumer = %name, "consumer stopped");
+        read_result
+    }
+}
+
+/// Creates the group on each stream (and the stream itself) if missing.
+/// Idempotent. Groups start at the beginning of the stream (`0`), so a group
+/// recreated after a Redis restart without persistence misses nothing that
+/// was published after the restart.
+pub(crate) async fn ensure_groups(
+    conn: &ConnectionManager,
+    streams: &[String],
+    group: &str,
+) -> Result<()> {
+    let results = futures::future::join_all(streams.iter().map(|s| {
+        let mut c = conn.clone();
+        async move {
+            redis::cmd("XGROUP")
+                .arg("CREATE")
+                .arg(s)
+                .arg(group)
+                .arg("0")
+                .arg("MKSTREAM")
+                .query_async::<()>(&mut c)
+                .await
+        }
+    }))
+    .await;
+    for r in results {
+        match r {
+            Ok(()) => {}
+            Err(e) if e.code() == Some("BUSYGROUP") => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(())
+}
+
+async fn run_reader<H: Handler>(
+    shared: &Arc<Shared<H>>,
+    connector: &RedisConnector,
+    conn: &ConnectionManager,
+    config: &ConsumerConfig,
+    shutdown: &CancellationToken,
+) -> Result<()> {
+    let index: HashMap<String, usize> = shared
+        .streams
+        .iter()
+        .enumerate()
+        .map(|(i, s)| (s.clone(), i))
+        .collect();
+    let mut reader: Option<MultiplexedConnection> = None;
+    let mut failures = 0u32;
+    while !shutdown.is_cancelled() {
+        // Backpressure: read only as many entries as there are free handler slots.
+        let free = tokio::select! {
+            _ = shutdown.cancelled() => break,
+            permit = shared.semaphore.acquire() => {
+                drop(permit);
+                shared.semaphore.available_permits().max(1)
+            }
+        };
+        let count = free.min(config.read_count);
+
+        let mut c = match reader.take() {
+            Some(c) => c,
+            None => match connector.dedicated(config.block).await {
+                Ok(c) => {
+                    if failures > 0 {
+                        // Redis may have restarted empty: make sure groups exist.
+                        if let Err(e) = ensure_groups(conn, &shared.streams, &shared.group).await {
+                            tracing::warn!(error = %e, "recreating groups failed");
+                        }
+                    }
+                    c
+                }
+                Err(e) => {
+                    failures += 1;
+                    pause_after_error(&e, failures, shutdown).await;
+                    continue;
+                }
+            },
+        };
+        let mut cmd = redis::cmd("XREADGROUP");
+        cmd.arg("GROUP")
+            .arg(&shared.group)
+            .arg(&shared.name)
+            .arg("COUNT")
+            .arg(count)
+            .arg("BLOCK")
+            .arg(config.block.as_millis() as u64)
+            .arg("STREAMS")
+            .arg(&shared.streams);
+        for _ in &shared.streams {
+            cmd.arg(">");
+        }
+        // The read is not cancelled on shutdown: entries Redis hands us are
+        // already ours, so we let the read finish (at most `block`) and
+        // dispatch them like any other in-flight work.
+        match cmd.query_async::<redis::Value>(&mut c).await {
+            Ok(reply) => {
+                failures = 0;
+                reader = Some(c);
+                for (stream, entries) in parse_read(&reply) {
+                    let Some(&idx) = index.get(&stream) else {
+                        continue;
+                    };
+                    for entry in entries {
+                        dispatch(shared, idx, entry, false).await;
+                    }
+                }
+            }
+            Err(e) if e.code() == Some("NOGROUP") => {
+                reader = Some(c);
+                tracing::warn!(group = %shared.group, "group or stream vanished (Redis restarted?); recreating");
+                if let Err(e) = ensure_groups(conn, &shared.streams, &shared.group).await {
+                    failures += 1;
+                    pause_after_error(&e, failures, shutdown).await;
+                }
+            }
+            Err(e) if is_transient_redis(&e) => {
+                failures += 1;
+                pause_after_error(&Error::Redis(e), failures, shutdown).await;
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(())
+}
+
+async fn pause_after_error(e: &Error, failures: u32, shutdown: &CancellationToken) {
+    let delay = backoff(failures, Duration::from_millis(100), Duration::from_secs(5));
+    tracing::warn!(error = %e, failures, ?delay, "redis read failed; retrying");
+    tokio::select! {
+        _ = shutdown.cancelled() => {}
+        _ = tokio::time::sleep(delay) => {}
+    }
+}
+
+/// Hands one entry to the handler (waiting for a free slot), or acks past it
+/// if it does not decode.
+async fn dispatch<H: Handler>(
+    shared: &Arc<Shared<H>>,
+    idx: usize,
+    entry: RawEntry,
+    redelivered: bool,
+) {
+    let RawEntry { id, decoded } = entry;
+    let envelope = match decoded {
+        Ok(e) => e,
+        Err(err) => {
+            tracing::error!(
+                stream = %shared.streams[idx], entry_id = %id, group = %shared.group,
+                error = %err, kind = err.kind(),
+                "undecodable entry acknowledged past"
+            );
+            shared.stats.invalid.fetch_add(1, Ordering::Relaxed);
+            let _ = shared.ack_tx.send((idx, id));
+            return;
+        }
+    };
+    if !shared
+        .inflight
+        .lock()
+        .expect("inflight set poisoned")
+        .insert((idx, id.clone()))
+    {
+        return; // already being handled here (claimed while in flight)
+    }
+    let permit = shared
+        .semaphore
+        .clone()
+        .acquire_owned()
+        .await
+        .expect("semaphore never closed");
+    shared.stats.delivered.fetch_add(1, Ordering::Relaxed);
+    let (topic, partition) = shared.routes[idx].clone();
+    let delivery = Delivery {
+        envelope,
+        stream: shared.streams[idx].clone(),
+        topic,
+        partition,
+        entry_id: id.clone(),
+        group: shared.group.clone(),
+        consumer: shared.name.clone(),
+        redelivered,
+    };
+    let task_shared = shared.clone();
+    shared.tracker.spawn(async move {
+        let s = task_shared;
+        let event_id = delivery.envelope.id;
+        let event_type = delivery.envelope.event_type.clone();
+        match s.handler.handle(delivery).await {
+            Ok(()) => {
+                s.stats.handled.fetch_add(1, Ordering::Relaxed);
+                let _ = s.ack_tx.send((idx, id.clone()));
+            }
+            Err(err) => {
+                s.stats.failed.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(
+                    event_id = %event_id, event_type = %event_type, group = %s.group,
+                    entry_id = %id, class = err.class.as_str(), error = %err.message,
+                    "handler failed; entry left pending for redelivery"
+                );
+            }
+        }
+        s.inflight
+            .lock()
+            .expect("inflight set poisoned")
+            .remove(&(idx, id));
+        drop(permit);
+    });
+}
+
+async fn run_acker(
+    conn: ConnectionManager,
+    group: String,
+    streams: Vec<String>,
+    mut rx: mpsc::UnboundedReceiver<(usize, String)>,
+    batch: usize,
+    stats: Arc<ConsumerStats>,
+) {
+    let mut buf = Vec::with_capacity(batch);
+    loop {
+        if rx.recv_many(&mut buf, batch).await == 0 {
+            return; // every sender is gone and the queue is empty
+        }
+        let mut by_stream: HashMap<usize, Vec<&str>> = HashMap::new();
+        for (idx, id) in &buf {
+            by_stream.entry(*idx).or_default().push(id);
+        }
+        let mut pipe = redis::pipe();
+        for (idx, ids) in &by_stream {
+            pipe.cmd("XACK")
+                .arg(&streams[*idx])
+                .arg(&group)
+                .arg(ids)
+                .ignore();
+        }
+        let mut attempt = 0;
+        loop {
+            match pipe.query_async::<()>(&mut conn.clone()).await {
+                Ok(()) => {
+                    stats.acked.fetch_add(buf.len() as u64, Ordering::Relaxed);
+                    break;
+                }
+                Err(e) if is_transient_redis(&e) && attempt < 20 => {
+                    attempt += 1;
+                    let delay = backoff(attempt, Duration::from_millis(50), Duration::from_secs(2));
+                    tracing::warn!(error = %e, attempt, "ack failed; retrying");
+                    tokio::time::sleep(delay).await;
+                }
+                Err(e) => {
+                    // The entries stay pending and are delivered again: at least once.
+                    tracing::error!(error = %e, entries = buf.len(), "ack failed; entries will be redelivered");
+                    break;
+                }
+            }
+        }
+        buf.clear();
+    }
+}
+
+/// Removes consumers of the group on one stream that are idle for at least
+/// `ARGV[2]` ms and own no pending entries, atomically (a consumer with
+/// pending entries is never removed, so nothing pending is forgotten).
+const REMOVE_STALE_CONSUMERS: &str = r#"
+local ok, consumers = pcall(redis.call, 'XINFO', 'CONSUMERS', KEYS[1], ARGV[1])
+if not ok then return {} end
+local removed = {}
+for _, c in ipairs(consumers) do
+  local name, pending, idle
+  for i = 1, #c, 2 do
+    if c[i] == 'name' then name = c[i + 1]
+    elseif c[i] == 'pending' then pending = c[i + 1]
+    elseif c[i] == 'idle' then idle = c[i + 1] end
+  end
+  if name ~= ARGV[3] and pending == 0 and idle >= tonumber(ARGV[2]) then
+    redis.call('XGROUP', 'DELCONSUMER', KEYS[1], ARGV[1], name)
+    table.insert(removed, name)
+  end
+end
+return removed
+"#;
+
+async fn run_claimer<H: Handler>(
+    shared: Arc<Shared<H>>,
+    conn: ConnectionManager,
+    config: ConsumerConfig,
+    shutdown: CancellationToken,
+) {
+    let stale_script = redis::Script::new(REMOVE_STALE_CONSUMERS);
+    let stale_every = (Duration::from_secs(60).as_millis()
+        / config.claim_interval.as_millis().max(1))
+    .max(1) as u64;
+    let mut round: u64 = 0;
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(config.claim_interval) => {}
+        }
+        round += 1;
+        for idx in 0..shared.streams.len() {
+            if shutdown.is_cancelled() {
+                return;
+            }
+            if let Err(e) = claim_stream(&shared, &conn, &config, idx, &shutdown).await {
+                tracing::warn!(stream = %shared.streams[idx], error = %e, "claiming idle entries failed");
+            }
+        }
+        if round % stale_every == 0 {
+            for stream in &shared.streams {
+                let removed: redis::RedisResult<Vec<String>> = stale_script
+                    .key(stream)
+                    .arg(&shared.group)
+                    .arg(config.stale_consumer_after.as_millis() as u64)
+                    .arg(&shared.name)
+                    .invoke_async(&mut conn.clone())
+                    .await;
+                match removed {
+                    Ok(names) if !names.is_empty() => {
+                        tracing::info!(stream = %stream, removed = ?names, "removed stale consumers")
+                    }
+                    Ok(_) => {}
+                    Err(e) => {
+                        tracing::warn!(stream = %stream, error = %e, "stale consumer cleanup failed")
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// One `XAUTOCLAIM` pass over a stream, following the cursor to the end.
+async fn claim_stream<H: Handler>(
+    shared: &Arc<Shared<H>>,
+    conn: &ConnectionManager,
+    config: &ConsumerConfig,
+    idx: usize,
+    shutdown: &CancellationToken,
+) -> Result<()> {
+    let mut cursor = "0-0".to_owned();
+    loop {
+        let reply: redis::Value = redis::cmd("XAUTOCLAIM")
+            .arg(&shared.streams[idx])
+            .arg(&shared.group)
+            .arg(&shared.name)
+            .arg(config.claim_idle.as_millis() as u64)
+            .arg(&cursor)
+            .arg("COUNT")
+            .arg(config.read_count)
+            .query_async(&mut conn.clone())
+            .await?;
+        let (next, claimed, deleted) = parse_autoclaim(&reply);
+        if deleted > 0 {
+            tracing::warn!(stream = %shared.streams[idx], deleted, "pending entries were trimmed before being handled");
+        }
+        shared
+            .stats
+            .claimed
+            .fetch_add(claimed.len() as u64, Ordering::Relaxed);
+        for entry in claimed {
+            dispatch(shared, idx, entry, true).await;
+        }
+        if next == "0-0" || shutdown.is_cancelled() {
+            return Ok(());
+        }
+        cursor = next;
+    }
+}

@@ -1,0 +1,222 @@
+//! Publishing envelopes to their partition streams.
+//!
+//! A batch is one pipelined round trip: one `XADD` per event (with optional
+//! approximate trimming), plus an `SADD` that registers any topic this
+//! process has not published to before. A write whose outcome is unknown
+//! (connection lost, timeout) is retried with backoff: a retry may write a
+//! duplicate entry, which consumers tolerate (the event id is unchanged and
+//! inboxes deduplicate on it); a lost event is not acceptable.
+
+use std::collections::HashSet;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use redis::aio::ConnectionManager;
+
+use crate::connection::{backoff, RedisConnector};
+use crate::envelope::Envelope;
+use crate::error::is_transient_redis;
+use crate::topology::{validate_event_type, Topology};
+use crate::{Error, Result};
+
+/// Publisher settings.
+#[derive(Debug, Clone)]
+pub struct PublisherConfig {
+    /// Approximate cap on each stream's length (`XADD MAXLEN ~ n`). `None`
+    /// (the default) never trims: trimming can drop entries a group has not
+    /// acknowledged yet, so turn it on only with a cap far above any lag.
+    pub max_len: Option<usize>,
+    /// How long to keep retrying a write whose outcome is unknown before
+    /// giving up with the error.
+    pub retry_for: Duration,
+    /// Refuse events whose encoded size is larger than this many bytes.
+    pub max_event_bytes: usize,
+}
+
+impl Default for PublisherConfig {
+    fn default() -> Self {
+        PublisherConfig {
+            max_len: None,
+            retry_for: Duration::from_secs(30),
+            max_event_bytes: 1024 * 1024,
+        }
+    }
+}
+
+impl PublisherConfig {
+    /// Checks the settings.
+    pub fn validate(&self) -> Result<()> {
+        if self.max_len == Some(0) {
+            return Err(Error::Config("max_len must be positive when set".into()));
+        }
+        if self.max_event_bytes == 0 {
+            return Err(Error::Config("max_event_bytes must be positive".into()));
+        }
+        Ok(())
+    }
+}
+
+/// Where an event was written.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Published {
+    /// The stream key.
+    pub stream: String,
+    /// The partition.
+    pub partition: u32,
+    /// The stream entry id Redis assigned.
+    pub entry_id: String,
+}
+
+/// Publishes envelopes to Redis. Cheap to clone; clones share the connection.
+#[derive(Clone)]
+pub struct Publisher {
+    conn: ConnectionManager,
+    topology: Topology,
+    config: PublisherConfig,
+    known_topics: std::sync::Arc<Mutex<HashSet<String>>>,
+}
+
+impl std::fmt::Debug for Publisher {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Publisher")
+            .field("topology", &self.topology)
+            .field("config", &self.config)
+            .finish()
+    }
+}
+
+impl Publisher {
+    /// Connects a publisher.
+    pub async fn connect(
+        connector: &RedisConnector,
+        topology: Topology,
+        config: PublisherConfig,
+    ) -> Result<Self> {
+        config.validate()?;
+        let conn = connector.shared().await?;
+        Ok(Publisher {
+            conn,
+            topology,
+            config,
+            known_topics: Default::default(),
+        })
+    }
+
+    /// The topology events are routed by.
+    pub fn topology(&self) -> &Topology {
+        &self.topology
+    }
+
+    /// Checks that an event can be published: a `topic.name` type, a
+    /// non-empty key, and an encoded size within the limit.
+    pub fn check(&self, event: &Envelope) -> Result<()> {
+        validate_event_type(&event.event_type)?;
+        if event.key.is_empty() {
+            return Err(Error::InvalidEvent(format!(
+                "event {} of type {} has an empty key",
+                event.id, event.event_type
+            )));
+        }
+        let size: usize = event
+            .to_fields()
+            .iter()
+            .map(|(k, v)| k.len() + v.len())
+            .sum();
+        if size > self.config.max_event_bytes {
+            return Err(Error::InvalidEvent(format!(
+                "event {} is {size} bytes, over the limit of {} bytes",
+                event.id, self.config.max_event_bytes
+            )));
+        }
+        Ok(())
+    }
+
+    /// Publishes one event.
+    pub async fn publish(&self, event: &Envelope) -> Result<Published> {
+        let mut out = self.publish_batch(std::slice::from_ref(event)).await?;
+        Ok(out.remove(0))
+    }
+
+    /// Publishes a batch in one pipelined round trip. Every event is checked
+    /// first; if one is refused, nothing is sent.
+    pub async fn publish_batch(&self, events: &[Envelope]) -> Result<Vec<Published>> {
+        if events.is_empty() {
+            return Ok(Vec::new());
+        }
+        for e in events {
+            self.check(e)?;
+        }
+        let routes: Vec<(String, u32)> = events
+            .iter()
+            .map(|e| {
+                let p = self.topology.partition_of(&e.key);
+                (self.topology.stream_key(e.topic(), p), p)
+            })
+            .collect();
+        let new_topics = self.unseen_topics(events);
+
+        let mut pipe = redis::pipe();
+        for (e, (stream, _)) in events.iter().zip(&routes) {
+            let cmd = pipe.cmd("XADD").arg(stream);
+            if let Some(n) = self.config.max_len {
+                cmd.arg("MAXLEN").arg("~").arg(n);
+            }
+            cmd.arg("*");
+            for (k, v) in e.to_fields() {
+                cmd.arg(k).arg(v);
+            }
+        }
+        if !new_topics.is_empty() {
+            pipe.cmd("SADD")
+                .arg(self.topology.topics_key())
+                .arg(&new_topics)
+                .ignore();
+        }
+
+        let started = tokio::time::Instant::now();
+        let mut attempt = 0u32;
+        let ids: Vec<String> = loop {
+            let mut conn = self.conn.clone();
+            match pipe.query_async::<Vec<String>>(&mut conn).await {
+                Ok(ids) => break ids,
+                Err(e) if is_transient_redis(&e) && started.elapsed() < self.config.retry_for => {
+                    let delay = backoff(attempt, Duration::from_millis(50), Duration::from_secs(2));
+                    tracing::warn!(error = %e, attempt, ?delay, events = events.len(), "publish failed, retrying");
+                    attempt += 1;
+                    tokio::time::sleep(delay).await;
+                }
+                Err(e) => {
+                    self.forget_topics(&new_topics);
+                    return Err(e.into());
+                }
+            }
+        };
+        Ok(routes
+            .into_iter()
+            .zip(ids)
+            .map(|((stream, partition), entry_id)| Published {
+                stream,
+                partition,
+                entry_id,
+            })
+            .collect())
+    }
+
+    fn unseen_topics(&self, events: &[Envelope]) -> Vec<String> {
+        let mut known = self.known_topics.lock().expect("topic cache poisoned");
+        let mut out = Vec::new();
+        for e in events {
+            if known.insert(e.topic().to_owned()) {
+                out.push(e.topic().to_owned());
+            }
+        }
+        out
+    }
+
+    fn forget_topics(&self, topics: &[String]) {
+        let mut known = self.known_topics.lock().expect("topic cache poisoned");
+        for t in topics {
+            known.remove(t);
+        }
+    }
+}
