@@ -1,1 +1,24 @@
-//! x
+//! # eventbus-testkit
+//!
+//! Throw-away infrastructure for eventbus tests, and the conformance suite
+//! every transport and consumer mode must pass.
+//!
+//! - [`RedisServer`]: a private `redis-server` on a free port in a temp dir
+//!   (AOF with `appendfsync always`), which a test may kill and restart on
+//!   the same data. Tests that kill or restart Redis use one of these, never
+//!   the shared server.
+//! - [`TestNamespace`]: a unique key namespace on a (shared) Redis, whose keys
+//!   are deleted when it is dropped, so tests run in parallel.
+//! - [`conformance`]: the scenarios (round trip, competing consumers, groups,
+//!   failing handlers, close and reopen, claiming, server restart).
+//! - [`Collector`]: a handler that records what it was given, and lets a
+//!   test wait for a condition on it.
+
+mod collector;
+pub mod conformance;
+mod namespace;
+mod redis_server;
+
+pub use collector::Collector;
+pub use namespace::{shared_redis_url, TestNamespace};
+pub use redis_server::RedisServer;
