@@ -294,6 +294,18 @@ pub enum DecodeError {
 }
 
 impl DecodeError {
+    /// The field the error is about (`data` for invalid JSON, `v` for an
+    /// unsupported wire version).
+    pub fn field(&self) -> &'static str {
+        match self {
+            DecodeError::MissingField { field }
+            | DecodeError::NotUtf8 { field }
+            | DecodeError::InvalidField { field, .. } => field,
+            DecodeError::InvalidData { .. } => fields::DATA,
+            DecodeError::UnsupportedWireVersion { .. } => fields::WIRE,
+        }
+    }
+
     /// A short stable name for the kind of error (`missing_field`,
     /// `not_utf8`, `invalid_field`, `invalid_data`, `unsupported_wire_version`),
     /// used in test vectors, logs and metrics.
