@@ -1,1 +1,121 @@
-fn main() {}
+//! # `eventbus`, the binary
+//!
+//! The command line of the eventbus: publish events, consume them with a
+//! consumer group (printing them or running a command per event), tail and
+//! inspect streams, and run a self-contained demo.
+//!
+//! ## Layout
+//!
+//! - [`cli`]: the `clap` definitions of every command and flag.
+//! - [`config`]: the only place that reads environment variables; flags
+//!   override them.
+//! - [`error`]: the one error type and its exit codes (0 ok, 1 failure,
+//!   2 bad input or usage, 69 Redis unreachable).
+//! - [`output`]: JSON lines on stdout.
+//! - [`cmd`]: one module per command; `cmd::demo` holds the sample-event
+//!   generator.
+//!
+//! `main` parses the command line, loads the settings, starts logging on
+//! stderr, runs the command on a Tokio runtime and turns an error into one
+//! line on stderr and an exit status.
+
+mod cli;
+mod cmd;
+mod config;
+mod error;
+mod output;
+
+use std::io::IsTerminal;
+use std::process::ExitCode;
+
+use clap::Parser;
+
+use crate::cli::Cli;
+use crate::config::{Env, LogFormat, LogSettings, Settings};
+use crate::error::{CliError, EXIT_USAGE};
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => return clap_error(e),
+    };
+    let settings = match Settings::load(&cli.global, &Env::from_process()) {
+        Ok(s) => s,
+        Err(e) => return e.report(),
+    };
+    if let Err(e) = init_logging(&settings.log) {
+        return e.report();
+    }
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("eventbus: error: cannot start the async runtime: {e}");
+            return ExitCode::from(error::EXIT_FAILURE);
+        }
+    };
+    let result = runtime.block_on(cmd::run(cli.command, settings));
+    // Do not wait for abandoned handler tasks (e.g. an --exec child past the
+    // shutdown deadline): their entries stay pending and are redelivered.
+    runtime.shutdown_timeout(std::time::Duration::from_secs(1));
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => e.report(),
+    }
+}
+
+/// Prints a clap error as one line (help and version go out as clap prints them).
+fn clap_error(e: clap::Error) -> ExitCode {
+    use clap::error::ErrorKind;
+    match e.kind() {
+        ErrorKind::DisplayHelp
+        | ErrorKind::DisplayVersion
+        | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => e.exit(),
+        _ => {
+            // clap's text: "error: ...", detail lines (missing arguments,
+            // tips), then "Usage: ...". Fold it into one line.
+            let text = e.to_string();
+            let mut parts = Vec::new();
+            for line in text.lines().map(str::trim).filter(|l| !l.is_empty()) {
+                if line.starts_with("Usage:") || line.starts_with("For more information") {
+                    break;
+                }
+                parts.push(line.strip_prefix("error: ").unwrap_or(line));
+            }
+            let message = if parts.is_empty() {
+                "invalid usage".to_owned()
+            } else {
+                parts
+                    .join(" ")
+                    .replace(": tip: ", "; ")
+                    .replace(" tip: ", "; ")
+            };
+            eprintln!("eventbus: error: {message} (try --help)");
+            ExitCode::from(EXIT_USAGE)
+        }
+    }
+}
+
+/// Logs go to stderr, filtered by `EVENT_BUS_LOG`, as JSON or text.
+fn init_logging(log: &LogSettings) -> Result<(), CliError> {
+    let filter =
+        tracing_subscriber::EnvFilter::try_new(&log.filter).map_err(|e| CliError::Setting {
+            var: "EVENT_BUS_LOG",
+            reason: format!("{:?} is not a log filter: {e}", log.filter),
+        })?;
+    let format = log.format.unwrap_or(if std::io::stderr().is_terminal() {
+        LogFormat::Text
+    } else {
+        LogFormat::Json
+    });
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Json => builder.json().init(),
+        LogFormat::Text => builder.init(),
+    }
+    Ok(())
+}

@@ -1,0 +1,314 @@
+//! Command-line definitions (`clap` derive). Flags override the environment
+//! variables read in [`crate::config`]; this module never reads them itself.
+
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::error::EXIT_CODES_HELP;
+
+const ENV_HELP: &str = "\
+Environment (flags win over variables):
+  REDIS_URL                  Redis URL (default built from the parts below)
+  REDIS_HOST, REDIS_PORT     default 127.0.0.1, 6379
+  REDIS_USERNAME, REDIS_PASSWORD, REDIS_DB
+  EVENT_BUS_NAMESPACE        key prefix (default eventbus)
+  EVENT_BUS_PARTITIONS       partitions per topic (default 16)
+  EVENT_BUS_CONSUMER_GROUP   default for `consume --group`
+  EVENT_BUS_MAX_LEN          approximate stream length cap for publish (default off)
+  EVENT_BUS_LOG              log filter (default info); logs go to stderr
+  EVENT_BUS_LOG_FORMAT       json | text (default text on a terminal, json otherwise)";
+
+/// The `eventbus` command line.
+#[derive(Debug, Parser)]
+#[command(
+    name = "eventbus",
+    version,
+    about = "An event bus on Redis Streams: publish, consume, inspect, demo",
+    after_help = format!("{ENV_HELP}\n\n{EXIT_CODES_HELP}")
+)]
+pub(crate) struct Cli {
+    /// Connection and topology flags, accepted by every command.
+    #[command(flatten)]
+    pub(crate) global: GlobalArgs,
+    /// What to do.
+    #[command(subcommand)]
+    pub(crate) command: Command,
+}
+
+/// Flags shared by every command; each overrides an environment variable.
+#[derive(Debug, Default, Clone, Args)]
+pub(crate) struct GlobalArgs {
+    /// Redis URL [env: REDIS_URL] (prefer the variable: flags show in `ps`).
+    #[arg(long, global = true, value_name = "URL")]
+    pub(crate) redis_url: Option<String>,
+    /// Key prefix of every stream [env: EVENT_BUS_NAMESPACE].
+    #[arg(long, global = true, value_name = "NS")]
+    pub(crate) namespace: Option<String>,
+    /// Partitions per topic; must match every publisher and consumer [env: EVENT_BUS_PARTITIONS].
+    #[arg(long, global = true, value_name = "N",
+          value_parser = clap::value_parser!(u32).range(1..=1024))]
+    pub(crate) partitions: Option<u32>,
+}
+
+/// The commands.
+#[derive(Debug, Subcommand)]
+pub(crate) enum Command {
+    /// Publish one event, or a batch from a JSON-lines file.
+    Publish(PublishArgs),
+    /// Consume with a consumer group, printing events or running a command per event.
+    Consume(ConsumeArgs),
+    /// Print stream entries as JSON lines, without a consumer group.
+    Tail(TailArgs),
+    /// Show partitions: length, and pending and lag per group.
+    Streams(StreamsArgs),
+    /// Publish sample events of every catalogue type to a throw-away
+    /// namespace, consume them with two consumers, print a summary.
+    Demo(DemoArgs),
+}
+
+/// `eventbus publish`.
+#[derive(Debug, Args)]
+#[command(after_help = "\
+Prints one JSON line per event: {\"id\",\"type\",\"key\",\"stream\",\"partition\",\"entry_id\"}.
+
+Batch files have one JSON object per line: {\"type\", \"key\", \"data\"} and optionally
+\"version\", \"headers\" (string map), \"source\", \"correlation_id\", \"causation_id\",
+\"traceparent\". Blank lines are skipped. Every line is checked before anything is
+sent; if one is bad, nothing is published and the error names its line number.
+--version, --source and --header give defaults for lines that lack them.")]
+pub(crate) struct PublishArgs {
+    /// Event type, `topic.name`, e.g. `work_order.created`.
+    #[arg(long = "type", value_name = "TYPE", required_unless_present = "batch")]
+    pub(crate) event_type: Option<String>,
+    /// Partition key: events with one key stay in order in one partition.
+    #[arg(long, required_unless_present = "batch")]
+    pub(crate) key: Option<String>,
+    /// The payload: JSON text, `@FILE` to read it from a file, or `@-` for stdin.
+    #[arg(long, value_name = "JSON|@FILE", required_unless_present = "batch")]
+    pub(crate) data: Option<String>,
+    /// Publish every event of a JSON-lines file (`-` for stdin) instead.
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["event_type", "key", "data"])]
+    pub(crate) batch: Option<String>,
+    /// Schema version of the payload [default: 1].
+    #[arg(long, value_name = "N")]
+    pub(crate) version: Option<u32>,
+    /// A header, repeatable.
+    #[arg(long = "header", value_name = "NAME=VALUE", value_parser = parse_header)]
+    pub(crate) headers: Vec<(String, String)>,
+    /// The producing service [default: eventbus-cli].
+    #[arg(long)]
+    pub(crate) source: Option<String>,
+    /// Correlation id (groups the events of one flow).
+    #[arg(long, value_name = "ID")]
+    pub(crate) correlation_id: Option<String>,
+    /// Id of the event or command that caused this one.
+    #[arg(long, value_name = "ID")]
+    pub(crate) causation_id: Option<String>,
+    /// Approximate cap on each stream's length (`XADD MAXLEN ~`) [env: EVENT_BUS_MAX_LEN; default: no trimming].
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    pub(crate) max_len: Option<u64>,
+    /// Events per pipelined round trip in batch mode.
+    #[arg(long, value_name = "N", default_value_t = 1000,
+          value_parser = clap::value_parser!(u64).range(1..=100_000))]
+    pub(crate) chunk_size: u64,
+}
+
+/// `eventbus consume`.
+#[derive(Debug, Args)]
+#[command(after_help = "\
+With --exec, CMD runs under `sh -c` once per event, with the envelope JSON on stdin
+and EVENTBUS_EVENT_ID, EVENTBUS_EVENT_TYPE, EVENTBUS_EVENT_KEY, EVENTBUS_GROUP,
+EVENTBUS_STREAM, EVENTBUS_ENTRY_ID and EVENTBUS_REDELIVERED in its environment.
+  exit 0          done: the entry is acknowledged
+  exit 65         permanent failure
+  anything else   retryable failure (also a timeout: the command is killed)
+A failed entry stays pending and is delivered again once idle for --claim-idle.
+
+SIGINT/SIGTERM stop reading, let running handlers finish, acknowledge and exit 0;
+a second signal exits at once.")]
+pub(crate) struct ConsumeArgs {
+    /// Consumer group [env: EVENT_BUS_CONSUMER_GROUP].
+    #[arg(long, short = 'g')]
+    pub(crate) group: Option<String>,
+    /// Topics, comma-separated [default: work_order, work_item, attempt, system and every topic seen in the namespace].
+    #[arg(long, value_delimiter = ',', value_name = "TOPIC,...")]
+    pub(crate) topics: Vec<String>,
+    /// Run CMD (via `sh -c`) for each event; see below.
+    #[arg(long, value_name = "CMD", conflicts_with = "print")]
+    pub(crate) exec: Option<String>,
+    /// Print each envelope as a JSON line on stdout (the default).
+    #[arg(long)]
+    pub(crate) print: bool,
+    /// Events handled at once.
+    #[arg(long, value_name = "N", default_value_t = 16,
+          value_parser = clap::value_parser!(u64).range(1..=10_000))]
+    pub(crate) concurrency: u64,
+    /// This consumer's name in the group [default: <host>-<pid>-<random>].
+    #[arg(long, value_name = "NAME")]
+    pub(crate) consumer: Option<String>,
+    /// Kill an --exec command running longer than this (a retryable failure).
+    #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = parse_duration)]
+    pub(crate) exec_timeout: Duration,
+    /// Claim entries left pending (by a failure or a dead consumer) once idle this long.
+    #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = parse_duration)]
+    pub(crate) claim_idle: Duration,
+    /// How long one read waits for new entries.
+    #[arg(long, value_name = "DURATION", default_value = "2s", value_parser = parse_duration)]
+    pub(crate) block: Duration,
+    /// Stop after N events were handled successfully. Entries read beyond N are
+    /// not handled: they stay pending and go to another consumer after --claim-idle.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    pub(crate) max_events: Option<u64>,
+}
+
+/// `eventbus tail`.
+#[derive(Debug, Args)]
+#[command(after_help = "\
+Prints one JSON line per entry: {\"stream\", \"entry_id\", \"event\"} or, for an entry that
+is not a valid envelope, {\"stream\", \"entry_id\", \"error\", \"error_kind\"}. Order holds
+within a stream, not across streams. Nothing is acknowledged; no group is involved.
+
+Without --from-start: prints entries published from now on, until interrupted.
+With --from-start: prints every entry, then exits once caught up (add --follow to
+keep printing new entries). --count stops after N entries in either mode.")]
+pub(crate) struct TailArgs {
+    /// Start at the beginning of each stream rather than at its end.
+    #[arg(long)]
+    pub(crate) from_start: bool,
+    /// Topics, comma-separated [default: the catalogue topics and every topic seen in the namespace].
+    #[arg(long, value_delimiter = ',', value_name = "TOPIC,...")]
+    pub(crate) topics: Vec<String>,
+    /// Stop after printing N entries.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    pub(crate) count: Option<u64>,
+    /// Keep waiting for new entries [default without --from-start].
+    #[arg(long, overrides_with = "no_follow")]
+    pub(crate) follow: bool,
+    /// Exit once caught up [default with --from-start].
+    #[arg(long, overrides_with = "follow")]
+    pub(crate) no_follow: bool,
+}
+
+impl TailArgs {
+    /// Whether to keep waiting for new entries once caught up.
+    pub(crate) fn follows(&self) -> bool {
+        if self.follow {
+            true
+        } else if self.no_follow {
+            false
+        } else {
+            !self.from_start
+        }
+    }
+}
+
+/// `eventbus streams`.
+#[derive(Debug, Args)]
+pub(crate) struct StreamsArgs {
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    pub(crate) json: bool,
+    /// Topics, comma-separated [default: every topic seen in the namespace].
+    #[arg(long, value_delimiter = ',', value_name = "TOPIC,...")]
+    pub(crate) topics: Vec<String>,
+}
+
+/// `eventbus demo`.
+#[derive(Debug, Args)]
+#[command(after_help = "\
+The demo works in a fresh namespace `demo-<random>` (never your data), deleted at the
+end unless --keep. It exits 0 once every published event was handled.")]
+pub(crate) struct DemoArgs {
+    /// Sample events to publish for each of the twelve event types.
+    #[arg(long, value_name = "N", default_value_t = 50,
+          value_parser = clap::value_parser!(u64).range(1..=100_000))]
+    pub(crate) events_per_type: u64,
+    /// Keep the demo namespace afterwards (to look at it with `streams`/`tail`).
+    #[arg(long)]
+    pub(crate) keep: bool,
+    /// Fail if the events are not all handled within this time.
+    #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = parse_duration)]
+    pub(crate) timeout: Duration,
+    /// Print the summary as JSON.
+    #[arg(long)]
+    pub(crate) json: bool,
+}
+
+/// Parses `NAME=VALUE`.
+fn parse_header(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((name, value)) if !name.trim().is_empty() => {
+            Ok((name.trim().to_owned(), value.to_owned()))
+        }
+        _ => Err(format!("expected NAME=VALUE, got {s:?}")),
+    }
+}
+
+/// Parses a duration: a whole number with a unit `ms`, `s`, `m` or `h`
+/// (a bare number is seconds), e.g. `500ms`, `30s`, `2m`.
+pub(crate) fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (number, unit) = s.split_at(split);
+    let n: u64 = number
+        .parse()
+        .map_err(|_| format!("{s:?} is not a duration like 500ms, 30s, 2m or 1h"))?;
+    let d = match unit.trim() {
+        "ms" => Duration::from_millis(n),
+        "" | "s" => Duration::from_secs(n),
+        "m" => Duration::from_secs(n * 60),
+        "h" => Duration::from_secs(n * 3600),
+        other => {
+            return Err(format!(
+                "unknown unit {other:?} in {s:?} (use ms, s, m or h)"
+            ))
+        }
+    };
+    if d.is_zero() {
+        return Err("must be more than zero".into());
+    }
+    Ok(d)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_is_well_formed() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_duration("30s"), Ok(Duration::from_secs(30)));
+        assert_eq!(parse_duration("7"), Ok(Duration::from_secs(7)));
+        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
+        assert_eq!(parse_duration("1h"), Ok(Duration::from_secs(3600)));
+        for bad in ["", "s", "1d", "-1s", "0s", "1.5s"] {
+            assert!(parse_duration(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn headers() {
+        assert_eq!(parse_header("a=b=c"), Ok(("a".into(), "b=c".into())));
+        assert!(parse_header("novalue").is_err());
+        assert!(parse_header("=x").is_err());
+    }
+
+    #[test]
+    fn tail_follow_defaults() {
+        let parse = |args: &[&str]| match Cli::try_parse_from(args).unwrap().command {
+            Command::Tail(t) => t.follows(),
+            _ => unreachable!(),
+        };
+        assert!(parse(&["eventbus", "tail"]));
+        assert!(!parse(&["eventbus", "tail", "--from-start"]));
+        assert!(parse(&["eventbus", "tail", "--from-start", "--follow"]));
+        assert!(!parse(&["eventbus", "tail", "--follow", "--no-follow"]));
+    }
+}

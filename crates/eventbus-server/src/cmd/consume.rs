@@ -1,0 +1,324 @@
+//! `eventbus consume`: a consumer-group member that prints each event or
+//! runs a command per event (the exec protocol of DESIGN.md).
+//!
+//! Exec protocol: `sh -c CMD` with the envelope JSON on stdin; exit 0 acks,
+//! exit 65 is a permanent failure, anything else (or a timeout, after which
+//! the command's process group is killed) is retryable. Until dead letters
+//! exist, every failure leaves the entry pending; it is claimed again once
+//! idle for `--claim-idle`.
+
+use std::process::Stdio;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use eventbus::{
+    unique_consumer_name, Consumer, ConsumerConfig, ConsumerStats, Delivery, Handler, HandlerError,
+};
+use tokio::io::AsyncWriteExt;
+use tokio_util::sync::CancellationToken;
+
+use crate::cli::ConsumeArgs;
+use crate::config::Settings;
+use crate::error::{CliError, Result};
+use crate::output;
+
+/// Exit status of an `--exec` command that reports a permanent failure (`EX_DATAERR`).
+const EXIT_PERMANENT: i32 = 65;
+
+/// Runs `eventbus consume`.
+pub(crate) async fn run(args: ConsumeArgs, settings: &Settings) -> Result<()> {
+    let group = args
+        .group
+        .clone()
+        .or_else(|| settings.consumer_group.clone())
+        .ok_or_else(|| {
+            CliError::Input(
+                "no consumer group: pass --group or set EVENT_BUS_CONSUMER_GROUP".into(),
+            )
+        })?;
+    let connector = settings.connector()?;
+    let topology = settings.topology()?;
+    super::check_topics(&args.topics)?;
+    let conn = connector.shared().await?;
+    let topics = super::topics_or_default(&conn, settings, &args.topics).await?;
+    drop(conn);
+
+    let mut config = ConsumerConfig::new(group.clone(), topics.iter().cloned());
+    config.consumer_name = Some(args.consumer.clone().unwrap_or_else(unique_consumer_name));
+    config.concurrency = usize::try_from(args.concurrency).unwrap_or(16);
+    config.read_count = config.concurrency.max(1);
+    config.block = args.block;
+    config.claim_idle = args.claim_idle;
+    config.claim_interval =
+        (args.claim_idle / 4).clamp(Duration::from_millis(100), Duration::from_secs(5));
+    if args.exec.is_some() {
+        // Let a running command finish (or time out) before shutdown gives up on it.
+        config.shutdown_timeout = args.exec_timeout + Duration::from_secs(5);
+        if args.claim_idle <= args.exec_timeout {
+            tracing::warn!(
+                claim_idle = ?args.claim_idle, exec_timeout = ?args.exec_timeout,
+                "--claim-idle is not longer than --exec-timeout: a slow command's event may be claimed and run twice at once"
+            );
+        }
+    }
+
+    let shutdown = super::shutdown_on_signal();
+    let action = match &args.exec {
+        Some(command) => Action::Exec {
+            command: command.clone(),
+            timeout: args.exec_timeout,
+        },
+        None => Action::Print,
+    };
+    let handler = Arc::new(CliHandler {
+        action,
+        limit: args.max_events.map(Limit::new),
+        shutdown: shutdown.clone(),
+        output_error: Mutex::new(None),
+    });
+    let consumer = Consumer::new(connector, topology, config, handler.clone())?;
+    let stats = consumer.stats();
+    tracing::info!(group = %group, consumer = consumer.name(), topics = ?topics, "consuming");
+    let result = consumer.run(shutdown).await;
+    log_stats(&stats);
+    if let Some(e) = handler.output_error.lock().expect("poisoned").take() {
+        return Err(CliError::Output(e));
+    }
+    Ok(result?)
+}
+
+fn log_stats(stats: &ConsumerStats) {
+    tracing::info!(
+        delivered = ConsumerStats::get(&stats.delivered),
+        handled = ConsumerStats::get(&stats.handled),
+        failed = ConsumerStats::get(&stats.failed),
+        invalid = ConsumerStats::get(&stats.invalid),
+        claimed = ConsumerStats::get(&stats.claimed),
+        acked = ConsumerStats::get(&stats.acked),
+        "consumer finished"
+    );
+}
+
+/// What to do with each event.
+enum Action {
+    /// Write the envelope as a JSON line to stdout.
+    Print,
+    /// Run a shell command with the envelope on stdin.
+    Exec { command: String, timeout: Duration },
+}
+
+/// `--max-events`: slots are reserved before handling so no more than
+/// `max` events are handled; a failure gives its slot back.
+struct Limit {
+    max: u64,
+    reserved: AtomicU64,
+    done: AtomicU64,
+}
+
+impl Limit {
+    fn new(max: u64) -> Self {
+        Limit {
+            max,
+            reserved: AtomicU64::new(0),
+            done: AtomicU64::new(0),
+        }
+    }
+
+    fn try_reserve(&self) -> bool {
+        self.reserved
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |r| {
+                (r < self.max).then_some(r + 1)
+            })
+            .is_ok()
+    }
+
+    fn release(&self) {
+        self.reserved.fetch_sub(1, Ordering::AcqRel);
+    }
+
+    /// Counts a success; true when the limit is reached.
+    fn complete(&self) -> bool {
+        self.done.fetch_add(1, Ordering::AcqRel) + 1 >= self.max
+    }
+}
+
+/// The handler behind `consume`: the action, wrapped by the `--max-events` limit.
+struct CliHandler {
+    action: Action,
+    limit: Option<Limit>,
+    shutdown: CancellationToken,
+    /// The first stdout error; the consumer is stopped when it happens.
+    output_error: Mutex<Option<std::io::Error>>,
+}
+
+impl Handler for CliHandler {
+    async fn handle(&self, delivery: Delivery) -> std::result::Result<(), HandlerError> {
+        if let Some(limit) = &self.limit {
+            if !limit.try_reserve() {
+                return Err(HandlerError::retryable(
+                    "--max-events reached; left pending for another consumer",
+                ));
+            }
+        }
+        let result = match &self.action {
+            Action::Print => self.print(&delivery),
+            Action::Exec { command, timeout } => run_exec(command, *timeout, &delivery).await,
+        };
+        if let Some(limit) = &self.limit {
+            match result {
+                Ok(()) if limit.complete() => self.shutdown.cancel(),
+                Ok(()) => {}
+                Err(_) => limit.release(),
+            }
+        }
+        result
+    }
+}
+
+impl CliHandler {
+    fn print(&self, delivery: &Delivery) -> std::result::Result<(), HandlerError> {
+        match output::json_line(&delivery.envelope) {
+            Ok(()) => Ok(()),
+            Err(CliError::Output(e)) => {
+                let message = format!("cannot write to stdout: {e}");
+                self.output_error.lock().expect("poisoned").get_or_insert(e);
+                self.shutdown.cancel();
+                Err(HandlerError::retryable(message))
+            }
+            Err(e) => Err(HandlerError::retryable(e.to_string())),
+        }
+    }
+}
+
+/// Runs the `--exec` command for one delivery and classifies its outcome.
+async fn run_exec(
+    command: &str,
+    timeout: Duration,
+    d: &Delivery,
+) -> std::result::Result<(), HandlerError> {
+    let mut input = serde_json::to_vec(&d.envelope).expect("an envelope always serializes");
+    input.push(b'\n');
+    let mut cmd = tokio::process::Command::new("sh");
+    cmd.arg("-c")
+        .arg(command)
+        .env("EVENTBUS_EVENT_ID", d.envelope.id.to_string())
+        .env("EVENTBUS_EVENT_TYPE", &d.envelope.event_type)
+        .env("EVENTBUS_EVENT_KEY", &d.envelope.key)
+        .env("EVENTBUS_GROUP", &d.group)
+        .env("EVENTBUS_STREAM", &d.stream)
+        .env("EVENTBUS_ENTRY_ID", &d.entry_id)
+        .env("EVENTBUS_REDELIVERED", d.redelivered.to_string())
+        .stdin(Stdio::piped())
+        .kill_on_drop(true);
+    // Its own process group: a terminal's Ctrl-C reaches only us (so running
+    // commands can finish during shutdown), and a timeout kills the whole group.
+    #[cfg(unix)]
+    cmd.process_group(0);
+    let mut child = cmd
+        .spawn()
+        .map_err(|e| HandlerError::retryable(format!("cannot start `sh -c {command}`: {e}")))?;
+    let pid = child.id();
+    // Feed stdin concurrently: a command that does not read it must not block us.
+    if let Some(mut stdin) = child.stdin.take() {
+        tokio::spawn(async move {
+            let _ = stdin.write_all(&input).await;
+            let _ = stdin.shutdown().await;
+        });
+    }
+    let status = match tokio::time::timeout(timeout, child.wait()).await {
+        Ok(Ok(status)) => status,
+        Ok(Err(e)) => {
+            return Err(HandlerError::retryable(format!(
+                "waiting for the command failed: {e}"
+            )))
+        }
+        Err(_) => {
+            kill_group(pid).await;
+            let _ = child.kill().await;
+            return Err(HandlerError::retryable(format!(
+                "command timed out after {timeout:?} and was killed"
+            )));
+        }
+    };
+    match status.code() {
+        Some(0) => Ok(()),
+        Some(EXIT_PERMANENT) => Err(HandlerError::permanent(format!(
+            "command exited with {EXIT_PERMANENT} (permanent failure)"
+        ))),
+        Some(code) => Err(HandlerError::retryable(format!(
+            "command exited with {code}"
+        ))),
+        None => Err(HandlerError::retryable("command was killed by a signal")),
+    }
+}
+
+/// Kills the process group led by `pid` (the command and anything it started).
+async fn kill_group(pid: Option<u32>) {
+    #[cfg(unix)]
+    if let Some(pid) = pid {
+        let _ = tokio::process::Command::new("kill")
+            .args(["-s", "KILL", "--", &format!("-{pid}")])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .await;
+    }
+    #[cfg(not(unix))]
+    let _ = pid;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn delivery() -> Delivery {
+        Delivery {
+            envelope: eventbus::Envelope::new("a.b", "k", serde_json::json!({"x": 1})),
+            stream: "ns:{a:0}".into(),
+            topic: "a".into(),
+            partition: 0,
+            entry_id: "1-0".into(),
+            group: "g".into(),
+            consumer: "c".into(),
+            redelivered: false,
+        }
+    }
+
+    #[tokio::test]
+    async fn exec_outcomes_are_classified() {
+        let d = delivery();
+        let t = Duration::from_secs(10);
+        assert!(run_exec("exit 0", t, &d).await.is_ok());
+        let e = run_exec("exit 65", t, &d).await.unwrap_err();
+        assert_eq!(e.class, eventbus::ErrorClass::Permanent);
+        let e = run_exec("exit 3", t, &d).await.unwrap_err();
+        assert_eq!(e.class, eventbus::ErrorClass::Retryable);
+        let e = run_exec("sleep 30", Duration::from_millis(200), &d)
+            .await
+            .unwrap_err();
+        assert!(e.message.contains("timed out"), "{}", e.message);
+    }
+
+    #[tokio::test]
+    async fn exec_gets_the_envelope_and_env() {
+        let d = delivery();
+        let check = format!(
+            r#"test "$EVENTBUS_EVENT_ID" = {} && test "$EVENTBUS_GROUP" = g && grep -q '"type":"a.b"'"#,
+            d.envelope.id
+        );
+        run_exec(&check, Duration::from_secs(10), &d).await.unwrap();
+    }
+
+    #[test]
+    fn limit_reserves_and_releases() {
+        let l = Limit::new(2);
+        assert!(l.try_reserve() && l.try_reserve());
+        assert!(!l.try_reserve());
+        l.release();
+        assert!(l.try_reserve());
+        assert!(!l.complete());
+        assert!(l.complete());
+    }
+}

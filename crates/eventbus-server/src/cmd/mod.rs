@@ -1,0 +1,100 @@
+//! The commands, one module each, and what they share: choosing topics and
+//! turning SIGINT/SIGTERM into a cancellation token.
+
+mod consume;
+mod demo;
+mod publish;
+mod streams;
+mod tail;
+
+use std::collections::BTreeSet;
+
+use redis::aio::ConnectionManager;
+use tokio_util::sync::CancellationToken;
+
+use crate::cli::Command;
+use crate::config::Settings;
+use crate::error::{CliError, Result};
+
+/// The topics of the first user's event catalogue.
+pub(crate) const CATALOGUE_TOPICS: [&str; 4] = ["work_order", "work_item", "attempt", "system"];
+
+/// Runs one command.
+pub(crate) async fn run(command: Command, settings: Settings) -> Result<()> {
+    match command {
+        Command::Publish(args) => publish::run(args, &settings).await,
+        Command::Consume(args) => consume::run(args, &settings).await,
+        Command::Tail(args) => tail::run(args, &settings).await,
+        Command::Streams(args) => streams::run(args, &settings).await,
+        Command::Demo(args) => demo::run(args, &settings).await,
+    }
+}
+
+/// Checks topic names given with `--topics`: letters, digits, `_` or `-`.
+pub(crate) fn check_topics(topics: &[String]) -> Result<()> {
+    for t in topics {
+        let ok = !t.is_empty()
+            && t.chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
+        if !ok {
+            return Err(CliError::Input(format!(
+                "--topics: {t:?} is not a topic name (letters, digits, `_` or `-`)"
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// The topics asked for, or by default the catalogue topics plus every topic
+/// registered in the namespace.
+pub(crate) async fn topics_or_default(
+    conn: &ConnectionManager,
+    settings: &Settings,
+    asked: &[String],
+) -> Result<BTreeSet<String>> {
+    check_topics(asked)?;
+    if !asked.is_empty() {
+        return Ok(asked.iter().cloned().collect());
+    }
+    let mut topics = eventbus::admin::known_topics(conn, &settings.topology()?).await?;
+    topics.extend(CATALOGUE_TOPICS.iter().map(|t| (*t).to_owned()));
+    Ok(topics)
+}
+
+/// A token cancelled on the first SIGINT or SIGTERM. A second signal exits
+/// at once with status 130, for when a graceful shutdown takes too long.
+pub(crate) fn shutdown_on_signal() -> CancellationToken {
+    let token = CancellationToken::new();
+    let cancel = token.clone();
+    tokio::spawn(async move {
+        wait_for_signal().await;
+        tracing::info!("signal received; shutting down (send it again to exit at once)");
+        cancel.cancel();
+        wait_for_signal().await;
+        eprintln!("eventbus: error: interrupted again; exiting without waiting");
+        std::process::exit(130);
+    });
+    token
+}
+
+async fn wait_for_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}

@@ -1,0 +1,365 @@
+//! Settings from the environment, overridden by command-line flags.
+//!
+//! This is the only module that reads environment variables. Every
+//! variable, its default and its flag:
+//!
+//! | variable | default | flag |
+//! |----------|---------|------|
+//! | `REDIS_URL` | built from the `REDIS_*` parts below | `--redis-url` |
+//! | `REDIS_HOST`, `REDIS_PORT` | `127.0.0.1`, `6379` | |
+//! | `REDIS_USERNAME`, `REDIS_PASSWORD` | none (ACL user, password) | |
+//! | `REDIS_DB` | `0` | |
+//! | `EVENT_BUS_NAMESPACE` | `eventbus` | `--namespace` |
+//! | `EVENT_BUS_PARTITIONS` | `16` | `--partitions` |
+//! | `EVENT_BUS_CONSUMER_GROUP` | none | `consume --group` |
+//! | `EVENT_BUS_MAX_LEN` | off (no trimming) | `publish --max-len` |
+//! | `EVENT_BUS_LOG` | `info` | |
+//! | `EVENT_BUS_LOG_FORMAT` | `text` on a terminal, `json` otherwise | |
+//!
+//! An empty variable counts as unset. A bad value is an error naming the
+//! variable; the value of a secret is never repeated.
+
+use std::collections::HashMap;
+use std::ffi::OsString;
+
+use eventbus::{redact_url, RedisConnector, RedisOptions, Topology};
+
+use crate::cli::GlobalArgs;
+use crate::error::{CliError, Result};
+
+/// Names of the environment variables read here.
+const VARS: &[&str] = &[
+    "REDIS_URL",
+    "REDIS_HOST",
+    "REDIS_PORT",
+    "REDIS_USERNAME",
+    "REDIS_PASSWORD",
+    "REDIS_DB",
+    "EVENT_BUS_NAMESPACE",
+    "EVENT_BUS_PARTITIONS",
+    "EVENT_BUS_CONSUMER_GROUP",
+    "EVENT_BUS_MAX_LEN",
+    "EVENT_BUS_LOG",
+    "EVENT_BUS_LOG_FORMAT",
+];
+
+/// A snapshot of the environment variables this binary reads.
+#[derive(Default)]
+pub(crate) struct Env(HashMap<&'static str, OsString>);
+
+impl Env {
+    /// Reads the process environment.
+    pub(crate) fn from_process() -> Self {
+        Env(VARS
+            .iter()
+            .filter_map(|&name| Some((name, std::env::var_os(name)?)))
+            .collect())
+    }
+
+    /// An environment made of the given pairs (for tests).
+    #[cfg(test)]
+    pub(crate) fn from_pairs(pairs: &[(&'static str, &str)]) -> Self {
+        Env(pairs.iter().map(|(k, v)| (*k, OsString::from(v))).collect())
+    }
+
+    /// The value of `var`; `None` when unset or empty.
+    fn get(&self, var: &'static str) -> Result<Option<String>> {
+        match self.0.get(var) {
+            None => Ok(None),
+            Some(v) if v.is_empty() => Ok(None),
+            Some(v) => v
+                .to_str()
+                .map(|s| Some(s.to_owned()))
+                .ok_or(CliError::Setting {
+                    var,
+                    reason: "is not valid UTF-8".into(),
+                }),
+        }
+    }
+
+    /// Parses `var` with `parse`, naming the variable in the error.
+    fn parse<T>(
+        &self,
+        var: &'static str,
+        expected: &str,
+        parse: impl FnOnce(&str) -> Option<T>,
+    ) -> Result<Option<T>> {
+        let Some(raw) = self.get(var)? else {
+            return Ok(None);
+        };
+        match parse(raw.trim()) {
+            Some(v) => Ok(Some(v)),
+            None => Err(CliError::Setting {
+                var,
+                reason: format!("{raw:?} is not {expected}"),
+            }),
+        }
+    }
+}
+
+/// How log lines are written to stderr.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum LogFormat {
+    /// One JSON object per line.
+    Json,
+    /// Human-readable lines.
+    Text,
+}
+
+/// Logging settings.
+#[derive(Debug, Clone)]
+pub(crate) struct LogSettings {
+    /// A `tracing` filter, e.g. `info` or `eventbus=debug,info`.
+    pub(crate) filter: String,
+    /// `None`: text on a terminal, JSON otherwise.
+    pub(crate) format: Option<LogFormat>,
+}
+
+/// Everything the commands need, resolved from flags, then environment, then defaults.
+#[derive(Clone)]
+pub(crate) struct Settings {
+    /// The Redis URL; may hold a password, so never print it (see [`Settings::redacted_url`]).
+    redis_url: String,
+    /// Key prefix.
+    pub(crate) namespace: String,
+    /// Partitions per topic.
+    pub(crate) partitions: u32,
+    /// The default consumer group.
+    pub(crate) consumer_group: Option<String>,
+    /// Approximate stream length cap for publishing; `None` never trims.
+    pub(crate) max_len: Option<usize>,
+    /// Logging.
+    pub(crate) log: LogSettings,
+}
+
+impl std::fmt::Debug for Settings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Settings")
+            .field("redis_url", &self.redacted_url())
+            .field("namespace", &self.namespace)
+            .field("partitions", &self.partitions)
+            .field("consumer_group", &self.consumer_group)
+            .field("max_len", &self.max_len)
+            .field("log", &self.log)
+            .finish()
+    }
+}
+
+impl Settings {
+    /// Resolves the settings: a flag wins over its variable, which wins over the default.
+    pub(crate) fn load(flags: &GlobalArgs, env: &Env) -> Result<Self> {
+        let redis_url = match &flags.redis_url {
+            Some(url) => url.clone(),
+            None => match env.get("REDIS_URL")? {
+                Some(url) => url,
+                None => url_from_parts(env)?,
+            },
+        };
+
+        let namespace = match &flags.namespace {
+            Some(ns) => ns.clone(),
+            None => env
+                .get("EVENT_BUS_NAMESPACE")?
+                .unwrap_or_else(|| eventbus::topology::DEFAULT_NAMESPACE.to_owned()),
+        };
+        let partitions = match flags.partitions {
+            Some(p) => p,
+            None => env
+                .parse(
+                    "EVENT_BUS_PARTITIONS",
+                    "a whole number between 1 and 1024",
+                    |s| s.parse::<u32>().ok().filter(|p| (1..=1024).contains(p)),
+                )?
+                .unwrap_or(eventbus::topology::DEFAULT_PARTITIONS),
+        };
+        // Check namespace and partitions together, naming the variable on error.
+        if let Err(e) = Topology::new(namespace.clone(), partitions) {
+            let var = if flags.namespace.is_some() {
+                "--namespace"
+            } else {
+                "EVENT_BUS_NAMESPACE"
+            };
+            return Err(CliError::Setting {
+                var,
+                reason: strip_config_prefix(&e),
+            });
+        }
+
+        let max_len = env.parse("EVENT_BUS_MAX_LEN", "a positive whole number", |s| {
+            s.parse::<usize>().ok().filter(|n| *n > 0)
+        })?;
+        let consumer_group = env.get("EVENT_BUS_CONSUMER_GROUP")?;
+
+        let filter = env
+            .get("EVENT_BUS_LOG")?
+            .unwrap_or_else(|| "info".to_owned());
+        let format = env.parse("EVENT_BUS_LOG_FORMAT", "`json` or `text`", |s| {
+            match s.to_ascii_lowercase().as_str() {
+                "json" => Some(LogFormat::Json),
+                "text" => Some(LogFormat::Text),
+                _ => None,
+            }
+        })?;
+
+        Ok(Settings {
+            redis_url,
+            namespace,
+            partitions,
+            consumer_group,
+            max_len,
+            log: LogSettings { filter, format },
+        })
+    }
+
+    /// The Redis URL with its password replaced by `***`.
+    pub(crate) fn redacted_url(&self) -> String {
+        redact_url(&self.redis_url)
+    }
+
+    /// A connector to the configured Redis (nothing is opened yet).
+    pub(crate) fn connector(&self) -> Result<RedisConnector> {
+        RedisConnector::new(&self.redis_url, RedisOptions::default()).map_err(|e| {
+            CliError::Setting {
+                var: "REDIS_URL",
+                reason: strip_config_prefix(&e),
+            }
+        })
+    }
+
+    /// The configured topology.
+    pub(crate) fn topology(&self) -> Result<Topology> {
+        Ok(Topology::new(self.namespace.clone(), self.partitions)?)
+    }
+}
+
+/// The library's message without its `invalid configuration: ` prefix.
+fn strip_config_prefix(e: &eventbus::Error) -> String {
+    match e {
+        eventbus::Error::Config(m) => m.clone(),
+        other => other.to_string(),
+    }
+}
+
+/// Builds `redis://[user][:password@]host:port/db` from the `REDIS_*` parts.
+fn url_from_parts(env: &Env) -> Result<String> {
+    let host = env
+        .get("REDIS_HOST")?
+        .unwrap_or_else(|| "127.0.0.1".to_owned());
+    let port = env
+        .parse("REDIS_PORT", "a port number (1-65535)", |s| {
+            s.parse::<u16>().ok().filter(|p| *p > 0)
+        })?
+        .unwrap_or(6379);
+    let db = env
+        .parse("REDIS_DB", "a database number", |s| s.parse::<u32>().ok())?
+        .unwrap_or(0);
+    let username = env.get("REDIS_USERNAME")?;
+    let password = env.get("REDIS_PASSWORD")?;
+
+    let mut url = url::Url::parse("redis://127.0.0.1/").expect("a valid base URL");
+    url.set_host(Some(host.trim()))
+        .map_err(|e| CliError::Setting {
+            var: "REDIS_HOST",
+            reason: format!("{host:?} is not a host name or address: {e}"),
+        })?;
+    url.set_port(Some(port)).expect("redis URLs have ports");
+    if let Some(user) = &username {
+        url.set_username(user).map_err(|()| CliError::Setting {
+            var: "REDIS_USERNAME",
+            reason: "cannot be used in a URL".into(),
+        })?;
+    }
+    if let Some(password) = &password {
+        url.set_password(Some(password))
+            .map_err(|()| CliError::Setting {
+                var: "REDIS_PASSWORD",
+                reason: "cannot be used in a URL".into(),
+            })?;
+    }
+    url.set_path(&format!("/{db}"));
+    Ok(url.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load(pairs: &[(&'static str, &str)]) -> Result<Settings> {
+        Settings::load(&GlobalArgs::default(), &Env::from_pairs(pairs))
+    }
+
+    #[test]
+    fn defaults() {
+        let s = load(&[]).unwrap();
+        assert_eq!(s.redis_url, "redis://127.0.0.1:6379/0");
+        assert_eq!(s.namespace, "eventbus");
+        assert_eq!(s.partitions, 16);
+        assert_eq!(s.max_len, None);
+        assert_eq!(s.consumer_group, None);
+        assert_eq!(s.log.filter, "info");
+        assert_eq!(s.log.format, None);
+    }
+
+    #[test]
+    fn builds_url_from_parts_and_encodes_the_password() {
+        let s = load(&[
+            ("REDIS_HOST", "redis.internal"),
+            ("REDIS_PORT", "6380"),
+            ("REDIS_PASSWORD", "p@ss/word"),
+            ("REDIS_DB", "3"),
+        ])
+        .unwrap();
+        assert_eq!(s.redis_url, "redis://:p%40ss%2Fword@redis.internal:6380/3");
+        assert_eq!(s.redacted_url(), "redis://:***@redis.internal:6380/3");
+        assert!(!format!("{s:?}").contains("word"));
+    }
+
+    #[test]
+    fn redis_url_wins_over_parts_and_flags_win_over_env() {
+        let env = Env::from_pairs(&[
+            ("REDIS_URL", "redis://a:1"),
+            ("REDIS_HOST", "b"),
+            ("EVENT_BUS_NAMESPACE", "env-ns"),
+            ("EVENT_BUS_PARTITIONS", "8"),
+        ]);
+        let s = Settings::load(&GlobalArgs::default(), &env).unwrap();
+        assert_eq!(
+            (s.redis_url.as_str(), s.namespace.as_str(), s.partitions),
+            ("redis://a:1", "env-ns", 8)
+        );
+        let flags = GlobalArgs {
+            redis_url: Some("redis://c:2".into()),
+            namespace: Some("flag-ns".into()),
+            partitions: Some(4),
+        };
+        let s = Settings::load(&flags, &env).unwrap();
+        assert_eq!(
+            (s.redis_url.as_str(), s.namespace.as_str(), s.partitions),
+            ("redis://c:2", "flag-ns", 4)
+        );
+    }
+
+    #[test]
+    fn bad_values_name_their_variable() {
+        for (var, value) in [
+            ("EVENT_BUS_PARTITIONS", "abc"),
+            ("EVENT_BUS_PARTITIONS", "0"),
+            ("EVENT_BUS_MAX_LEN", "-5"),
+            ("EVENT_BUS_LOG_FORMAT", "xml"),
+            ("EVENT_BUS_NAMESPACE", "a b"),
+            ("REDIS_PORT", "http"),
+            ("REDIS_DB", "x"),
+        ] {
+            let err = load(&[(var, value)]).unwrap_err();
+            assert!(err.to_string().starts_with(var), "{var}: {err}");
+            assert_eq!(err.exit_code(), 2);
+        }
+    }
+
+    #[test]
+    fn empty_counts_as_unset() {
+        let s = load(&[("EVENT_BUS_MAX_LEN", ""), ("REDIS_PASSWORD", "")]).unwrap();
+        assert_eq!(s.max_len, None);
+        assert_eq!(s.redis_url, "redis://127.0.0.1:6379/0");
+    }
+}
