@@ -67,6 +67,8 @@ pub struct ConsumerConfig {
     /// Consumers idle longer than this with nothing pending are removed
     /// from the group. Default 1 h.
     pub stale_consumer_after: Duration,
+    /// How often to look for stale consumers. Default 60 s.
+    pub stale_check_interval: Duration,
     /// How long shutdown waits for in-flight handlers. Default 30 s.
     pub shutdown_timeout: Duration,
 }
@@ -88,6 +90,7 @@ impl ConsumerConfig {
             claim_interval: Duration::from_secs(5),
             ack_batch: 1024,
             stale_consumer_after: Duration::from_secs(3600),
+            stale_check_interval: Duration::from_secs(60),
             shutdown_timeout: Duration::from_secs(30),
         }
     }
@@ -410,19 +413,24 @@ async fn run_reader<H: Handler>(
                     }
                 }
             }
-            Err(e) if e.code() == Some("NOGROUP") => {
+            // NOGROUP: the group or stream is gone (Redis restarted without
+            // persistence, or someone deleted it). UNBLOCKED: the stream was
+            // deleted while we were blocked on it.
+            Err(e) if matches!(e.code(), Some("NOGROUP") | Some("UNBLOCKED")) => {
                 reader = Some(c);
-                tracing::warn!(group = %shared.group, "group or stream vanished (Redis restarted?); recreating");
+                tracing::warn!(group = %shared.group, error = %e, "group or stream vanished; recreating");
                 if let Err(e) = ensure_groups(conn, &shared.streams, &shared.group).await {
                     failures += 1;
                     pause_after_error(&e, failures, shutdown).await;
                 }
             }
-            Err(e) if is_transient_redis(&e) => {
+            Err(e) if e.code() == Some("WRONGTYPE") => return Err(e.into()),
+            Err(e) => {
+                // Transient or unexpected: keep the consumer alive, back off,
+                // and start over on a fresh connection.
                 failures += 1;
                 pause_after_error(&Error::Redis(e), failures, shutdown).await;
             }
-            Err(e) => return Err(e.into()),
         }
     }
     Ok(())

@@ -110,6 +110,11 @@ impl Publisher {
     /// Checks that an event can be published: a `topic.name` type, a
     /// non-empty key, and an encoded size within the limit.
     pub fn check(&self, event: &Envelope) -> Result<()> {
+        self.encode_checked(event).map(|_| ())
+    }
+
+    /// Checks an event and returns its encoded fields (encoded once).
+    fn encode_checked(&self, event: &Envelope) -> Result<Vec<(&'static str, String)>> {
         validate_event_type(&event.event_type)?;
         if event.key.is_empty() {
             return Err(Error::InvalidEvent(format!(
@@ -117,18 +122,15 @@ impl Publisher {
                 event.id, event.event_type
             )));
         }
-        let size: usize = event
-            .to_fields()
-            .iter()
-            .map(|(k, v)| k.len() + v.len())
-            .sum();
+        let fields = event.to_fields();
+        let size: usize = fields.iter().map(|(k, v)| k.len() + v.len()).sum();
         if size > self.config.max_event_bytes {
             return Err(Error::InvalidEvent(format!(
                 "event {} is {size} bytes, over the limit of {} bytes",
                 event.id, self.config.max_event_bytes
             )));
         }
-        Ok(())
+        Ok(fields)
     }
 
     /// Publishes one event.
@@ -143,9 +145,10 @@ impl Publisher {
         if events.is_empty() {
             return Ok(Vec::new());
         }
-        for e in events {
-            self.check(e)?;
-        }
+        let encoded = events
+            .iter()
+            .map(|e| self.encode_checked(e))
+            .collect::<Result<Vec<_>>>()?;
         let routes: Vec<(String, u32)> = events
             .iter()
             .map(|e| {
@@ -156,14 +159,14 @@ impl Publisher {
         let new_topics = self.unseen_topics(events);
 
         let mut pipe = redis::pipe();
-        for (e, (stream, _)) in events.iter().zip(&routes) {
+        for (fields, (stream, _)) in encoded.iter().zip(&routes) {
             let cmd = pipe.cmd("XADD").arg(stream);
             if let Some(n) = self.config.max_len {
                 cmd.arg("MAXLEN").arg("~").arg(n);
             }
             cmd.arg("*");
-            for (k, v) in e.to_fields() {
-                cmd.arg(k).arg(v);
+            for (k, v) in fields {
+                cmd.arg(*k).arg(v);
             }
         }
         if !new_topics.is_empty() {
