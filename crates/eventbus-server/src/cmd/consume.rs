@@ -55,10 +55,10 @@ pub(crate) async fn run(args: ConsumeArgs, settings: &Settings) -> Result<()> {
     if args.exec.is_some() {
         // Let a running command finish (or time out) before shutdown gives up on it.
         config.shutdown_timeout = args.exec_timeout + Duration::from_secs(5);
-        if args.claim_idle <= args.exec_timeout {
+        if args.claim_idle < args.exec_timeout {
             tracing::warn!(
                 claim_idle = ?args.claim_idle, exec_timeout = ?args.exec_timeout,
-                "--claim-idle is not longer than --exec-timeout: a slow command's event may be claimed and run twice at once"
+                "--claim-idle is shorter than --exec-timeout: a slow command's event may be claimed and run twice at once"
             );
         }
     }

@@ -1,0 +1,546 @@
+//! End-to-end tests of the `eventbus` binary against the shared local Redis.
+//!
+//! Each test works in its own namespace (`test-cli-<random>`), whose keys
+//! are deleted when the test ends, so tests run in parallel. Child
+//! processes get a generous deadline only so a hang fails the test instead
+//! of blocking the run; nothing here asserts speed.
+
+use std::collections::{BTreeMap, HashSet};
+use std::io::Write;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use eventbus_testkit::{shared_redis_url, TestNamespace};
+use serde_json::{json, Value};
+
+/// Longest any single command may run before the test calls it hung.
+const HANG: Duration = Duration::from_secs(120);
+
+/// The settings the binary may read from the environment; tests set their own.
+const ENV_VARS: &[&str] = &[
+    "REDIS_URL",
+    "REDIS_HOST",
+    "REDIS_PORT",
+    "REDIS_USERNAME",
+    "REDIS_PASSWORD",
+    "REDIS_DB",
+    "EVENT_BUS_NAMESPACE",
+    "EVENT_BUS_PARTITIONS",
+    "EVENT_BUS_CONSUMER_GROUP",
+    "EVENT_BUS_MAX_LEN",
+    "EVENT_BUS_LOG",
+    "EVENT_BUS_LOG_FORMAT",
+];
+
+fn namespace() -> TestNamespace {
+    TestNamespace::new(shared_redis_url(), "cli")
+}
+
+/// The binary, pointed at the namespace, with a clean environment.
+fn eventbus(ns: &TestNamespace, args: &[&str]) -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_eventbus"));
+    for var in ENV_VARS {
+        c.env_remove(var);
+    }
+    c.env("REDIS_URL", ns.url())
+        .env("EVENT_BUS_NAMESPACE", ns.name())
+        .env("EVENT_BUS_LOG", "warn")
+        .env("EVENT_BUS_LOG_FORMAT", "json")
+        .args(args);
+    c
+}
+
+struct Output {
+    code: i32,
+    stdout: String,
+    stderr: String,
+}
+
+impl Output {
+    fn lines(&self) -> Vec<Value> {
+        self.stdout
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+            .collect()
+    }
+
+    /// The one `eventbus: error:` line on stderr (log lines are JSON).
+    fn error_line(&self) -> &str {
+        let errors: Vec<&str> = self
+            .stderr
+            .lines()
+            .filter(|l| l.starts_with("eventbus: error: "))
+            .collect();
+        assert_eq!(
+            errors.len(),
+            1,
+            "one error line expected in {:?}",
+            self.stderr
+        );
+        errors[0]
+    }
+}
+
+/// Runs to completion (panicking if it hangs), feeding `stdin` if given.
+fn run(mut cmd: Command, stdin: Option<&str>) -> Output {
+    cmd.stdin(if stdin.is_some() {
+        Stdio::piped()
+    } else {
+        Stdio::null()
+    })
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped());
+    let mut child = cmd.spawn().expect("the eventbus binary starts");
+    if let Some(input) = stdin {
+        let mut pipe = child.stdin.take().expect("piped stdin");
+        pipe.write_all(input.as_bytes()).expect("write stdin");
+    }
+    // Read the pipes on threads so a chatty child never blocks on a full pipe.
+    let mut out = child.stdout.take().expect("piped stdout");
+    let mut err = child.stderr.take().expect("piped stderr");
+    let out = std::thread::spawn(move || read_all(&mut out));
+    let err = std::thread::spawn(move || read_all(&mut err));
+    let status = wait_or_kill(&mut child, HANG);
+    Output {
+        code: status.code().unwrap_or(-1),
+        stdout: out.join().expect("stdout reader"),
+        stderr: err.join().expect("stderr reader"),
+    }
+}
+
+fn read_all(r: &mut impl std::io::Read) -> String {
+    let mut s = String::new();
+    let _ = r.read_to_string(&mut s);
+    s
+}
+
+fn wait_or_kill(child: &mut std::process::Child, within: Duration) -> std::process::ExitStatus {
+    let deadline = Instant::now() + within;
+    loop {
+        if let Some(status) = child.try_wait().expect("wait for child") {
+            return status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("eventbus did not finish within {within:?}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn publish_batch(ns: &TestNamespace, text: &str) -> Vec<Value> {
+    let out = run(eventbus(ns, &["publish", "--batch", "-"]), Some(text));
+    assert_eq!(out.code, 0, "publish failed: {}", out.stderr);
+    out.lines()
+}
+
+/// A batch of `n` events over three topics and many keys.
+fn batch_text(n: usize) -> String {
+    let types = [
+        "work_order.created",
+        "work_item.processing_started",
+        "system.health_check",
+    ];
+    (0..n)
+        .map(|i| {
+            json!({
+                "type": types[i % types.len()],
+                "key": format!("key-{}", i % 37),
+                "data": {"n": i, "note": "from the cli test"},
+                "headers": {"test": "cli"},
+            })
+            .to_string()
+                + "\n"
+        })
+        .collect()
+}
+
+fn ids_of(published: &[Value]) -> HashSet<String> {
+    published
+        .iter()
+        .map(|p| p["id"].as_str().expect("id").to_owned())
+        .collect()
+}
+
+fn streams_json(ns: &TestNamespace) -> Value {
+    let out = run(eventbus(ns, &["streams", "--json"]), None);
+    assert_eq!(out.code, 0, "streams failed: {}", out.stderr);
+    serde_json::from_str(&out.stdout).expect("streams --json prints JSON")
+}
+
+fn total_length(streams: &Value) -> u64 {
+    streams["streams"]
+        .as_array()
+        .expect("streams array")
+        .iter()
+        .map(|s| s["length"].as_u64().expect("length"))
+        .sum()
+}
+
+fn read_lines(path: &Path) -> Vec<String> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .map(str::to_owned)
+        .collect()
+}
+
+#[test]
+fn published_batch_is_consumed_by_exec_exactly() {
+    let ns = namespace();
+    let published = publish_batch(&ns, &batch_text(200));
+    assert_eq!(published.len(), 200);
+    let ids = ids_of(&published);
+    assert_eq!(ids.len(), 200);
+
+    let dir = tempfile::tempdir().expect("temp dir");
+    let d = dir.path().display();
+    // The id from the environment goes to a list; the envelope from stdin to a file named by it.
+    let exec = format!(
+        r#"cat > '{d}'/"$EVENTBUS_EVENT_ID".json && echo "$EVENTBUS_EVENT_ID" >> '{d}/ids'"#
+    );
+    let out = run(
+        eventbus(
+            &ns,
+            &[
+                "consume",
+                "--group",
+                "g",
+                "--exec",
+                &exec,
+                "--max-events",
+                "200",
+            ],
+        ),
+        None,
+    );
+    assert_eq!(out.code, 0, "consume failed: {}", out.stderr);
+
+    let seen = read_lines(&dir.path().join("ids"));
+    assert_eq!(seen.len(), 200, "each event handled once");
+    assert_eq!(seen.into_iter().collect::<HashSet<_>>(), ids);
+    for id in &ids {
+        let text = std::fs::read_to_string(dir.path().join(format!("{id}.json"))).unwrap();
+        let envelope: Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(envelope["id"], json!(id), "stdin carries the same event");
+        assert_eq!(envelope["headers"]["test"], "cli");
+    }
+
+    // Everything was acknowledged.
+    let streams = streams_json(&ns);
+    for s in streams["streams"].as_array().unwrap() {
+        for g in s["groups"].as_array().unwrap() {
+            assert_eq!(g["name"], "g");
+            assert_eq!(g["pending"], 0, "{s}");
+        }
+    }
+}
+
+#[test]
+fn bad_input_is_refused_and_loses_nothing() {
+    let ns = namespace();
+    let first = publish_batch(&ns, &batch_text(3));
+    let publish = |extra: &[&str]| {
+        let mut args = vec!["publish"];
+        args.extend_from_slice(extra);
+        run(eventbus(&ns, &args), None)
+    };
+
+    let out = publish(&["--type", "a.b", "--key", "k", "--data", "{nope"]);
+    assert_eq!(out.code, 2);
+    assert!(out.error_line().contains("JSON"), "{}", out.stderr);
+
+    let out = publish(&[
+        "--type",
+        "a.b",
+        "--key",
+        "k",
+        "--data",
+        "@/no/such/file.json",
+    ]);
+    assert_eq!(out.code, 2);
+    assert!(
+        out.error_line().contains("/no/such/file.json"),
+        "{}",
+        out.stderr
+    );
+
+    let out = publish(&["--type", "nodot", "--key", "k", "--data", "{}"]);
+    assert_eq!(out.code, 2);
+    assert!(out.error_line().contains("topic.name"), "{}", out.stderr);
+
+    let out = publish(&["--type", "a.b", "--key", "", "--data", "{}"]);
+    assert_eq!(out.code, 2);
+    assert!(out.error_line().contains("key"), "{}", out.stderr);
+
+    let out = publish(&["--type", "a.b", "--key", "k", "--data", "{}", "--bogus"]);
+    assert_eq!(out.code, 2);
+    assert!(out.error_line().contains("--bogus"), "{}", out.stderr);
+
+    // A batch with one bad line publishes none of its lines.
+    let mut lines: Vec<String> = batch_text(5).lines().map(str::to_owned).collect();
+    lines[2] = r#"{"type": "work_order.created", "key": "k", "data": {"#.to_owned();
+    let out = run(
+        eventbus(&ns, &["publish", "--batch", "-"]),
+        Some(&(lines.join("\n") + "\n")),
+    );
+    assert_eq!(out.code, 2);
+    assert!(out.error_line().contains("line 3"), "{}", out.stderr);
+    assert!(out.stdout.is_empty());
+    lines[2] = r#"{"type": "work_order.created", "key": "", "data": {}}"#.to_owned();
+    let out = run(
+        eventbus(&ns, &["publish", "--batch", "-"]),
+        Some(&lines.join("\n")),
+    );
+    assert_eq!(out.code, 2);
+    assert!(out.error_line().contains("line 3"), "{}", out.stderr);
+    assert_eq!(
+        total_length(&streams_json(&ns)),
+        3,
+        "the bad batches added nothing"
+    );
+
+    // Unreachable Redis: exit 69, URL shown with the password hidden.
+    for env in [
+        vec![("REDIS_URL", "redis://:sentinelpass@127.0.0.1:1")],
+        vec![
+            ("REDIS_HOST", "127.0.0.1"),
+            ("REDIS_PORT", "1"),
+            ("REDIS_PASSWORD", "sentinelpass"),
+        ],
+    ] {
+        let mut cmd = eventbus(
+            &ns,
+            &["publish", "--type", "a.b", "--key", "k", "--data", "{}"],
+        );
+        cmd.env_remove("REDIS_URL");
+        cmd.envs(env);
+        let out = run(cmd, None);
+        assert_eq!(out.code, 69, "{}", out.stderr);
+        let line = out.error_line();
+        assert!(
+            line.contains("cannot reach Redis at redis://:***@127.0.0.1:1"),
+            "{line}"
+        );
+        assert!(!out.stderr.contains("sentinelpass") && !out.stdout.contains("sentinelpass"));
+    }
+
+    let mut cmd = eventbus(&ns, &["streams"]);
+    cmd.env("EVENT_BUS_PARTITIONS", "abc");
+    let out = run(cmd, None);
+    assert_eq!(out.code, 2);
+    assert!(
+        out.error_line().contains("EVENT_BUS_PARTITIONS"),
+        "{}",
+        out.stderr
+    );
+
+    let out = run(eventbus(&ns, &["consume", "--print"]), None);
+    assert_eq!(out.code, 2);
+    assert!(out.error_line().contains("--group"), "{}", out.stderr);
+
+    // The bus still works, and the first events are all still there.
+    let out = publish(&[
+        "--type",
+        "work_order.created",
+        "--key",
+        "wo-9",
+        "--data",
+        r#"{"id":"wo-9"}"#,
+    ]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let mut expected = ids_of(&first);
+    expected.extend(ids_of(&out.lines()));
+    let tail = run(eventbus(&ns, &["tail", "--from-start"]), None);
+    assert_eq!(tail.code, 0, "{}", tail.stderr);
+    let tailed: HashSet<String> = tail
+        .lines()
+        .iter()
+        .map(|l| l["event"]["id"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(tailed, expected);
+}
+
+#[test]
+fn streams_and_tail_show_what_was_published() {
+    let ns = namespace();
+    let published = publish_batch(&ns, &batch_text(40));
+
+    let mut per_stream: BTreeMap<String, u64> = BTreeMap::new();
+    for p in &published {
+        *per_stream
+            .entry(p["stream"].as_str().unwrap().to_owned())
+            .or_default() += 1;
+    }
+    let streams = streams_json(&ns);
+    assert_eq!(streams["namespace"], ns.name());
+    let mut lengths: BTreeMap<String, u64> = BTreeMap::new();
+    for s in streams["streams"].as_array().unwrap() {
+        let length = s["length"].as_u64().unwrap();
+        if length > 0 {
+            lengths.insert(s["stream"].as_str().unwrap().to_owned(), length);
+        }
+    }
+    assert_eq!(lengths, per_stream);
+
+    let table = run(eventbus(&ns, &["streams"]), None);
+    assert_eq!(table.code, 0);
+    assert!(table.stdout.starts_with("TOPIC"), "{}", table.stdout);
+    assert!(table.stdout.contains("work_item") && table.stdout.contains("40 entries"));
+
+    // Without --follow, --from-start exits once caught up.
+    let tail = run(eventbus(&ns, &["tail", "--from-start"]), None);
+    assert_eq!(tail.code, 0, "{}", tail.stderr);
+    let lines = tail.lines();
+    assert_eq!(lines.len(), 40);
+    let by_id: BTreeMap<&str, &Value> = published
+        .iter()
+        .map(|p| (p["id"].as_str().unwrap(), p))
+        .collect();
+    for l in &lines {
+        let p = by_id[l["event"]["id"].as_str().unwrap()];
+        assert_eq!(l["stream"], p["stream"]);
+        assert_eq!(l["entry_id"], p["entry_id"]);
+        assert_eq!(l["event"]["type"], p["type"]);
+    }
+    let tail = run(
+        eventbus(&ns, &["tail", "--from-start", "--count", "5"]),
+        None,
+    );
+    assert_eq!(tail.code, 0, "{}", tail.stderr);
+    assert_eq!(tail.lines().len(), 5);
+}
+
+#[test]
+fn consume_print_writes_envelopes() {
+    let ns = namespace();
+    let published = publish_batch(&ns, &batch_text(12));
+    let out = run(
+        eventbus(
+            &ns,
+            &[
+                "consume",
+                "--group",
+                "printer",
+                "--topics",
+                "work_order,work_item,system",
+                "--max-events",
+                "12",
+            ],
+        ),
+        None,
+    );
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let printed: HashSet<String> = out
+        .lines()
+        .iter()
+        .map(|e| e["id"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(printed, ids_of(&published));
+}
+
+#[test]
+fn failed_exec_leaves_the_event_pending_and_sigterm_stops_cleanly() {
+    let ns = namespace();
+    publish_batch(&ns, &batch_text(1));
+    let mut cmd = eventbus(
+        &ns,
+        &[
+            "consume",
+            "--group",
+            "g",
+            "--topics",
+            "work_order",
+            "--exec",
+            "exit 65",
+            "--block",
+            "200ms",
+        ],
+    );
+    cmd.stdout(Stdio::null()).stderr(Stdio::null());
+    let mut child = cmd.spawn().expect("consume starts");
+
+    let deadline = Instant::now() + HANG;
+    let pending = loop {
+        let streams = streams_json(&ns);
+        let pending: u64 = streams["streams"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .flat_map(|s| s["groups"].as_array().unwrap().iter())
+            .map(|g| g["pending"].as_u64().unwrap())
+            .sum();
+        if pending > 0 || Instant::now() > deadline {
+            break pending;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let killed = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .expect("kill runs");
+    assert!(killed.success());
+    let status = wait_or_kill(&mut child, HANG);
+    assert_eq!(pending, 1, "the failed event stays pending");
+    assert_eq!(status.code(), Some(0), "SIGTERM is a graceful stop");
+}
+
+#[test]
+fn demo_runs_and_summarizes() {
+    let ns = namespace(); // only to point the binary at the shared Redis
+    let out = run(eventbus(&ns, &["demo", "--events-per-type", "3"]), None);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    for needle in [
+        "Published 36 events",
+        "work_order.created",
+        "system.maintenance",
+        "Consumed",
+        "demo-consumer-1",
+        "demo-consumer-2",
+        "by partition",
+        "pending after shutdown: 0",
+        "Throughput",
+        "deleted",
+    ] {
+        assert!(
+            out.stdout.contains(needle),
+            "{needle:?} missing in:\n{}",
+            out.stdout
+        );
+    }
+
+    let out = run(
+        eventbus(&ns, &["demo", "--events-per-type", "2", "--json"]),
+        None,
+    );
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let summary: Value = serde_json::from_str(&out.stdout).expect("JSON summary");
+    assert_eq!(summary["published"], 24);
+    assert_eq!(summary["distinct"], 24);
+    assert_eq!(summary["pending_after_shutdown"], 0);
+    let by_type = summary["published_by_type"].as_array().unwrap();
+    assert_eq!(by_type.len(), 12);
+    assert!(by_type.iter().all(|t| t["count"] == 2));
+    let consumed: u64 = summary["consumed_by_consumer"]
+        .as_object()
+        .unwrap()
+        .values()
+        .map(|v| v.as_u64().unwrap())
+        .sum();
+    assert_eq!(consumed, summary["consumed"].as_u64().unwrap());
+
+    // The demo namespace is gone.
+    let demo_ns = summary["namespace"].as_str().unwrap();
+    let client = redis::Client::open(ns.url()).unwrap();
+    let mut conn = client.get_connection().unwrap();
+    let (_, keys): (u64, Vec<String>) = redis::cmd("SCAN")
+        .arg(0)
+        .arg("MATCH")
+        .arg(format!("{demo_ns}:*"))
+        .arg("COUNT")
+        .arg(100_000)
+        .query(&mut conn)
+        .unwrap();
+    assert!(keys.is_empty(), "{keys:?}");
+}
