@@ -40,13 +40,23 @@ pub(crate) struct Cli {
 #[derive(Debug, Default, Clone, Args)]
 pub(crate) struct GlobalArgs {
     /// Redis URL [env: REDIS_URL] (prefer the variable: flags show in `ps`).
-    #[arg(long, global = true, value_name = "URL")]
+    #[arg(
+        long,
+        global = true,
+        help_heading = "Global options",
+        value_name = "URL"
+    )]
     pub(crate) redis_url: Option<String>,
     /// Key prefix of every stream [env: EVENT_BUS_NAMESPACE].
-    #[arg(long, global = true, value_name = "NS")]
+    #[arg(
+        long,
+        global = true,
+        help_heading = "Global options",
+        value_name = "NS"
+    )]
     pub(crate) namespace: Option<String>,
     /// Partitions per topic; must match every publisher and consumer [env: EVENT_BUS_PARTITIONS].
-    #[arg(long, global = true, value_name = "N",
+    #[arg(long, global = true, help_heading = "Global options", value_name = "N",
           value_parser = clap::value_parser!(u32).range(1..=1024))]
     pub(crate) partitions: Option<u32>,
 }
@@ -121,9 +131,10 @@ With --exec, CMD runs under `sh -c` once per event, with the envelope JSON on st
 and EVENTBUS_EVENT_ID, EVENTBUS_EVENT_TYPE, EVENTBUS_EVENT_KEY, EVENTBUS_GROUP,
 EVENTBUS_STREAM, EVENTBUS_ENTRY_ID and EVENTBUS_REDELIVERED in its environment.
   exit 0          done: the entry is acknowledged
-  exit 65         permanent failure
+  exit 65         permanent failure (will go to dead letters once they exist)
   anything else   retryable failure (also a timeout: the command is killed)
-A failed entry stays pending and is delivered again once idle for --claim-idle.
+For now every failed entry stays pending and is delivered again once idle for
+--claim-idle.
 
 SIGINT/SIGTERM stop reading, let running handlers finish, acknowledge and exit 0;
 a second signal exits at once.")]

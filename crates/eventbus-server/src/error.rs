@@ -8,6 +8,7 @@
 //! | 1    | anything else (a Redis command failed, the demo timed out, ...) |
 //! | 2    | bad input or usage: unknown flags, bad JSON, unreadable input file, invalid event, bad environment variable |
 //! | 69   | a service is unavailable (`EX_UNAVAILABLE`): Redis cannot be reached |
+//! | 130  | the demo was interrupted by a signal (`consume` and `tail` stop gracefully and exit 0) |
 
 use std::io;
 use std::process::ExitCode;
@@ -22,6 +23,10 @@ pub(crate) const EXIT_USAGE: u8 = 2;
 /// Exit status when Redis cannot be reached (`EX_UNAVAILABLE` from `sysexits.h`).
 pub(crate) const EXIT_UNAVAILABLE: u8 = 69;
 
+/// Exit status after an interrupting signal (128 + SIGINT), where a command
+/// cannot finish its job (the demo).
+pub(crate) const EXIT_INTERRUPTED: u8 = 130;
+
 /// The exit codes, for `--help`.
 pub(crate) const EXIT_CODES_HELP: &str = "\
 Exit codes:
@@ -30,6 +35,7 @@ Exit codes:
   2   bad input or usage: unknown flag, bad JSON, unreadable file, invalid event,
       bad environment variable
   69  Redis unreachable (the URL is shown with its password replaced by ***)
+  130 the demo was interrupted (consume and tail stop gracefully and exit 0)
 
 Errors are printed as one line on stderr, starting with `eventbus: error: `.";
 
@@ -69,6 +75,10 @@ pub(crate) enum CliError {
     #[error(transparent)]
     Bus(#[from] eventbus::Error),
 
+    /// A signal interrupted a command that cannot stop early with success.
+    #[error("{0} interrupted")]
+    Interrupted(&'static str),
+
     /// The demo did not see every published event handled in time.
     #[error("demo: {missing} of {published} events were not handled within {timeout:?}")]
     DemoIncomplete {
@@ -91,6 +101,7 @@ impl CliError {
                 e if e.is_transient() => EXIT_UNAVAILABLE,
                 _ => EXIT_FAILURE,
             },
+            CliError::Interrupted(_) => EXIT_INTERRUPTED,
             CliError::Output(_) | CliError::DemoIncomplete { .. } => EXIT_FAILURE,
         }
     }

@@ -87,7 +87,8 @@ async fn run_in(
     let published_ids: HashSet<Uuid> = events.iter().map(|e| e.id).collect();
     let seen = Arc::new(Mutex::new(Seen::default()));
 
-    // Two consumers, one group, concurrently. Small reads spread the work.
+    // Two consumers, one group, concurrently. Reads of at most 64 entries per
+    // stream keep one consumer from taking everything the other could share.
     let stop = interrupted.child_token();
     let mut consumers = JoinSet::new();
     let mut names = Vec::new();
@@ -95,16 +96,14 @@ async fn run_in(
         let mut config = ConsumerConfig::new(GROUP, CATALOGUE_TOPICS);
         let name = format!("demo-consumer-{n}");
         config.consumer_name = Some(name.clone());
-        config.concurrency = 8;
-        config.read_count = 16;
+        config.concurrency = 32;
+        config.read_count = 64;
         config.block = Duration::from_millis(200);
         config.shutdown_timeout = Duration::from_secs(10);
         let seen = seen.clone();
         let handler = handler_fn(move |d: Delivery| {
             let seen = seen.clone();
             async move {
-                // A pause standing in for real work, so both consumers share the load.
-                tokio::time::sleep(Duration::from_millis(1)).await;
                 let mut s = seen.lock().expect("seen poisoned");
                 *s.by_id.entry(d.envelope.id).or_default() += 1;
                 *s.by_consumer.entry(d.consumer).or_default() += 1;
@@ -153,7 +152,7 @@ async fn run_in(
             });
         }
         tokio::select! {
-            _ = interrupted.cancelled() => break Err(CliError::Input("demo interrupted".into())),
+            _ = interrupted.cancelled() => break Err(CliError::Interrupted("demo")),
             ended = consumers.join_next() => {
                 // A consumer stopped before the end: report why.
                 if let Some(Ok(Err(e))) = ended {
