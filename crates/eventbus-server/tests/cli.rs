@@ -413,6 +413,27 @@ fn streams_and_tail_show_what_was_published() {
 }
 
 #[test]
+fn publish_keeps_going_when_stdout_closes() {
+    let ns = namespace();
+    let mut cmd = eventbus(&ns, &["publish", "--batch", "-", "--chunk-size", "100"]);
+    cmd.stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = cmd.spawn().expect("publish starts");
+    drop(child.stdout.take()); // like `| head -0`: the receipt has nowhere to go
+    let mut stdin = child.stdin.take().expect("piped stdin");
+    stdin.write_all(batch_text(350).as_bytes()).unwrap();
+    drop(stdin);
+    let status = wait_or_kill(&mut child, HANG);
+    assert_eq!(status.code(), Some(0), "a closed stdout is not an error");
+    assert_eq!(
+        total_length(&streams_json(&ns)),
+        350,
+        "every chunk was published"
+    );
+}
+
+#[test]
 fn consume_print_writes_envelopes() {
     let ns = namespace();
     let published = publish_batch(&ns, &batch_text(12));

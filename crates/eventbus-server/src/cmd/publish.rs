@@ -79,11 +79,16 @@ pub(crate) async fn run(args: PublishArgs, settings: &Settings) -> Result<()> {
     }
     let chunk_size = usize::try_from(args.chunk_size).unwrap_or(1000);
     let envelopes: Vec<Envelope> = events.into_iter().map(|(_, e)| e).collect();
+    // The events are the job and the output only a receipt: if stdout goes
+    // away (`| head`), keep publishing and report the output error at the end.
+    let mut output_error = None;
     for chunk in envelopes.chunks(chunk_size) {
         let published = publisher.publish_batch(chunk).await?;
-        print_published(chunk, &published)?;
+        if output_error.is_none() {
+            output_error = print_published(chunk, &published).err();
+        }
     }
-    Ok(())
+    output_error.map_or(Ok(()), Err)
 }
 
 fn at_line(line: Option<usize>, message: &str) -> String {
