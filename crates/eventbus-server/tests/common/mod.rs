@@ -1,0 +1,186 @@
+//! Helpers for the CLI tests: run the built binary in a test namespace,
+//! with a clean environment and a deadline against hangs.
+
+use std::collections::HashSet;
+use std::io::Write;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use eventbus_testkit::{shared_redis_url, TestNamespace};
+use serde_json::{json, Value};
+
+/// Longest any single command may run before the test calls it hung.
+pub(crate) const HANG: Duration = Duration::from_secs(120);
+
+/// The settings the binary may read from the environment; tests set their own.
+const ENV_VARS: &[&str] = &[
+    "REDIS_URL",
+    "REDIS_HOST",
+    "REDIS_PORT",
+    "REDIS_USERNAME",
+    "REDIS_PASSWORD",
+    "REDIS_DB",
+    "EVENT_BUS_NAMESPACE",
+    "EVENT_BUS_PARTITIONS",
+    "EVENT_BUS_CONSUMER_GROUP",
+    "EVENT_BUS_MAX_LEN",
+    "EVENT_BUS_LOG",
+    "EVENT_BUS_LOG_FORMAT",
+];
+
+pub(crate) fn namespace() -> TestNamespace {
+    TestNamespace::new(shared_redis_url(), "cli")
+}
+
+/// The binary, pointed at the namespace, with a clean environment.
+pub(crate) fn eventbus(ns: &TestNamespace, args: &[&str]) -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_eventbus"));
+    for var in ENV_VARS {
+        c.env_remove(var);
+    }
+    c.env("REDIS_URL", ns.url())
+        .env("EVENT_BUS_NAMESPACE", ns.name())
+        .env("EVENT_BUS_LOG", "warn")
+        .env("EVENT_BUS_LOG_FORMAT", "json")
+        .args(args);
+    c
+}
+
+pub(crate) struct Output {
+    pub(crate) code: i32,
+    pub(crate) stdout: String,
+    pub(crate) stderr: String,
+}
+
+impl Output {
+    pub(crate) fn lines(&self) -> Vec<Value> {
+        self.stdout
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+            .collect()
+    }
+
+    /// The one `eventbus: error:` line on stderr (log lines are JSON).
+    pub(crate) fn error_line(&self) -> &str {
+        let errors: Vec<&str> = self
+            .stderr
+            .lines()
+            .filter(|l| l.starts_with("eventbus: error: "))
+            .collect();
+        assert_eq!(
+            errors.len(),
+            1,
+            "one error line expected in {:?}",
+            self.stderr
+        );
+        errors[0]
+    }
+}
+
+/// Runs to completion (panicking if it hangs), feeding `stdin` if given.
+pub(crate) fn run(mut cmd: Command, stdin: Option<&str>) -> Output {
+    cmd.stdin(if stdin.is_some() {
+        Stdio::piped()
+    } else {
+        Stdio::null()
+    })
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped());
+    let mut child = cmd.spawn().expect("the eventbus binary starts");
+    if let Some(input) = stdin {
+        let mut pipe = child.stdin.take().expect("piped stdin");
+        pipe.write_all(input.as_bytes()).expect("write stdin");
+    }
+    // Read the pipes on threads so a chatty child never blocks on a full pipe.
+    let mut out = child.stdout.take().expect("piped stdout");
+    let mut err = child.stderr.take().expect("piped stderr");
+    let out = std::thread::spawn(move || read_all(&mut out));
+    let err = std::thread::spawn(move || read_all(&mut err));
+    let status = wait_or_kill(&mut child, HANG);
+    Output {
+        code: status.code().unwrap_or(-1),
+        stdout: out.join().expect("stdout reader"),
+        stderr: err.join().expect("stderr reader"),
+    }
+}
+
+fn read_all(r: &mut impl std::io::Read) -> String {
+    let mut s = String::new();
+    let _ = r.read_to_string(&mut s);
+    s
+}
+
+pub(crate) fn wait_or_kill(
+    child: &mut std::process::Child,
+    within: Duration,
+) -> std::process::ExitStatus {
+    let deadline = Instant::now() + within;
+    loop {
+        if let Some(status) = child.try_wait().expect("wait for child") {
+            return status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("eventbus did not finish within {within:?}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+pub(crate) fn publish_batch(ns: &TestNamespace, text: &str) -> Vec<Value> {
+    let out = run(eventbus(ns, &["publish", "--batch", "-"]), Some(text));
+    assert_eq!(out.code, 0, "publish failed: {}", out.stderr);
+    out.lines()
+}
+
+/// A batch of `n` events over three topics and many keys.
+pub(crate) fn batch_text(n: usize) -> String {
+    let types = [
+        "work_order.created",
+        "work_item.processing_started",
+        "system.health_check",
+    ];
+    (0..n)
+        .map(|i| {
+            json!({
+                "type": types[i % types.len()],
+                "key": format!("key-{}", i % 37),
+                "data": {"n": i, "note": "from the cli test"},
+                "headers": {"test": "cli"},
+            })
+            .to_string()
+                + "\n"
+        })
+        .collect()
+}
+
+pub(crate) fn ids_of(published: &[Value]) -> HashSet<String> {
+    published
+        .iter()
+        .map(|p| p["id"].as_str().expect("id").to_owned())
+        .collect()
+}
+
+pub(crate) fn streams_json(ns: &TestNamespace) -> Value {
+    let out = run(eventbus(ns, &["streams", "--json"]), None);
+    assert_eq!(out.code, 0, "streams failed: {}", out.stderr);
+    serde_json::from_str(&out.stdout).expect("streams --json prints JSON")
+}
+
+pub(crate) fn total_length(streams: &Value) -> u64 {
+    streams["streams"]
+        .as_array()
+        .expect("streams array")
+        .iter()
+        .map(|s| s["length"].as_u64().expect("length"))
+        .sum()
+}
+
+pub(crate) fn read_lines(path: &Path) -> Vec<String> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .map(str::to_owned)
+        .collect()
+}
