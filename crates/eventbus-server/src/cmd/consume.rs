@@ -209,6 +209,9 @@ async fn run_exec(
         .env("EVENTBUS_STREAM", &d.stream)
         .env("EVENTBUS_ENTRY_ID", &d.entry_id)
         .env("EVENTBUS_REDELIVERED", d.redelivered.to_string())
+        // Least privilege: the bus's Redis credentials are not the handler's.
+        .env_remove("REDIS_URL")
+        .env_remove("REDIS_PASSWORD")
         .stdin(Stdio::piped())
         .kill_on_drop(true);
     // Its own process group: a terminal's Ctrl-C reaches only us (so running

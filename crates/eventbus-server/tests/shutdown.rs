@@ -1,0 +1,162 @@
+//! Graceful shutdown of `eventbus consume` on SIGTERM and SIGINT, through
+//! the built binary: in-flight handlers finish and are acknowledged, nothing
+//! is left pending, the process exits 0, and a later consumer handles the rest.
+
+use std::collections::HashSet;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use eventbus_testkit::{shared_redis_url, TestNamespace};
+
+fn eventbus(ns: &TestNamespace) -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_eventbus"));
+    c.env("REDIS_URL", ns.url())
+        .env("EVENT_BUS_NAMESPACE", ns.name())
+        .env("EVENT_BUS_PARTITIONS", "4")
+        .env("EVENT_BUS_LOG_FORMAT", "text");
+    c
+}
+
+fn lines(path: &std::path::Path) -> Vec<String> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .map(str::to_owned)
+        .collect()
+}
+
+fn pending(ns: &TestNamespace, group: &str) -> u64 {
+    let mut conn = redis::Client::open(ns.url())
+        .unwrap()
+        .get_connection()
+        .unwrap();
+    (0..4)
+        .map(|p| {
+            let stream = format!("{}:{{work_item:{p}}}", ns.name());
+            let v: redis::Value = redis::cmd("XPENDING")
+                .arg(&stream)
+                .arg(group)
+                .query(&mut conn)
+                .unwrap();
+            match v {
+                redis::Value::Array(items) => match items.first() {
+                    Some(redis::Value::Int(n)) => *n as u64,
+                    _ => 0,
+                },
+                _ => 0,
+            }
+        })
+        .sum()
+}
+
+fn drains_on(signal: &str) {
+    let ns = TestNamespace::new(shared_redis_url(), "shutdown");
+    let dir = tempfile::tempdir().unwrap();
+    let batch = dir.path().join("events.jsonl");
+    let events: String = (0..20)
+        .map(|i| format!("{{\"type\":\"work_item.processing_started\",\"key\":\"wi-{i}\",\"data\":{{\"n\":{i}}}}}\n"))
+        .collect();
+    std::fs::write(&batch, events).unwrap();
+    let out = eventbus(&ns)
+        .args(["publish", "--batch"])
+        .arg(&batch)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let started = dir.path().join("started");
+    let done = dir.path().join("done");
+    let script = format!(
+        "echo $EVENTBUS_EVENT_ID >> {s}; sleep 1; echo $EVENTBUS_EVENT_ID >> {d}",
+        s = started.display(),
+        d = done.display()
+    );
+    let mut child = eventbus(&ns)
+        .args([
+            "consume",
+            "--group",
+            "g",
+            "--topics",
+            "work_item",
+            "--concurrency",
+            "3",
+            "--exec",
+            &script,
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while lines(&started).is_empty() {
+        assert!(Instant::now() < deadline, "no handler ever started");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let kill = Command::new("kill")
+        .args([signal, &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(kill.success());
+    let status = child.wait().unwrap();
+    let stderr = {
+        use std::io::Read;
+        let mut s = String::new();
+        child.stderr.take().unwrap().read_to_string(&mut s).unwrap();
+        s
+    };
+    assert!(status.success(), "consume exited with {status:?}: {stderr}");
+    let (s, d): (HashSet<String>, HashSet<String>) = (
+        lines(&started).into_iter().collect(),
+        lines(&done).into_iter().collect(),
+    );
+    assert!(
+        !s.is_empty() && s.len() < 20,
+        "shutdown came too late to test anything: {} started",
+        s.len()
+    );
+    assert_eq!(s, d, "a handler in flight at shutdown did not finish");
+    assert_eq!(
+        pending(&ns, "g"),
+        0,
+        "finished work was not acknowledged before exit"
+    );
+
+    // the rest is handled by the next consumer
+    let out = eventbus(&ns)
+        .args([
+            "consume",
+            "--group",
+            "g",
+            "--topics",
+            "work_item",
+            "--max-events",
+        ])
+        .arg((20 - d.len()).to_string())
+        .args([
+            "--exec",
+            &format!("echo $EVENTBUS_EVENT_ID >> {}", done.display()),
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let all: HashSet<String> = lines(&done).into_iter().collect();
+    assert_eq!(all.len(), 20);
+}
+
+#[test]
+fn sigterm_drains_in_flight_handlers() {
+    drains_on("-TERM");
+}
+
+#[test]
+fn sigint_drains_in_flight_handlers() {
+    drains_on("-INT");
+}
