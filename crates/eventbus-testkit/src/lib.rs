@@ -11,14 +11,18 @@
 //!   are deleted when it is dropped, so tests run in parallel.
 //! - [`conformance`]: the scenarios (round trip, competing consumers, groups,
 //!   failing handlers, close and reopen, claiming, server restart).
+//! - [`TestSchema`]: a unique, migrated PostgreSQL schema on the shared
+//!   server, dropped when it is dropped.
 //! - [`Collector`]: a handler that records what it was given, and lets a
 //!   test wait for a condition on it.
 
 mod collector;
 pub mod conformance;
 mod namespace;
+mod pg;
 mod redis_server;
 
 pub use collector::Collector;
 pub use namespace::{shared_redis_url, TestNamespace};
+pub use pg::{shared_database_url, TestSchema};
 pub use redis_server::RedisServer;

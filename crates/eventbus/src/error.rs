@@ -32,6 +32,27 @@ pub enum Error {
     #[error(transparent)]
     Decode(#[from] DecodeError),
 
+    /// A PostgreSQL operation failed.
+    #[error("postgres: {0}")]
+    Database(#[source] sqlx::Error),
+
+    /// PostgreSQL could not be reached (the URL is shown with its password redacted).
+    #[error("cannot reach PostgreSQL at {url}: {source}")]
+    DatabaseUnreachable {
+        /// The URL that was tried, password redacted.
+        url: String,
+        /// The underlying connection error.
+        #[source]
+        source: sqlx::Error,
+    },
+
+    /// The eventbus tables are missing from the schema.
+    #[error("the eventbus tables are missing from schema {schema:?}: run `eventbus migrate` (with EVENT_BUS_DB_SCHEMA={schema})")]
+    NotMigrated {
+        /// The schema that was searched.
+        schema: String,
+    },
+
     /// The operation did not finish in time.
     #[error("timed out after {0:?}")]
     Timeout(std::time::Duration),
@@ -44,6 +65,8 @@ impl Error {
         match self {
             Error::Unreachable { .. } | Error::Timeout(_) => true,
             Error::Redis(e) => is_transient_redis(e),
+            Error::DatabaseUnreachable { .. } => true,
+            Error::Database(e) => is_transient_db(e),
             _ => false,
         }
     }
@@ -64,6 +87,41 @@ pub(crate) fn is_transient_redis(e: &redis::RedisError) -> bool {
                 | ErrorKind::Server(ServerErrorKind::ReadOnly)
         )
         || e.code() == Some("LOADING")
+}
+
+/// Database errors after which a retry may succeed: lost connections, pool
+/// timeouts, serialization failures, deadlocks, a server shutting down.
+pub(crate) fn is_transient_db(e: &sqlx::Error) -> bool {
+    match e {
+        sqlx::Error::Io(_)
+        | sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::WorkerCrashed => true,
+        sqlx::Error::Database(db) => matches!(
+            db.code().as_deref(),
+            // serialization_failure, deadlock_detected, admin_shutdown,
+            // crash_shutdown, cannot_connect_now, too_many_connections,
+            // connection_exception class
+            Some(
+                "40001"
+                    | "40P01"
+                    | "57P01"
+                    | "57P02"
+                    | "57P03"
+                    | "53300"
+                    | "08000"
+                    | "08003"
+                    | "08006"
+            )
+        ),
+        _ => false,
+    }
+}
+
+impl From<sqlx::Error> for Error {
+    fn from(e: sqlx::Error) -> Self {
+        Error::Database(e)
+    }
 }
 
 /// The crate's result type.

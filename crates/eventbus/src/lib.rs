@@ -55,6 +55,7 @@ mod publisher;
 mod reply;
 
 pub mod admin;
+pub mod pg;
 pub mod topology;
 
 pub use connection::{redact_url, RedisConnector, RedisOptions};

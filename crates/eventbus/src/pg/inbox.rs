@@ -1,0 +1,174 @@
+//! The inbox: each event's effects happen once per consumer group.
+//!
+//! [`Inbox`] wraps an [`InboxHandler`] as a [`Handler`]. For each delivery it
+//! opens a transaction, inserts `(group, event_id)` into `eventbus_inbox`
+//! with `ON CONFLICT DO NOTHING`, and
+//! - if the row already existed (a redelivery of an event already handled),
+//!   skips the handler, and the entry is acknowledged;
+//! - otherwise runs the handler with the same transaction, commits, and only
+//!   then lets the runtime acknowledge the entry.
+//!
+//! A crash anywhere before the commit rolls back both the inbox row and the
+//! handler's writes, and the entry is delivered again. A crash after the
+//! commit and before the ack means a redelivery that finds the row and is
+//! skipped. Either way the handler's writes commit exactly once.
+
+use std::future::Future;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use sqlx::{PgConnection, PgExecutor, PgPool};
+use uuid::Uuid;
+
+use super::{db_error, safe, DbSchema};
+use crate::handler::{Delivery, Handler, HandlerError};
+use crate::Result;
+
+/// A handler whose writes join the inbox transaction.
+pub trait InboxHandler: Send + Sync + 'static {
+    /// Handles one event. Write with `tx`: the writes commit together with
+    /// the inbox row, or not at all. Returning an error rolls everything back.
+    fn handle<'a>(
+        &'a self,
+        delivery: &'a Delivery,
+        tx: &'a mut PgConnection,
+    ) -> impl Future<Output = Result<(), HandlerError>> + Send + 'a;
+}
+
+/// Counters of an inbox.
+#[derive(Debug, Default)]
+pub struct InboxStats {
+    /// Events handled and committed.
+    pub committed: AtomicU64,
+    /// Deliveries skipped because the event was already handled.
+    pub duplicates: AtomicU64,
+}
+
+/// Wraps an [`InboxHandler`] as a consumer [`Handler`]; see the module docs.
+#[derive(Debug)]
+pub struct Inbox<H> {
+    pool: PgPool,
+    insert_sql: String,
+    handler: H,
+    stats: Arc<InboxStats>,
+}
+
+impl<H: InboxHandler> Inbox<H> {
+    /// An inbox in `schema`. The group recorded is the delivery's group.
+    pub fn new(pool: PgPool, schema: &DbSchema, handler: H) -> Self {
+        Inbox {
+            pool,
+            insert_sql: insert_sql(schema),
+            handler,
+            stats: Arc::default(),
+        }
+    }
+
+    /// Live counters.
+    pub fn stats(&self) -> Arc<InboxStats> {
+        self.stats.clone()
+    }
+}
+
+fn insert_sql(schema: &DbSchema) -> String {
+    format!(
+        "INSERT INTO {} (group_name, event_id, event_type) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
+        schema.table("eventbus_inbox")
+    )
+}
+
+fn retryable(what: &str, e: impl std::fmt::Display) -> HandlerError {
+    HandlerError::retryable(format!("inbox {what}: {e}"))
+}
+
+impl<H: InboxHandler> Handler for Inbox<H> {
+    async fn handle(&self, delivery: Delivery) -> Result<(), HandlerError> {
+        let mut tx = self.pool.begin().await.map_err(|e| retryable("begin", e))?;
+        let inserted = sqlx::query(safe(&self.insert_sql))
+            .bind(&delivery.group)
+            .bind(delivery.envelope.id)
+            .bind(&delivery.envelope.event_type)
+            .execute(&mut *tx)
+            .await
+            .map_err(|e| retryable("insert", e))?
+            .rows_affected();
+        if inserted == 0 {
+            drop(tx); // rolls back; nothing was written
+            self.stats.duplicates.fetch_add(1, Ordering::Relaxed);
+            tracing::debug!(event_id = %delivery.envelope.id, group = %delivery.group, "already handled; skipped");
+            return Ok(());
+        }
+        self.handler.handle(&delivery, &mut tx).await?;
+        // If the commit's outcome is unknown, the redelivery finds the row
+        // (committed) or not (rolled back): both are safe.
+        tx.commit().await.map_err(|e| retryable("commit", e))?;
+        self.stats.committed.fetch_add(1, Ordering::Relaxed);
+        Ok(())
+    }
+}
+
+/// Records `(group, event_id)` outside a handler transaction (used by
+/// `consume --inbox --exec`). Returns false if it was already there.
+pub async fn record_inbox<'c>(
+    executor: impl PgExecutor<'c>,
+    schema: &DbSchema,
+    group: &str,
+    event_id: Uuid,
+    event_type: &str,
+) -> Result<bool> {
+    let done = sqlx::query(safe(&insert_sql(schema)))
+        .bind(group)
+        .bind(event_id)
+        .bind(event_type)
+        .execute(executor)
+        .await
+        .map_err(|e| db_error(schema, e))?;
+    Ok(done.rows_affected() == 1)
+}
+
+/// True if the group has already handled the event.
+pub async fn inbox_contains<'c>(
+    executor: impl PgExecutor<'c>,
+    schema: &DbSchema,
+    group: &str,
+    event_id: Uuid,
+) -> Result<bool> {
+    let sql = format!(
+        "SELECT EXISTS (SELECT 1 FROM {} WHERE group_name = $1 AND event_id = $2)",
+        schema.table("eventbus_inbox")
+    );
+    let (exists,): (bool,) = sqlx::query_as(safe(&sql))
+        .bind(group)
+        .bind(event_id)
+        .fetch_one(executor)
+        .await
+        .map_err(|e| db_error(schema, e))?;
+    Ok(exists)
+}
+
+/// Deletes inbox rows older than `retention`, in batches. Returns how many.
+///
+/// Choose the retention longer than the longest time an event can still be
+/// redelivered (claim idle time × attempts, plus any dead-letter replay
+/// window): a row deleted earlier lets a late redelivery run its handler again.
+pub async fn cleanup_inbox(pool: &PgPool, schema: &DbSchema, retention: Duration) -> Result<u64> {
+    let table = schema.table("eventbus_inbox");
+    let sql = format!(
+        "DELETE FROM {table} WHERE ctid IN (SELECT ctid FROM {table} \
+         WHERE handled_at < now() - make_interval(secs => $1) LIMIT 10000)"
+    );
+    let mut total = 0;
+    loop {
+        let n = sqlx::query(safe(&sql))
+            .bind(retention.as_secs_f64())
+            .execute(pool)
+            .await
+            .map_err(|e| db_error(schema, e))?
+            .rows_affected();
+        total += n;
+        if n < 10_000 {
+            return Ok(total);
+        }
+    }
+}

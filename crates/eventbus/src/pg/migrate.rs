@@ -1,0 +1,133 @@
+//! Applies the SQL files of `migrations/` (embedded at build time).
+//!
+//! Each migration runs in its own transaction with `search_path` set to the
+//! target schema, under a transaction-scoped advisory lock, so any number of
+//! processes may run `eventbus migrate` at once: one applies, the others wait
+//! and then find it applied. A migration that was applied and has since
+//! changed is refused (its checksum is recorded).
+
+use sqlx::{Acquire, PgConnection, Row};
+
+use super::{db_error, safe, DbSchema};
+use crate::{Error, Result};
+
+/// One embedded migration.
+#[derive(Debug, Clone, Copy)]
+pub struct Migration {
+    /// Its number (the file name's prefix).
+    pub version: i32,
+    /// Its name (the rest of the file name).
+    pub name: &'static str,
+    /// Its SQL.
+    pub sql: &'static str,
+}
+
+/// The embedded migrations, in order.
+pub fn migrations() -> &'static [Migration] {
+    &[Migration {
+        version: 1,
+        name: "outbox_inbox",
+        sql: include_str!("../../../../migrations/0001_outbox_inbox.sql"),
+    }]
+}
+
+fn checksum(sql: &str) -> String {
+    // FNV-1a 64: stable and dependency-free; this guards against edits, not attacks.
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in sql.bytes() {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    format!("{h:016x}")
+}
+
+/// Applies every migration not yet applied to `schema` (creating the schema
+/// if needed). Returns the versions applied by this call.
+pub async fn migrate(conn: &mut PgConnection, schema: &DbSchema) -> Result<Vec<i32>> {
+    let mut applied_now = Vec::new();
+    for m in migrations() {
+        let mut tx = conn.begin().await?;
+        // One lock per schema, held until commit.
+        sqlx::query("SELECT pg_advisory_xact_lock(hashtext($1))")
+            .bind(format!("eventbus-migrate:{}", schema.name()))
+            .execute(&mut *tx)
+            .await?;
+        sqlx::raw_sql(safe(&format!(
+            "CREATE SCHEMA IF NOT EXISTS \"{}\"",
+            schema.name()
+        )))
+        .execute(&mut *tx)
+        .await?;
+        let table = schema.table("eventbus_migrations");
+        sqlx::raw_sql(safe(&format!(
+            "CREATE TABLE IF NOT EXISTS {table} (
+                version integer PRIMARY KEY,
+                name text NOT NULL,
+                checksum text NOT NULL,
+                applied_at timestamptz NOT NULL DEFAULT now())"
+        )))
+        .execute(&mut *tx)
+        .await?;
+        let existing = sqlx::query(safe(&format!(
+            "SELECT checksum FROM {table} WHERE version = $1"
+        )))
+        .bind(m.version)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let sum = checksum(m.sql);
+        if let Some(row) = existing {
+            let recorded: String = row.get(0);
+            if recorded != sum {
+                return Err(Error::Config(format!(
+                    "migration {} ({}) was applied to schema {:?} and has changed since (checksum {recorded} ≠ {sum}); \
+                     write a new migration instead of editing an applied one",
+                    m.version,
+                    m.name,
+                    schema.name()
+                )));
+            }
+            tx.commit().await?;
+            continue;
+        }
+        sqlx::raw_sql(safe(&format!(
+            "SET LOCAL search_path TO \"{}\"",
+            schema.name()
+        )))
+        .execute(&mut *tx)
+        .await?;
+        sqlx::raw_sql(m.sql)
+            .execute(&mut *tx)
+            .await
+            .map_err(|e| db_error(schema, e))?;
+        sqlx::query(safe(&format!(
+            "INSERT INTO {table} (version, name, checksum) VALUES ($1, $2, $3)"
+        )))
+        .bind(m.version)
+        .bind(m.name)
+        .bind(&sum)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        applied_now.push(m.version);
+    }
+    Ok(applied_now)
+}
+
+/// True when every embedded migration is applied to `schema`.
+pub async fn is_migrated(conn: &mut PgConnection, schema: &DbSchema) -> Result<bool> {
+    let row = sqlx::query("SELECT to_regclass($1) IS NOT NULL")
+        .bind(format!("\"{}\".eventbus_migrations", schema.name()))
+        .fetch_one(&mut *conn)
+        .await?;
+    if !row.get::<bool, _>(0) {
+        return Ok(false);
+    }
+    let max: Option<i32> = sqlx::query(safe(&format!(
+        "SELECT max(version) FROM {}",
+        schema.table("eventbus_migrations")
+    )))
+    .fetch_one(&mut *conn)
+    .await?
+    .get(0);
+    Ok(max >= migrations().last().map(|m| m.version))
+}

@@ -1,0 +1,126 @@
+//! PostgreSQL: migrations, the transactional outbox, the relay and the inbox.
+//!
+//! Tables live in one schema ([`DbSchema`], default `public`). Every
+//! statement names them schema-qualified, so callers' `search_path` does not
+//! matter. Functions take `impl PgExecutor` (or a connection) so they join
+//! the caller's transaction.
+
+mod inbox;
+mod migrate;
+mod outbox;
+mod relay;
+
+use std::time::Duration;
+
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::PgPool;
+
+pub use inbox::{cleanup_inbox, inbox_contains, record_inbox, Inbox, InboxHandler, InboxStats};
+pub use migrate::{is_migrated, migrate, migrations, Migration};
+pub use outbox::{outbox_status, replay_published, Outbox, OutboxConfig, PartitionBacklog};
+pub use relay::{Failpoint, Relay, RelayConfig, RelayStats};
+
+use crate::connection::redact_url;
+use crate::{Error, Result};
+
+/// A validated schema name, quoted for use in SQL.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DbSchema {
+    name: String,
+}
+
+impl Default for DbSchema {
+    fn default() -> Self {
+        DbSchema {
+            name: "public".into(),
+        }
+    }
+}
+
+impl DbSchema {
+    /// A schema name: 1 to 63 characters, a lower-case letter or `_` first,
+    /// then lower-case letters, digits or `_` (no quoting surprises).
+    pub fn new(name: impl Into<String>) -> Result<Self> {
+        let name = name.into();
+        let ok = (1..=63).contains(&name.len())
+            && name
+                .chars()
+                .next()
+                .is_some_and(|c| c.is_ascii_lowercase() || c == '_')
+            && name
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
+        if ok {
+            Ok(DbSchema { name })
+        } else {
+            Err(Error::Config(format!(
+                "schema name {name:?} must be 1-63 characters of a-z, 0-9 and _, not starting with a digit"
+            )))
+        }
+    }
+
+    /// The bare name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// `"schema"."table"`.
+    pub(crate) fn table(&self, table: &str) -> String {
+        format!("\"{}\".\"{}\"", self.name, table)
+    }
+
+    /// The LISTEN/NOTIFY channel the outbox trigger notifies.
+    pub(crate) fn channel(&self) -> String {
+        format!("eventbus_outbox.{}", self.name)
+    }
+}
+
+/// Opens a connection pool. `application_name` shows in `pg_stat_activity`.
+pub async fn connect_pool(
+    url: &str,
+    max_connections: u32,
+    application_name: &str,
+) -> Result<PgPool> {
+    let redacted = redact_url(url);
+    let options: PgConnectOptions = url.parse().map_err(|e: sqlx::Error| {
+        Error::Config(format!(
+            "invalid DATABASE_URL {redacted}: {}",
+            first_line(&e)
+        ))
+    })?;
+    let options = options.application_name(application_name);
+    PgPoolOptions::new()
+        .max_connections(max_connections)
+        .acquire_timeout(Duration::from_secs(5))
+        .connect_with(options)
+        .await
+        .map_err(|source| Error::DatabaseUnreachable {
+            url: redacted,
+            source,
+        })
+}
+
+/// Marks SQL text as safe to run. Every dynamic statement in this module is
+/// built from constants and a [`DbSchema`] name, which is validated to
+/// `[a-z_][a-z0-9_]*` and quoted: no value from outside ever reaches the text
+/// (values are always bound parameters).
+pub(crate) fn safe(sql: &str) -> sqlx::AssertSqlSafe<String> {
+    sqlx::AssertSqlSafe(sql.to_owned())
+}
+
+fn first_line(e: &impl std::fmt::Display) -> String {
+    e.to_string().lines().next().unwrap_or_default().to_owned()
+}
+
+/// Maps "relation does not exist" (42P01) and "schema does not exist"
+/// (3F000) to [`Error::NotMigrated`], everything else to [`Error::Database`].
+pub(crate) fn db_error(schema: &DbSchema, e: sqlx::Error) -> Error {
+    if let sqlx::Error::Database(db) = &e {
+        if matches!(db.code().as_deref(), Some("42P01" | "3F000" | "42883")) {
+            return Error::NotMigrated {
+                schema: schema.name().to_owned(),
+            };
+        }
+    }
+    Error::Database(e)
+}

@@ -1,0 +1,240 @@
+//! Enqueueing events in the caller's transaction, and outbox read models.
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use sqlx::{PgExecutor, Row};
+
+use super::{db_error, safe, DbSchema};
+use crate::envelope::Envelope;
+use crate::topology::{validate_event_type, Topology};
+use crate::{Error, Result};
+
+/// Outbox settings.
+#[derive(Debug, Clone)]
+pub struct OutboxConfig {
+    /// The schema holding `eventbus_outbox`.
+    pub schema: DbSchema,
+    /// Refuse events whose encoded size is larger than this. Default 1 MiB.
+    pub max_event_bytes: usize,
+}
+
+impl Default for OutboxConfig {
+    fn default() -> Self {
+        OutboxConfig {
+            schema: DbSchema::default(),
+            max_event_bytes: 1024 * 1024,
+        }
+    }
+}
+
+/// Writes events to `eventbus_outbox` in the caller's transaction: the event
+/// commits or rolls back with the business data. The partition is computed
+/// here, from the key.
+#[derive(Debug, Clone)]
+pub struct Outbox {
+    topology: Topology,
+    config: OutboxConfig,
+    insert_one: String,
+    insert_many: String,
+}
+
+/// The columns an enqueue writes, for one event.
+struct Row_ {
+    version: i32,
+    headers: String,
+    data: String,
+    partition: i32,
+}
+
+impl Outbox {
+    /// An outbox for a topology (its partition count decides `partition`).
+    pub fn new(topology: Topology, config: OutboxConfig) -> Result<Self> {
+        if config.max_event_bytes == 0 {
+            return Err(Error::Config("max_event_bytes must be positive".into()));
+        }
+        let table = config.schema.table("eventbus_outbox");
+        let cols = "event_id, event_type, version, key, partition, occurred_at, source, \
+                    correlation_id, causation_id, traceparent, headers, data";
+        let insert_one = format!(
+            "INSERT INTO {table} ({cols}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11::jsonb, $12::json)"
+        );
+        let insert_many = format!(
+            "INSERT INTO {table} ({cols}) \
+             SELECT e, t, v, k, p, o, s, c, ca, tp, h::jsonb, d::json FROM UNNEST(\
+             $1::uuid[], $2::text[], $3::int[], $4::text[], $5::int[], $6::timestamptz[], $7::text[], \
+             $8::text[], $9::text[], $10::text[], $11::text[], $12::text[]) \
+             WITH ORDINALITY AS x(e, t, v, k, p, o, s, c, ca, tp, h, d, n) ORDER BY n"
+        );
+        Ok(Outbox {
+            topology,
+            config,
+            insert_one,
+            insert_many,
+        })
+    }
+
+    /// The schema.
+    pub fn schema(&self) -> &DbSchema {
+        &self.config.schema
+    }
+
+    /// The topology.
+    pub fn topology(&self) -> &Topology {
+        &self.topology
+    }
+
+    fn prepare(&self, e: &Envelope) -> Result<Row_> {
+        validate_event_type(&e.event_type)?;
+        if e.key.is_empty() {
+            return Err(Error::InvalidEvent(format!(
+                "event {} of type {} has an empty key",
+                e.id, e.event_type
+            )));
+        }
+        let version = i32::try_from(e.version)
+            .map_err(|_| Error::InvalidEvent(format!("version {} is too large", e.version)))?;
+        let data = serde_json::to_string(&e.data).expect("a JSON value always serializes");
+        let headers = serde_json::to_string(&e.headers).expect("a string map always serializes");
+        let size = data.len()
+            + headers.len()
+            + e.event_type.len()
+            + e.key.len()
+            + e.source.len()
+            + e.correlation_id.as_ref().map_or(0, String::len)
+            + e.causation_id.as_ref().map_or(0, String::len)
+            + e.traceparent.as_ref().map_or(0, String::len)
+            + 100;
+        if size > self.config.max_event_bytes {
+            return Err(Error::InvalidEvent(format!(
+                "event {} is about {size} bytes, over the limit of {} bytes (EVENT_BUS_MAX_EVENT_BYTES)",
+                e.id, self.config.max_event_bytes
+            )));
+        }
+        Ok(Row_ {
+            version,
+            headers,
+            data,
+            partition: self.topology.partition_of(&e.key) as i32,
+        })
+    }
+
+    /// Enqueues one event with the caller's executor (a transaction, a
+    /// connection or a pool).
+    pub async fn enqueue<'c>(&self, executor: impl PgExecutor<'c>, event: &Envelope) -> Result<()> {
+        let row = self.prepare(event)?;
+        sqlx::query(safe(&self.insert_one))
+            .bind(event.id)
+            .bind(&event.event_type)
+            .bind(row.version)
+            .bind(&event.key)
+            .bind(row.partition)
+            .bind(event.occurred_at)
+            .bind(&event.source)
+            .bind(&event.correlation_id)
+            .bind(&event.causation_id)
+            .bind(&event.traceparent)
+            .bind(&row.headers)
+            .bind(&row.data)
+            .execute(executor)
+            .await
+            .map_err(|e| db_error(&self.config.schema, e))?;
+        Ok(())
+    }
+
+    /// Enqueues a batch in one statement (rows keep the batch's order). Every
+    /// event is checked first; if one is refused, nothing is written.
+    pub async fn enqueue_batch<'c>(
+        &self,
+        executor: impl PgExecutor<'c>,
+        events: &[Envelope],
+    ) -> Result<()> {
+        if events.is_empty() {
+            return Ok(());
+        }
+        let rows = events
+            .iter()
+            .map(|e| self.prepare(e))
+            .collect::<Result<Vec<_>>>()?;
+        let col = |f: fn(&Envelope) -> Option<String>| events.iter().map(f).collect::<Vec<_>>();
+        sqlx::query(safe(&self.insert_many))
+            .bind(events.iter().map(|e| e.id).collect::<Vec<_>>())
+            .bind(
+                events
+                    .iter()
+                    .map(|e| e.event_type.clone())
+                    .collect::<Vec<_>>(),
+            )
+            .bind(rows.iter().map(|r| r.version).collect::<Vec<_>>())
+            .bind(events.iter().map(|e| e.key.clone()).collect::<Vec<_>>())
+            .bind(rows.iter().map(|r| r.partition).collect::<Vec<_>>())
+            .bind(events.iter().map(|e| e.occurred_at).collect::<Vec<_>>())
+            .bind(events.iter().map(|e| e.source.clone()).collect::<Vec<_>>())
+            .bind(col(|e| e.correlation_id.clone()))
+            .bind(col(|e| e.causation_id.clone()))
+            .bind(col(|e| e.traceparent.clone()))
+            .bind(rows.iter().map(|r| r.headers.clone()).collect::<Vec<_>>())
+            .bind(rows.iter().map(|r| r.data.clone()).collect::<Vec<_>>())
+            .execute(executor)
+            .await
+            .map_err(|e| db_error(&self.config.schema, e))?;
+        Ok(())
+    }
+}
+
+/// The unpublished backlog of one partition.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct PartitionBacklog {
+    /// Partition.
+    pub partition: i32,
+    /// Rows waiting to be published.
+    pub backlog: i64,
+    /// Age of the oldest waiting row, in seconds.
+    pub oldest_age_seconds: Option<f64>,
+    /// When the oldest waiting row was enqueued.
+    pub oldest_created_at: Option<DateTime<Utc>>,
+}
+
+/// Backlog and oldest age per partition (only partitions with a backlog).
+pub async fn outbox_status<'c>(
+    executor: impl PgExecutor<'c>,
+    schema: &DbSchema,
+) -> Result<Vec<PartitionBacklog>> {
+    let sql = format!(
+        "SELECT partition, count(*), min(created_at), extract(epoch FROM now() - min(created_at))::float8 \
+         FROM {} WHERE published_at IS NULL GROUP BY partition ORDER BY partition",
+        schema.table("eventbus_outbox")
+    );
+    let rows = sqlx::query(safe(&sql))
+        .fetch_all(executor)
+        .await
+        .map_err(|e| db_error(schema, e))?;
+    Ok(rows
+        .into_iter()
+        .map(|r| PartitionBacklog {
+            partition: r.get(0),
+            backlog: r.get(1),
+            oldest_created_at: r.get(2),
+            oldest_age_seconds: r.get(3),
+        })
+        .collect())
+}
+
+/// Marks retained, already published rows created at or after `since` as
+/// unpublished again, so the relay publishes them once more (after a Redis
+/// data loss). Returns how many rows were requeued. Needs outbox retention.
+pub async fn replay_published<'c>(
+    executor: impl PgExecutor<'c>,
+    schema: &DbSchema,
+    since: DateTime<Utc>,
+) -> Result<u64> {
+    let sql = format!(
+        "UPDATE {} SET published_at = NULL WHERE published_at IS NOT NULL AND created_at >= $1",
+        schema.table("eventbus_outbox")
+    );
+    let done = sqlx::query(safe(&sql))
+        .bind(since)
+        .execute(executor)
+        .await
+        .map_err(|e| db_error(schema, e))?;
+    Ok(done.rows_affected())
+}

@@ -1,0 +1,420 @@
+//! The relay: moves committed outbox rows to their Redis streams.
+//!
+//! Work is split by partition. For each partition, one batch is one
+//! PostgreSQL transaction:
+//!
+//! 1. `pg_try_advisory_xact_lock(relay key, partition)`: one owner per
+//!    partition at a time, across every relay process; a partition whose lock
+//!    is taken is skipped this round;
+//! 2. claim the oldest unpublished rows of the partition in a CTE with
+//!    `FOR UPDATE SKIP LOCKED` and delete them (or, with retention, mark them
+//!    published), `RETURNING` their contents;
+//! 3. publish them in one pipelined round trip;
+//! 4. commit only after Redis confirmed.
+//!
+//! A crash or error before the commit rolls the claim back: the rows are
+//! published again later (a duplicate on the stream, deduplicated by inboxes),
+//! never lost. Because the claim always takes the oldest *unpublished* rows
+//! rather than "ids after the last one seen", a row committed late with a
+//! lower id than rows already published is still found, on the next round.
+//! Because the lock serialises batches of a partition and each batch commits
+//! before the next starts, a partition's rows reach Redis in id order.
+//!
+//! Relays wake on the outbox trigger's `NOTIFY` (a hint: lost notifications
+//! cost latency only) and otherwise poll, backing off from `poll_min` to
+//! `poll_max` while idle. They catch up after every reconnect: a claim never
+//! depends on what was seen before.
+
+use std::collections::BTreeMap;
+use std::pin::pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use sqlx::postgres::PgListener;
+use sqlx::{PgPool, Row};
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use super::{db_error, safe, DbSchema};
+use crate::connection::backoff;
+use crate::envelope::Envelope;
+use crate::publisher::Publisher;
+use crate::topology::murmur2;
+use crate::{Error, Result};
+
+/// A deliberate crash, for crash tests.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Failpoint {
+    /// After a batch was published to Redis and before its transaction
+    /// commits, the process kills itself with SIGKILL, on average once
+    /// every `one_in` batches.
+    KillAfterPublish {
+        /// 1 = every batch.
+        one_in: u32,
+    },
+}
+
+/// Relay settings.
+#[derive(Debug, Clone)]
+pub struct RelayConfig {
+    /// Rows per batch (one transaction, one pipeline). Default 1000.
+    pub batch_size: usize,
+    /// Partitions relayed in parallel by this process. Default 4.
+    pub workers: usize,
+    /// Poll interval right after work was found. Default 10 ms.
+    pub poll_min: Duration,
+    /// Longest poll interval while idle (the latency bound when a
+    /// notification is lost). Default 1 s.
+    pub poll_max: Duration,
+    /// Keep published rows this long (for `outbox replay`); `None` deletes
+    /// rows once published. Default `None`.
+    pub retention: Option<Duration>,
+    /// A deliberate crash, for tests. Default `None`.
+    pub failpoint: Option<Failpoint>,
+}
+
+impl Default for RelayConfig {
+    fn default() -> Self {
+        RelayConfig {
+            batch_size: 1000,
+            workers: 4,
+            poll_min: Duration::from_millis(10),
+            poll_max: Duration::from_secs(1),
+            retention: None,
+            failpoint: None,
+        }
+    }
+}
+
+impl RelayConfig {
+    /// Checks the settings.
+    pub fn validate(&self) -> Result<()> {
+        if self.batch_size == 0 || self.batch_size > 100_000 {
+            return Err(Error::Config("relay batch size must be 1..=100000".into()));
+        }
+        if self.workers == 0 {
+            return Err(Error::Config("relay workers must be positive".into()));
+        }
+        if self.poll_min.is_zero() || self.poll_max < self.poll_min {
+            return Err(Error::Config(
+                "relay poll interval: need 0 < poll_min <= poll_max".into(),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Counters of a relay.
+#[derive(Debug, Default)]
+pub struct RelayStats {
+    /// Events published.
+    pub published: AtomicU64,
+    /// Batches committed.
+    pub batches: AtomicU64,
+    /// Failed rounds (each retried with backoff).
+    pub errors: AtomicU64,
+}
+
+/// Moves outbox rows to Redis. See the module docs for the protocol.
+#[derive(Debug, Clone)]
+pub struct Relay {
+    pool: PgPool,
+    publisher: Publisher,
+    schema: DbSchema,
+    config: RelayConfig,
+    lock_key: i32,
+    claim_sql: Arc<str>,
+    stats: Arc<RelayStats>,
+}
+
+impl Relay {
+    /// A relay for the outbox in `schema`, publishing with `publisher` (whose
+    /// topology must match the one events were enqueued with).
+    pub fn new(
+        pool: PgPool,
+        publisher: Publisher,
+        schema: DbSchema,
+        config: RelayConfig,
+    ) -> Result<Self> {
+        config.validate()?;
+        let table = schema.table("eventbus_outbox");
+        let take = if config.retention.is_some() {
+            format!("UPDATE {table} o SET published_at = now() FROM batch WHERE o.id = batch.id")
+        } else {
+            format!("DELETE FROM {table} o USING batch WHERE o.id = batch.id")
+        };
+        let claim_sql = format!(
+            "WITH batch AS (\
+               SELECT id FROM {table} WHERE partition = $1 AND published_at IS NULL \
+               ORDER BY id LIMIT $2 FOR UPDATE SKIP LOCKED) \
+             {take} RETURNING o.id, o.event_id, o.event_type, o.version, o.key, o.occurred_at, o.source, \
+             o.correlation_id, o.causation_id, o.traceparent, o.headers::text, o.data::text"
+        );
+        let key = format!(
+            "eventbus-relay:{}:{}",
+            schema.name(),
+            publisher.topology().namespace()
+        );
+        Ok(Relay {
+            pool,
+            publisher,
+            schema,
+            config,
+            lock_key: murmur2(key.as_bytes()) as i32,
+            claim_sql: claim_sql.into(),
+            stats: Arc::default(),
+        })
+    }
+
+    /// Live counters.
+    pub fn stats(&self) -> Arc<RelayStats> {
+        self.stats.clone()
+    }
+
+    /// Fails with [`Error::NotMigrated`] if the outbox table is missing.
+    pub async fn check_ready(&self) -> Result<()> {
+        let mut conn = self.pool.acquire().await?;
+        if super::migrate::is_migrated(&mut conn, &self.schema).await? {
+            Ok(())
+        } else {
+            Err(Error::NotMigrated {
+                schema: self.schema.name().to_owned(),
+            })
+        }
+    }
+
+    /// Relays at most one batch of one partition. Returns how many events
+    /// were published (0 if the partition is empty or owned by another relay).
+    pub async fn relay_partition(&self, partition: u32) -> Result<usize> {
+        let mut tx = self.pool.begin().await?;
+        let locked: bool = sqlx::query("SELECT pg_try_advisory_xact_lock($1, $2)")
+            .bind(self.lock_key)
+            .bind(partition as i32)
+            .fetch_one(&mut *tx)
+            .await?
+            .get(0);
+        if !locked {
+            return Ok(0);
+        }
+        let rows = sqlx::query(safe(&self.claim_sql))
+            .bind(partition as i32)
+            .bind(self.config.batch_size as i64)
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(|e| db_error(&self.schema, e))?;
+        if rows.is_empty() {
+            return Ok(0);
+        }
+        let mut claimed = rows
+            .iter()
+            .map(|r| Ok((r.try_get::<i64, _>(0)?, row_to_envelope(r)?)))
+            .collect::<Result<Vec<(i64, Envelope)>>>()?;
+        claimed.sort_by_key(|(id, _)| *id); // RETURNING order is unspecified
+        let events: Vec<Envelope> = claimed.into_iter().map(|(_, e)| e).collect();
+        self.publisher.publish_batch(&events).await?;
+        if let Some(Failpoint::KillAfterPublish { one_in }) = self.config.failpoint {
+            if rand::random_range(0..one_in.max(1)) == 0 {
+                kill_self();
+            }
+        }
+        tx.commit().await?;
+        self.stats
+            .published
+            .fetch_add(events.len() as u64, Ordering::Relaxed);
+        self.stats.batches.fetch_add(1, Ordering::Relaxed);
+        Ok(events.len())
+    }
+
+    /// Runs until `shutdown` is cancelled. Checks the tables first.
+    ///
+    /// Shutdown: workers finish the batch they are in (publish and commit),
+    /// then stop; the listener and cleanup tasks stop with them.
+    pub async fn run(self, shutdown: CancellationToken) -> Result<()> {
+        self.check_ready().await?;
+        let wake = Arc::new(Notify::new());
+        let tasks = TaskTracker::new();
+        tasks.spawn(listen(
+            self.pool.clone(),
+            self.schema.channel(),
+            wake.clone(),
+            shutdown.clone(),
+        ));
+        if let Some(retention) = self.config.retention {
+            tasks.spawn(cleanup_published(self.clone(), retention, shutdown.clone()));
+        }
+        let partitions = self.publisher.topology().partitions();
+        let workers = self.config.workers.min(partitions as usize);
+        for w in 0..workers {
+            let mine: Vec<u32> = (0..partitions)
+                .filter(|p| *p as usize % workers == w)
+                .collect();
+            tasks.spawn(self.clone().work(mine, wake.clone(), shutdown.clone()));
+        }
+        tracing::info!(schema = %self.schema.name(), partitions, workers, "relay started");
+        tasks.close();
+        tasks.wait().await;
+        tracing::info!("relay stopped");
+        Ok(())
+    }
+
+    async fn work(self, partitions: Vec<u32>, wake: Arc<Notify>, shutdown: CancellationToken) {
+        let mut interval = self.config.poll_min;
+        let mut failures = 0u32;
+        while !shutdown.is_cancelled() {
+            // Register for a wake-up before looking, so a notification that
+            // arrives during the round is not missed.
+            let mut notified = pin!(wake.notified());
+            notified.as_mut().enable();
+            let mut busy = false;
+            let mut failed = None;
+            for &p in &partitions {
+                match self.relay_partition(p).await {
+                    Ok(n) => busy |= n > 0,
+                    Err(e) => {
+                        failed = Some((p, e));
+                        break;
+                    }
+                }
+            }
+            if let Some((partition, e)) = failed {
+                failures += 1;
+                self.stats.errors.fetch_add(1, Ordering::Relaxed);
+                let delay = backoff(failures, Duration::from_millis(100), Duration::from_secs(5));
+                tracing::warn!(partition, error = %e, failures, ?delay, "relay round failed; retrying");
+                tokio::select! {
+                    _ = shutdown.cancelled() => return,
+                    _ = tokio::time::sleep(delay) => {}
+                }
+                continue;
+            }
+            failures = 0;
+            if busy {
+                interval = self.config.poll_min;
+                continue;
+            }
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = notified => interval = self.config.poll_min,
+                _ = tokio::time::sleep(interval) => interval = (interval * 2).min(self.config.poll_max),
+            }
+        }
+    }
+}
+
+fn row_to_envelope(r: &sqlx::postgres::PgRow) -> Result<Envelope> {
+    let headers: String = r.try_get(10)?;
+    let data: String = r.try_get(11)?;
+    let headers: BTreeMap<String, String> = serde_json::from_str(&headers).map_err(|e| {
+        Error::InvalidEvent(format!("outbox row headers are not a string map: {e}"))
+    })?;
+    let data = serde_json::from_str(&data)
+        .map_err(|e| Error::InvalidEvent(format!("outbox row data is not JSON: {e}")))?;
+    Ok(Envelope {
+        id: r.try_get(1)?,
+        event_type: r.try_get(2)?,
+        version: u32::try_from(r.try_get::<i32, _>(3)?).unwrap_or(0),
+        key: r.try_get(4)?,
+        occurred_at: r.try_get(5)?,
+        source: r.try_get(6)?,
+        correlation_id: r.try_get(7)?,
+        causation_id: r.try_get(8)?,
+        traceparent: r.try_get(9)?,
+        headers,
+        data,
+    })
+}
+
+/// Wakes the workers on every outbox notification, and after every
+/// (re)connection so they catch up on anything missed meanwhile.
+async fn listen(pool: PgPool, channel: String, wake: Arc<Notify>, shutdown: CancellationToken) {
+    let mut failures = 0u32;
+    while !shutdown.is_cancelled() {
+        let mut listener = match PgListener::connect_with(&pool).await {
+            Ok(l) => l,
+            Err(e) => {
+                failures += 1;
+                tracing::warn!(error = %e, "relay LISTEN connection failed; polling meanwhile");
+                sleep_or_stop(
+                    backoff(failures, Duration::from_millis(200), Duration::from_secs(5)),
+                    &shutdown,
+                )
+                .await;
+                continue;
+            }
+        };
+        if let Err(e) = listener.listen(&channel).await {
+            failures += 1;
+            tracing::warn!(error = %e, "LISTEN failed; polling meanwhile");
+            sleep_or_stop(
+                backoff(failures, Duration::from_millis(200), Duration::from_secs(5)),
+                &shutdown,
+            )
+            .await;
+            continue;
+        }
+        failures = 0;
+        wake.notify_waiters(); // catch up on whatever committed while not listening
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                n = listener.try_recv() => match n {
+                    Ok(Some(_)) => wake.notify_waiters(),
+                    // The connection was lost; notifications in the gap are gone.
+                    Ok(None) | Err(_) => {
+                        wake.notify_waiters();
+                        break;
+                    }
+                }
+            }
+        }
+    }
+}
+
+async fn sleep_or_stop(d: Duration, shutdown: &CancellationToken) {
+    tokio::select! {
+        _ = shutdown.cancelled() => {}
+        _ = tokio::time::sleep(d) => {}
+    }
+}
+
+/// Deletes published rows older than the retention, in small batches.
+async fn cleanup_published(relay: Relay, retention: Duration, shutdown: CancellationToken) {
+    let table = relay.schema.table("eventbus_outbox");
+    let sql = format!(
+        "DELETE FROM {table} WHERE id IN (SELECT id FROM {table} \
+         WHERE published_at IS NOT NULL AND published_at < now() - make_interval(secs => $1) LIMIT 5000)"
+    );
+    loop {
+        loop {
+            match sqlx::query(safe(&sql))
+                .bind(retention.as_secs_f64())
+                .execute(&relay.pool)
+                .await
+            {
+                Ok(done) if done.rows_affected() == 5000 => continue,
+                Ok(_) => break,
+                Err(e) => {
+                    tracing::warn!(error = %e, "outbox retention cleanup failed");
+                    break;
+                }
+            }
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(Duration::from_secs(60)) => {}
+        }
+    }
+}
+
+/// SIGKILL to ourselves (for the crash-test failpoint): no destructors, no
+/// commit, exactly like an operator's `kill -9`.
+fn kill_self() -> ! {
+    tracing::warn!("failpoint: killing the relay between publish and commit");
+    let _ = std::process::Command::new("kill")
+        .args(["-9", &std::process::id().to_string()])
+        .status();
+    std::process::abort()
+}
