@@ -59,6 +59,13 @@ pub(crate) struct GlobalArgs {
     #[arg(long, global = true, help_heading = "Global options", value_name = "N",
           value_parser = clap::value_parser!(u32).range(1..=1024))]
     pub(crate) partitions: Option<u32>,
+    /// PostgreSQL URL for the outbox, relay and inbox [env: DATABASE_URL]
+    /// (prefer the variable: flags show in `ps`).
+    #[arg(long, global = true, value_name = "URL")]
+    pub(crate) database_url: Option<String>,
+    /// Schema of the eventbus tables [env: EVENT_BUS_DB_SCHEMA; default: public].
+    #[arg(long, global = true, value_name = "SCHEMA")]
+    pub(crate) db_schema: Option<String>,
 }
 
 /// The commands.
@@ -72,6 +79,12 @@ pub(crate) enum Command {
     Tail(TailArgs),
     /// Show partitions: length, and pending and lag per group.
     Streams(StreamsArgs),
+    /// Create or update the eventbus tables in PostgreSQL.
+    Migrate(crate::cli_outbox::MigrateArgs),
+    /// Move committed outbox rows to Redis, until stopped.
+    Relay(crate::cli_outbox::RelayArgs),
+    /// Inspect the outbox, or publish retained rows again.
+    Outbox(crate::cli_outbox::OutboxArgs),
     /// Publish sample events of every catalogue type to a throw-away
     /// namespace, consume them with two consumers, print a summary.
     Demo(DemoArgs),
@@ -118,6 +131,10 @@ pub(crate) struct PublishArgs {
     /// Approximate cap on each stream's length (`XADD MAXLEN ~`) [env: EVENT_BUS_MAX_LEN; default: no trimming].
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
     pub(crate) max_len: Option<u64>,
+    /// Write the events to the PostgreSQL outbox (one transaction) instead of
+    /// straight to Redis; a relay publishes them.
+    #[arg(long)]
+    pub(crate) via_outbox: bool,
     /// Events per pipelined round trip in batch mode.
     #[arg(long, value_name = "N", default_value_t = 1000,
           value_parser = clap::value_parser!(u64).range(1..=100_000))]
@@ -167,6 +184,16 @@ pub(crate) struct ConsumeArgs {
     /// How long one read waits for new entries.
     #[arg(long, value_name = "DURATION", default_value = "2s", value_parser = parse_duration)]
     pub(crate) block: Duration,
+    /// With --inbox: run this SQL statement per event inside the inbox
+    /// transaction (exactly-once effects without code). Bound: $1 event id
+    /// (uuid), $2 type, $3 key, $4 data (jsonb), $5 the envelope (jsonb).
+    #[arg(long, value_name = "STATEMENT", requires = "inbox", conflicts_with_all = ["exec", "print"])]
+    pub(crate) sql: Option<String>,
+    /// Record handled events in the PostgreSQL inbox and skip events already
+    /// recorded for this group (see docs/outbox.md for what that guarantees
+    /// with --exec).
+    #[arg(long)]
+    pub(crate) inbox: bool,
     /// Stop after N events were handled successfully. Entries read beyond N are
     /// not handled: they stay pending and go to another consumer after --claim-idle.
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]

@@ -52,6 +52,7 @@ impl Env {
     pub(crate) fn from_process() -> Self {
         Env(VARS
             .iter()
+            .chain(crate::config_pg::PG_VARS)
             .filter_map(|&name| Some((name, std::env::var_os(name)?)))
             .collect())
     }
@@ -63,7 +64,7 @@ impl Env {
     }
 
     /// The value of `var`; `None` when unset or empty.
-    fn get(&self, var: &'static str) -> Result<Option<String>> {
+    pub(crate) fn get(&self, var: &'static str) -> Result<Option<String>> {
         match self.0.get(var) {
             None => Ok(None),
             Some(v) if v.is_empty() => Ok(None),
@@ -78,7 +79,7 @@ impl Env {
     }
 
     /// Parses `var` with `parse`, naming the variable in the error.
-    fn parse<T>(
+    pub(crate) fn parse<T>(
         &self,
         var: &'static str,
         expected: &str,
@@ -130,6 +131,8 @@ pub(crate) struct Settings {
     pub(crate) max_len: Option<usize>,
     /// Logging.
     pub(crate) log: LogSettings,
+    /// PostgreSQL: outbox, relay, inbox.
+    pub(crate) pg: crate::config_pg::PgSettings,
 }
 
 impl std::fmt::Debug for Settings {
@@ -201,7 +204,13 @@ impl Settings {
             }
         })?;
 
+        let pg = crate::config_pg::PgSettings::load(
+            flags.database_url.as_deref(),
+            flags.db_schema.as_deref(),
+            env,
+        )?;
         Ok(Settings {
+            pg,
             redis_url,
             namespace,
             partitions,
@@ -331,6 +340,7 @@ mod tests {
             redis_url: Some("redis://c:2".into()),
             namespace: Some("flag-ns".into()),
             partitions: Some(4),
+            ..Default::default()
         };
         let s = Settings::load(&flags, &env).unwrap();
         assert_eq!(

@@ -20,8 +20,10 @@
 //! line on stderr and an exit status.
 
 mod cli;
+mod cli_outbox;
 mod cmd;
 mod config;
+mod config_pg;
 mod error;
 mod output;
 

@@ -64,6 +64,17 @@ pub(crate) async fn run(args: ConsumeArgs, settings: &Settings) -> Result<()> {
     }
 
     let shutdown = super::shutdown_on_signal();
+    if let Some(statement) = &args.sql {
+        return super::consume_sql::run(
+            statement.clone(),
+            connector,
+            topology,
+            config,
+            settings,
+            shutdown,
+        )
+        .await;
+    }
     let action = match &args.exec {
         Some(command) => Action::Exec {
             command: command.clone(),
@@ -71,7 +82,35 @@ pub(crate) async fn run(args: ConsumeArgs, settings: &Settings) -> Result<()> {
         },
         None => Action::Print,
     };
+    let inbox = if args.inbox {
+        let pool = settings.pg.pool(4, "consume --inbox").await?;
+        if !eventbus::pg::is_migrated(
+            &mut *pool.acquire().await.map_err(eventbus::Error::from)?,
+            &settings.pg.schema,
+        )
+        .await?
+        {
+            return Err(eventbus::Error::NotMigrated {
+                schema: settings.pg.schema.name().to_owned(),
+            }
+            .into());
+        }
+        tokio::spawn(clean_inbox(
+            pool.clone(),
+            settings.pg.schema.clone(),
+            settings.pg.inbox_retention,
+            shutdown.clone(),
+        ));
+        Some(InboxGate {
+            pool,
+            schema: settings.pg.schema.clone(),
+            skipped: AtomicU64::new(0),
+        })
+    } else {
+        None
+    };
     let handler = Arc::new(CliHandler {
+        inbox,
         action,
         limit: args.max_events.map(Limit::new),
         shutdown: shutdown.clone(),
@@ -82,6 +121,12 @@ pub(crate) async fn run(args: ConsumeArgs, settings: &Settings) -> Result<()> {
     tracing::info!(group = %group, consumer = consumer.name(), topics = ?topics, "consuming");
     let result = consumer.run(shutdown).await;
     log_stats(&stats);
+    if let Some(inbox) = &handler.inbox {
+        tracing::info!(
+            duplicates_skipped = inbox.skipped.load(Ordering::Relaxed),
+            "inbox"
+        );
+    }
     if let Some(e) = handler.output_error.lock().expect("poisoned").take() {
         return Err(CliError::Output(e));
     }
@@ -143,8 +188,39 @@ impl Limit {
     }
 }
 
-/// The handler behind `consume`: the action, wrapped by the `--max-events` limit.
+/// `--inbox`: events already recorded for the group are skipped; an event
+/// is recorded after its action succeeded (see docs/outbox.md for what this
+/// guarantees for an external command).
+struct InboxGate {
+    pool: sqlx::PgPool,
+    schema: eventbus::pg::DbSchema,
+    skipped: AtomicU64,
+}
+
+/// Deletes inbox rows past the retention at start, then hourly.
+async fn clean_inbox(
+    pool: sqlx::PgPool,
+    schema: eventbus::pg::DbSchema,
+    retention: Duration,
+    shutdown: CancellationToken,
+) {
+    loop {
+        match eventbus::pg::cleanup_inbox(&pool, &schema, retention).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(deleted = n, ?retention, "inbox retention cleanup"),
+            Err(e) => tracing::warn!(error = %e, "inbox retention cleanup failed"),
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(Duration::from_secs(3600)) => {}
+        }
+    }
+}
+
+/// The handler behind `consume`: the action, wrapped by the inbox and the
+/// `--max-events` limit.
 struct CliHandler {
+    inbox: Option<InboxGate>,
     action: Action,
     limit: Option<Limit>,
     shutdown: CancellationToken,
@@ -161,10 +237,50 @@ impl Handler for CliHandler {
                 ));
             }
         }
-        let result = match &self.action {
+        if let Some(inbox) = &self.inbox {
+            let seen = eventbus::pg::inbox_contains(
+                &inbox.pool,
+                &inbox.schema,
+                &delivery.group,
+                delivery.envelope.id,
+            )
+            .await
+            .map_err(|e| HandlerError::retryable(format!("inbox lookup: {e}")));
+            match seen {
+                Ok(true) => {
+                    inbox.skipped.fetch_add(1, Ordering::Relaxed);
+                    tracing::debug!(event_id = %delivery.envelope.id, group = %delivery.group, "already handled; skipped");
+                    if let Some(limit) = &self.limit {
+                        limit.release();
+                    }
+                    return Ok(());
+                }
+                Ok(false) => {}
+                Err(e) => {
+                    if let Some(limit) = &self.limit {
+                        limit.release();
+                    }
+                    return Err(e);
+                }
+            }
+        }
+        let mut result = match &self.action {
             Action::Print => self.print(&delivery),
             Action::Exec { command, timeout } => run_exec(command, *timeout, &delivery).await,
         };
+        if let (Ok(()), Some(inbox)) = (&result, &self.inbox) {
+            if let Err(e) = eventbus::pg::record_inbox(
+                &inbox.pool,
+                &inbox.schema,
+                &delivery.group,
+                delivery.envelope.id,
+                &delivery.envelope.event_type,
+            )
+            .await
+            {
+                result = Err(HandlerError::retryable(format!("inbox record: {e}")));
+            }
+        }
         if let Some(limit) = &self.limit {
             match result {
                 Ok(()) if limit.complete() => self.shutdown.cancel(),

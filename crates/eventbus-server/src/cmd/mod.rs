@@ -2,8 +2,12 @@
 //! turning SIGINT/SIGTERM into a cancellation token.
 
 mod consume;
+mod consume_sql;
 mod demo;
+mod migrate;
+mod outbox;
 mod publish;
+mod relay;
 mod streams;
 mod tail;
 
@@ -27,6 +31,9 @@ pub(crate) async fn run(command: Command, settings: Settings) -> Result<()> {
         Command::Tail(args) => tail::run(args, &settings).await,
         Command::Streams(args) => streams::run(args, &settings).await,
         Command::Demo(args) => demo::run(args, &settings).await,
+        Command::Migrate(args) => migrate::run(args, &settings).await,
+        Command::Relay(args) => relay::run(args, &settings).await,
+        Command::Outbox(args) => outbox::run(args, &settings).await,
     }
 }
 

@@ -58,6 +58,9 @@ pub(crate) async fn run(args: PublishArgs, settings: &Settings) -> Result<()> {
             .collect(),
         None => vec![(None, single_event(&args)?)],
     };
+    if args.via_outbox {
+        return publish_via_outbox(&events, settings).await;
+    }
     let max_len = match args.max_len {
         Some(n) => Some(usize::try_from(n).unwrap_or(usize::MAX)),
         None => settings.max_len,
@@ -89,6 +92,40 @@ pub(crate) async fn run(args: PublishArgs, settings: &Settings) -> Result<()> {
         }
     }
     output_error.map_or(Ok(()), Err)
+}
+
+/// Writes every event to the outbox in one transaction: all or none. Prints
+/// one JSON line per event with its partition (the stream entry comes later,
+/// from the relay).
+async fn publish_via_outbox(
+    events: &[(Option<usize>, Envelope)],
+    settings: &Settings,
+) -> Result<()> {
+    let topology = settings.topology()?;
+    let outbox = settings.pg.outbox(&topology)?;
+    let pool = settings.pg.pool(2, "publish --via-outbox").await?;
+    let envelopes: Vec<Envelope> = events.iter().map(|(_, e)| e.clone()).collect();
+    let mut tx = pool.begin().await.map_err(eventbus::Error::from)?;
+    for chunk in envelopes.chunks(1000) {
+        outbox
+            .enqueue_batch(&mut *tx, chunk)
+            .await
+            .map_err(|e| match e {
+                eventbus::Error::InvalidEvent(m) => CliError::Input(m),
+                other => other.into(),
+            })?;
+    }
+    tx.commit().await.map_err(eventbus::Error::from)?;
+    for e in &envelopes {
+        output::json_line(&serde_json::json!({
+            "id": e.id,
+            "type": e.event_type,
+            "key": e.key,
+            "partition": topology.partition_of(&e.key),
+            "outbox": settings.pg.schema.name(),
+        }))?;
+    }
+    Ok(())
 }
 
 fn at_line(line: Option<usize>, message: &str) -> String {

@@ -47,6 +47,10 @@ pub async fn migrate(conn: &mut PgConnection, schema: &DbSchema) -> Result<Vec<i
     let mut applied_now = Vec::new();
     for m in migrations() {
         let mut tx = conn.begin().await?;
+        // "already exists, skipping" notices are expected here, not news.
+        sqlx::raw_sql("SET LOCAL client_min_messages = warning")
+            .execute(&mut *tx)
+            .await?;
         // One lock per schema, held until commit.
         sqlx::query("SELECT pg_advisory_xact_lock(hashtext($1))")
             .bind(format!("eventbus-migrate:{}", schema.name()))

@@ -1,10 +1,17 @@
-//! `eventbus demo`: sample events of every catalogue type published to a
-//! fresh namespace, consumed by two consumers of one group running
-//! concurrently in this process, then a summary.
+//! `eventbus demo`: the whole path, outbox → relay → Redis → inbox, on the
+//! local services, in a fresh Redis namespace and a fresh PostgreSQL schema.
 //!
-//! Shutdown handshake: the consumers share one token. Once every published
-//! id has been handled (or the timeout passes, or a signal arrives) the token
-//! is cancelled; each consumer drains and acknowledges, and the namespace is
+//! Sample events of every catalogue type are enqueued to the outbox in
+//! transactions of 100 (each also writes a business row); a relay in this
+//! process publishes them; two consumers of one group handle them through an
+//! inbox, writing one result row per event in the inbox transaction. Then
+//! some events are published a second time straight to Redis, as a relay
+//! crash between publish and commit would, to show the inbox skipping them.
+//!
+//! Shutdown handshake: relay and consumers share one token. Once every event
+//! has been handled and every duplicate skipped (or the timeout passes, or a
+//! signal arrives) the token is cancelled; the consumers drain and
+//! acknowledge, the relay finishes its batch, and the namespace and schema are
 //! deleted unless `--keep`.
 
 mod report;
@@ -14,11 +21,13 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use eventbus::pg::{outbox_status, DbSchema, Inbox, InboxHandler, InboxStats, Relay, RelayConfig};
 use eventbus::{
-    handler_fn, Consumer, ConsumerConfig, Delivery, Publisher, PublisherConfig, RedisConnector,
+    Consumer, ConsumerConfig, Delivery, HandlerError, Publisher, PublisherConfig, RedisConnector,
     Topology,
 };
 use redis::aio::ConnectionManager;
+use sqlx::{PgConnection, PgPool};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
@@ -32,8 +41,12 @@ use crate::output;
 
 /// The demo's consumer group.
 const GROUP: &str = "demo";
-/// Events per pipelined publish.
-const PUBLISH_CHUNK: usize = 250;
+/// Events per outbox transaction.
+const ENQUEUE_CHUNK: usize = 100;
+/// The database used when `DATABASE_URL` is not set: the local server.
+const LOCAL_DATABASE_URL: &str = "postgres://postgres@127.0.0.1:5432/postgres";
+/// One event in this many is published a second time, as a relay crash would.
+const DUPLICATE_ONE_IN: usize = 20;
 
 /// What the consumers saw, shared by their handlers.
 #[derive(Default)]
@@ -52,17 +65,43 @@ pub(crate) async fn run(args: DemoArgs, settings: &Settings) -> Result<()> {
     let topology = Topology::new(format!("demo-{}", &suffix[..8]), settings.partitions)?;
     let connector = settings.connector()?;
     let conn = connector.shared().await?;
+    let pool = settings
+        .pg
+        .with_default_url(LOCAL_DATABASE_URL)
+        .pool(8, "demo")
+        .await?;
+    let schema = DbSchema::new(format!("demo_{}", &suffix[..8]))?;
+    eventbus::pg::migrate(
+        &mut *pool.acquire().await.map_err(eventbus::Error::from)?,
+        &schema,
+    )
+    .await?;
     let interrupted = super::shutdown_on_signal();
 
-    let outcome = run_in(&args, &connector, &conn, &topology, &interrupted).await;
+    let db = Db {
+        pool: pool.clone(),
+        schema: schema.clone(),
+    };
+    let outcome = run_in(&args, &connector, &conn, &topology, &db, &interrupted).await;
 
     let cleanup = if args.keep {
         eprintln!(
-            "eventbus: kept namespace {ns}; look at it with `EVENT_BUS_NAMESPACE={ns} eventbus streams`",
-            ns = topology.namespace()
+            "eventbus: kept namespace {ns} and schema {schema}; look at them with \
+             `EVENT_BUS_NAMESPACE={ns} EVENT_BUS_DB_SCHEMA={schema} eventbus streams`",
+            ns = topology.namespace(),
+            schema = schema.name()
         );
         Ok(0)
     } else {
+        let dropped = sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+            "DROP SCHEMA \"{}\" CASCADE",
+            schema.name()
+        )))
+        .execute(&pool)
+        .await;
+        if let Err(e) = dropped {
+            tracing::warn!(error = %e, schema = schema.name(), "could not drop the demo schema");
+        }
         delete_namespace(&conn, &topology).await
     };
     let mut summary = outcome?;
@@ -75,23 +114,78 @@ pub(crate) async fn run(args: DemoArgs, settings: &Settings) -> Result<()> {
     }
 }
 
+/// The demo's database: a pool and its throw-away schema.
+struct Db {
+    pool: PgPool,
+    schema: DbSchema,
+}
+
+/// Writes one result row per event in the inbox transaction, and counts.
+struct DemoHandler {
+    seen: Arc<Mutex<Seen>>,
+    insert: String,
+}
+
+impl InboxHandler for DemoHandler {
+    async fn handle<'a>(
+        &'a self,
+        d: &'a Delivery,
+        tx: &'a mut PgConnection,
+    ) -> std::result::Result<(), HandlerError> {
+        sqlx::query(sqlx::AssertSqlSafe(self.insert.clone()))
+            .bind(d.envelope.id)
+            .bind(&d.consumer)
+            .execute(&mut *tx)
+            .await
+            .map_err(|e| HandlerError::retryable(e.to_string()))?;
+        let mut s = self.seen.lock().expect("seen poisoned");
+        *s.by_id.entry(d.envelope.id).or_default() += 1;
+        *s.by_consumer.entry(d.consumer.clone()).or_default() += 1;
+        *s.by_partition
+            .entry((d.topic.clone(), d.partition))
+            .or_default() += 1;
+        Ok(())
+    }
+}
+
 async fn run_in(
     args: &DemoArgs,
     connector: &RedisConnector,
     conn: &ConnectionManager,
     topology: &Topology,
+    db: &Db,
     interrupted: &CancellationToken,
 ) -> Result<Summary> {
     let per_type = usize::try_from(args.events_per_type).unwrap_or(50);
     let events = samples::generate(per_type, &mut rand::rng());
     let published_ids: HashSet<Uuid> = events.iter().map(|e| e.id).collect();
     let seen = Arc::new(Mutex::new(Seen::default()));
+    let business = format!("\"{}\".demo_changes", db.schema.name());
+    let results = format!("\"{}\".demo_results", db.schema.name());
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+        "CREATE TABLE {business} (event_id uuid NOT NULL, type text NOT NULL); \
+         CREATE TABLE {results} (event_id uuid NOT NULL, consumer text NOT NULL)"
+    )))
+    .execute(&db.pool)
+    .await
+    .map_err(eventbus::Error::from)?;
 
-    // Two consumers, one group, concurrently. Reads of at most 64 entries per
-    // stream keep one consumer from taking everything the other could share.
+    // Relay and two consumers (one group) run concurrently. Reads of at most
+    // 64 entries per stream keep one consumer from taking everything.
     let stop = interrupted.child_token();
-    let mut consumers = JoinSet::new();
+    let mut tasks = JoinSet::new();
+    let publisher =
+        Publisher::connect(connector, topology.clone(), PublisherConfig::default()).await?;
+    let relay = Relay::new(
+        db.pool.clone(),
+        publisher.clone(),
+        db.schema.clone(),
+        RelayConfig::default(),
+    )?;
+    let relay_stats = relay.stats();
+    tasks.spawn(relay.run(stop.clone()));
     let mut names = Vec::new();
+    let mut inbox_stats: Vec<Arc<InboxStats>> = Vec::new();
     for n in 1..=2 {
         let mut config = ConsumerConfig::new(GROUP, CATALOGUE_TOPICS);
         let name = format!("demo-consumer-{n}");
@@ -100,39 +194,67 @@ async fn run_in(
         config.read_count = 64;
         config.block = Duration::from_millis(200);
         config.shutdown_timeout = Duration::from_secs(10);
-        let seen = seen.clone();
-        let handler = handler_fn(move |d: Delivery| {
-            let seen = seen.clone();
-            async move {
-                let mut s = seen.lock().expect("seen poisoned");
-                *s.by_id.entry(d.envelope.id).or_default() += 1;
-                *s.by_consumer.entry(d.consumer).or_default() += 1;
-                *s.by_partition.entry((d.topic, d.partition)).or_default() += 1;
-                Ok(())
-            }
-        });
-        let consumer = Consumer::new(connector.clone(), topology.clone(), config, handler)?;
+        let handler = DemoHandler {
+            seen: seen.clone(),
+            insert: format!("INSERT INTO {results} (event_id, consumer) VALUES ($1, $2)"),
+        };
+        let inbox = Inbox::new(db.pool.clone(), &db.schema, handler);
+        inbox_stats.push(inbox.stats());
+        let consumer = Consumer::new(connector.clone(), topology.clone(), config, inbox)?;
         names.push(name);
-        consumers.spawn(consumer.run(stop.clone()));
+        tasks.spawn(consumer.run(stop.clone()));
     }
 
+    // The application's side: each transaction writes business rows and
+    // their events together.
     let started = Instant::now();
-    let publisher =
-        Publisher::connect(connector, topology.clone(), PublisherConfig::default()).await?;
+    let outbox = eventbus::pg::Outbox::new(
+        topology.clone(),
+        eventbus::pg::OutboxConfig {
+            schema: db.schema.clone(),
+            ..Default::default()
+        },
+    )?;
     let mut batches = 0;
-    for chunk in events.chunks(PUBLISH_CHUNK) {
-        publisher.publish_batch(chunk).await?;
+    for chunk in events.chunks(ENQUEUE_CHUNK) {
+        let mut tx = db.pool.begin().await.map_err(eventbus::Error::from)?;
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "INSERT INTO {business} (event_id, type) SELECT * FROM UNNEST($1::uuid[], $2::text[])"
+        )))
+        .bind(chunk.iter().map(|e| e.id).collect::<Vec<_>>())
+        .bind(
+            chunk
+                .iter()
+                .map(|e| e.event_type.clone())
+                .collect::<Vec<_>>(),
+        )
+        .execute(&mut *tx)
+        .await
+        .map_err(eventbus::Error::from)?;
+        outbox.enqueue_batch(&mut *tx, chunk).await?;
+        tx.commit().await.map_err(eventbus::Error::from)?;
         batches += 1;
     }
     let publish_time = started.elapsed();
     tracing::info!(
         events = events.len(),
         ?publish_time,
-        "demo events published"
+        "demo events committed to the outbox"
     );
 
-    // Wait until every published id was handled by one of the consumers.
+    // Wait until every event was handled, then publish some a second time
+    // (as after a relay crash between publish and commit) and wait until the
+    // inboxes skipped them all.
+    let duplicates: Vec<eventbus::Envelope> =
+        events.iter().step_by(DUPLICATE_ONE_IN).cloned().collect();
+    let skipped = || -> u64 {
+        inbox_stats
+            .iter()
+            .map(|s| s.duplicates.load(std::sync::atomic::Ordering::Relaxed))
+            .sum()
+    };
     let deadline = tokio::time::Instant::now() + args.timeout;
+    let mut consume_time = None;
     let waited = loop {
         let missing = {
             let s = seen.lock().expect("seen poisoned");
@@ -141,8 +263,12 @@ async fn run_in(
                 .filter(|id| !s.by_id.contains_key(id))
                 .count()
         };
-        if missing == 0 {
-            break Ok(started.elapsed());
+        if missing == 0 && consume_time.is_none() {
+            consume_time = Some(started.elapsed());
+            publisher.publish_batch(&duplicates).await?;
+        }
+        if consume_time.is_some() && skipped() >= duplicates.len() as u64 {
+            break Ok(());
         }
         if tokio::time::Instant::now() >= deadline {
             break Err(CliError::DemoIncomplete {
@@ -153,8 +279,8 @@ async fn run_in(
         }
         tokio::select! {
             _ = interrupted.cancelled() => break Err(CliError::Interrupted("demo")),
-            ended = consumers.join_next() => {
-                // A consumer stopped before the end: report why.
+            ended = tasks.join_next() => {
+                // The relay or a consumer stopped before the end: report why.
                 if let Some(Ok(Err(e))) = ended {
                     stop.cancel();
                     return Err(e.into());
@@ -165,18 +291,31 @@ async fn run_in(
     };
 
     stop.cancel();
-    while let Some(ended) = consumers.join_next().await {
+    while let Some(ended) = tasks.join_next().await {
         if let Ok(Err(e)) = ended {
-            tracing::warn!(error = %e, "demo consumer stopped with an error");
+            tracing::warn!(error = %e, "demo relay or consumer stopped with an error");
         }
     }
-    let consume_time = waited?;
+    waited?;
+    let consume_time = consume_time.unwrap_or_default();
     let total_time = started.elapsed();
 
     let pending = pending_after(conn, topology).await?;
+    let backlog: i64 = outbox_status(&db.pool, &db.schema)
+        .await?
+        .iter()
+        .map(|p| p.backlog)
+        .sum();
+    let (result_rows, result_distinct): (i64, i64) = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT count(*), count(DISTINCT event_id) FROM {results}"
+    )))
+    .fetch_one(&db.pool)
+    .await
+    .map_err(eventbus::Error::from)?;
     let seen = seen.lock().expect("seen poisoned");
     Ok(Summary::new(report::Inputs {
         namespace: topology.namespace().to_owned(),
+        schema: db.schema.name().to_owned(),
         partitions: topology.partitions(),
         group: GROUP.to_owned(),
         events: &events,
@@ -186,6 +325,14 @@ async fn run_in(
         by_consumer: &seen.by_consumer,
         by_partition: &seen.by_partition,
         pending,
+        outbox_backlog: backlog,
+        relay_published: relay_stats
+            .published
+            .load(std::sync::atomic::Ordering::Relaxed),
+        duplicates_published: duplicates.len() as u64,
+        duplicates_skipped: skipped(),
+        result_rows,
+        result_distinct,
         publish_time,
         consume_time,
         total_time,

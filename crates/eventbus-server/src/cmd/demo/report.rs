@@ -13,6 +13,7 @@ use super::samples::EVENT_TYPES;
 /// What the summary is computed from.
 pub(super) struct Inputs<'a> {
     pub(super) namespace: String,
+    pub(super) schema: String,
     pub(super) partitions: u32,
     pub(super) group: String,
     pub(super) events: &'a [Envelope],
@@ -22,6 +23,12 @@ pub(super) struct Inputs<'a> {
     pub(super) by_consumer: &'a BTreeMap<String, u64>,
     pub(super) by_partition: &'a BTreeMap<(String, u32), u64>,
     pub(super) pending: u64,
+    pub(super) outbox_backlog: i64,
+    pub(super) relay_published: u64,
+    pub(super) duplicates_published: u64,
+    pub(super) duplicates_skipped: u64,
+    pub(super) result_rows: i64,
+    pub(super) result_distinct: i64,
     pub(super) publish_time: Duration,
     pub(super) consume_time: Duration,
     pub(super) total_time: Duration,
@@ -39,6 +46,7 @@ pub(super) struct TypeCount {
 #[derive(Debug, Serialize)]
 pub(super) struct Summary {
     namespace: String,
+    schema: String,
     partitions_per_topic: u32,
     group: String,
     published: u64,
@@ -54,6 +62,18 @@ pub(super) struct Summary {
     /// Topic → handled count per partition (index = partition).
     consumed_by_partition: BTreeMap<String, Vec<u64>>,
     pending_after_shutdown: u64,
+    /// Outbox rows still waiting at the end (0: drained).
+    outbox_backlog_after: i64,
+    /// Events the relay published.
+    relay_published: u64,
+    /// Events published a second time straight to Redis (a simulated relay crash).
+    duplicates_published: u64,
+    /// Deliveries the inboxes skipped as already handled.
+    duplicates_skipped: u64,
+    /// Result rows written by handlers (one per event when effects happen once).
+    result_rows: i64,
+    /// Distinct events among the result rows.
+    result_distinct_events: i64,
     publish_ms: u128,
     /// From the first publish until every event was handled.
     consume_ms: u128,
@@ -102,6 +122,13 @@ impl Summary {
         }
         Summary {
             namespace: i.namespace,
+            schema: i.schema,
+            outbox_backlog_after: i.outbox_backlog,
+            relay_published: i.relay_published,
+            duplicates_published: i.duplicates_published,
+            duplicates_skipped: i.duplicates_skipped,
+            result_rows: i.result_rows,
+            result_distinct_events: i.result_distinct,
             partitions_per_topic: i.partitions,
             group: i.group,
             published,
@@ -133,12 +160,12 @@ impl Summary {
     fn write_text(&self, s: &mut String) -> std::fmt::Result {
         writeln!(
             s,
-            "eventbus demo: namespace {}, {} partitions per topic, group \"{}\"\n",
-            self.namespace, self.partitions_per_topic, self.group
+            "eventbus demo: namespace {}, schema {}, {} partitions per topic, group \"{}\"\n",
+            self.namespace, self.schema, self.partitions_per_topic, self.group
         )?;
         writeln!(
             s,
-            "Published {} events ({} types) in {} pipelined batches, {} ms",
+            "Committed {} events ({} types) to the outbox in {} transactions, {} ms",
             self.published,
             self.published_by_type.len(),
             self.publish_batches,
@@ -149,8 +176,35 @@ impl Summary {
         }
         writeln!(
             s,
-            "\nConsumed {} deliveries: {} distinct events, {} duplicates",
+            "\nRelay published {} events; outbox backlog at the end: {}{}",
+            self.relay_published,
+            self.outbox_backlog_after,
+            if self.outbox_backlog_after == 0 {
+                " (drained)"
+            } else {
+                ""
+            }
+        )?;
+        writeln!(
+            s,
+            "\nHandled {} events through the inbox: {} distinct, {} handled twice",
             self.consumed, self.distinct, self.duplicates
+        )?;
+        writeln!(
+            s,
+            "  duplicates published again to Redis (as after a relay crash): {}, skipped by the inbox: {}",
+            self.duplicates_published, self.duplicates_skipped
+        )?;
+        writeln!(
+            s,
+            "  result rows: {} for {} distinct events{}",
+            self.result_rows,
+            self.result_distinct_events,
+            if self.result_rows == self.result_distinct_events {
+                " (each effect exactly once)"
+            } else {
+                ""
+            }
         )?;
         writeln!(s, "  by consumer:")?;
         for (name, n) in &self.consumed_by_consumer {
@@ -192,8 +246,8 @@ impl Summary {
         } else {
             writeln!(
                 s,
-                "Namespace {} deleted ({} keys); pass --keep to keep it.",
-                self.namespace, self.deleted_keys
+                "Namespace {} deleted ({} keys) and schema {} dropped; pass --keep to keep them.",
+                self.namespace, self.deleted_keys, self.schema
             )
         }
     }
