@@ -11,8 +11,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use eventbus::{
-    Consumer, ConsumerConfig, Envelope, Handler, Publisher, PublisherConfig, RedisConnector,
-    RedisOptions, Topology,
+    Consumer, ConsumerConfig, ConsumerMode, Envelope, Handler, Publisher, PublisherConfig,
+    RedisConnector, RedisOptions, Topology,
 };
 use serde_json::json;
 use tokio::task::JoinHandle;
@@ -48,9 +48,28 @@ impl Suite {
             url: url.into(),
             partitions: 4,
             tune: Arc::new(|c: &mut ConsumerConfig| {
+                c.mode = ConsumerMode::Unordered;
                 c.block = Duration::from_millis(200);
                 c.claim_idle = Duration::from_millis(300);
                 c.claim_interval = Duration::from_millis(100);
+                c.shutdown_timeout = Duration::from_secs(5);
+            }),
+        }
+    }
+
+    /// Ordered members (partitions leased, one entry at a time) with
+    /// test-friendly timings: 100 ms heartbeats, a 1 s session timeout, a
+    /// 20 ms retry delay.
+    pub fn ordered(url: impl Into<String>) -> Self {
+        Suite {
+            url: url.into(),
+            partitions: 4,
+            tune: Arc::new(|c: &mut ConsumerConfig| {
+                c.mode = ConsumerMode::Ordered;
+                c.block = Duration::from_millis(200);
+                c.heartbeat_interval = Duration::from_millis(100);
+                c.session_timeout = Duration::from_secs(1);
+                c.retry_delay = Duration::from_millis(20);
                 c.shutdown_timeout = Duration::from_secs(5);
             }),
         }
@@ -445,4 +464,139 @@ pub async fn server_restart(suite: &Suite) {
     );
     c.stop().await.expect("clean stop");
     drop(server);
+}
+
+/// An event of `key` carrying its per-key sequence number in `data.seq`.
+pub fn keyed_event(key: &str, seq: usize) -> Envelope {
+    Envelope::new(
+        "work_item.progressed",
+        key.to_owned(),
+        json!({"work_item_id": key, "seq": seq}),
+    )
+}
+
+/// `(key, seq)` of each delivery, in handling order.
+fn key_seqs(d: &[eventbus::Delivery]) -> Vec<(String, u64)> {
+    d.iter()
+        .map(|d| {
+            let seq = d.envelope.data["seq"].as_u64().expect("seq in data");
+            (d.envelope.key.clone(), seq)
+        })
+        .collect()
+}
+
+/// Ordered mode: 20 keys × 100 events published while three members join
+/// one after the other and handlers fail now and then; every key's events
+/// are handled exactly in publish order, each once (clean handoffs repeat
+/// nothing).
+pub async fn order_per_key(suite: &Suite) {
+    let ns = TestNamespace::new(&suite.url, "order");
+    let topology = ns.topology(suite.partitions);
+    let collector = Collector::failing(|d, previous| {
+        previous == 0 && d.envelope.data["seq"].as_u64().unwrap_or(0) % 7 == 3
+    });
+    let p = publisher(&suite.url, &topology).await;
+    let keys: Vec<String> = (0..20).map(|k| format!("key-{k}")).collect();
+    let feeder = {
+        let (p, keys) = (p.clone(), keys.clone());
+        tokio::spawn(async move {
+            for seq in 0..100 {
+                let batch: Vec<Envelope> = keys.iter().map(|k| keyed_event(k, seq)).collect();
+                p.publish_batch(&batch).await.expect("publish");
+                if seq % 10 == 0 {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+            }
+        })
+    };
+    let mut members = Vec::new();
+    for _ in 0..3 {
+        members.push(spawn_consumer(
+            &suite.url,
+            &topology,
+            suite.config("g", &["work_item"]),
+            collector.clone(),
+        ));
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    feeder.await.expect("feeder");
+    assert!(
+        collector.wait_for(WAIT, |d| distinct(d) >= 2000).await,
+        "only {} of 2000 handled",
+        collector.ids().len()
+    );
+    for m in members {
+        m.stop().await.expect("clean stop");
+    }
+    let mut per_key: BTreeMap<String, Vec<u64>> = BTreeMap::new();
+    for (k, seq) in key_seqs(&collector.deliveries()) {
+        per_key.entry(k).or_default().push(seq);
+    }
+    for (k, seqs) in per_key {
+        assert_eq!(seqs, (0..100).collect::<Vec<u64>>(), "key {k} out of order");
+    }
+}
+
+/// Ordered mode: an entry whose handler keeps failing holds back the rest
+/// of its partition (and only it); once it succeeds, the partition goes on
+/// in order.
+pub async fn failing_entry_blocks_only_its_partition(suite: &Suite) {
+    let ns = TestNamespace::new(&suite.url, "blocks");
+    let topology = ns.topology(suite.partitions);
+    let healed = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let poison = "poison-key".to_owned();
+    let collector = {
+        let (healed, poison) = (healed.clone(), poison.clone());
+        Collector::failing(move |d, _| {
+            d.envelope.key == poison
+                && d.envelope.data["seq"] == 0
+                && !healed.load(std::sync::atomic::Ordering::SeqCst)
+        })
+    };
+    let c = spawn_consumer(
+        &suite.url,
+        &topology,
+        suite.config("g", &["work_item"]),
+        collector.clone(),
+    );
+    let p = publisher(&suite.url, &topology).await;
+    let poison_partition = topology.partition_of(&poison);
+    let others: Vec<String> = (0..200)
+        .map(|i| format!("k-{i}"))
+        .filter(|k| topology.partition_of(k) != poison_partition)
+        .take(20)
+        .collect();
+    let mut events: Vec<Envelope> = (0..5).map(|s| keyed_event(&poison, s)).collect();
+    events.extend(others.iter().map(|k| keyed_event(k, 0)));
+    p.publish_batch(&events).await.expect("publish");
+    assert!(
+        collector.wait_for(WAIT, |d| d.len() >= others.len()).await,
+        "other partitions were held up"
+    );
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        collector
+            .deliveries()
+            .iter()
+            .all(|d| d.envelope.key != poison),
+        "an event after the failing one was handled first"
+    );
+    healed.store(true, std::sync::atomic::Ordering::SeqCst);
+    assert!(
+        collector
+            .wait_for(WAIT, |d| d
+                .iter()
+                .filter(|d| d.envelope.key == poison)
+                .count()
+                >= 5)
+            .await,
+        "the partition did not go on after the failing entry succeeded"
+    );
+    let seqs: Vec<u64> = key_seqs(&collector.deliveries())
+        .into_iter()
+        .filter(|(k, _)| *k == poison)
+        .map(|(_, s)| s)
+        .collect();
+    assert_eq!(seqs, vec![0, 1, 2, 3, 4]);
+    c.stop().await.expect("clean stop");
 }

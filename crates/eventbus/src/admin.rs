@@ -13,6 +13,8 @@ use crate::reply::parse_read;
 use crate::topology::Topology;
 use crate::Result;
 
+pub use crate::ordered::view::{groups, GroupView, MemberView, PartitionView};
+
 /// One consumer group's state on one partition stream.
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
 pub struct GroupStats {

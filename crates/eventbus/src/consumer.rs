@@ -1,6 +1,11 @@
-//! The consumer-group runtime (competing consumers).
+//! The consumer-group runtime.
 //!
-//! One [`Consumer`] runs three kinds of work, all owned by [`Consumer::run`]:
+//! In [`ConsumerMode::Ordered`] (the default) [`Consumer::run`] hands over to
+//! `crate::ordered`: partitions are leased to the live members of the group.
+//! The rest of this module is [`ConsumerMode::Unordered`], competing
+//! consumers.
+//!
+//! An unordered [`Consumer`] runs three kinds of work, all owned by [`Consumer::run`]:
 //!
 //! - the **reader** (on the calling task) issues `XREADGROUP ... BLOCK` over
 //!   every partition stream of its topics, on a dedicated connection so the
@@ -37,6 +42,7 @@ use tokio_util::task::TaskTracker;
 use crate::connection::{backoff, RedisConnector};
 use crate::error::is_transient_redis;
 use crate::handler::{Delivery, Handler};
+use crate::ordered::ConsumerMode;
 use crate::reply::{parse_autoclaim, parse_read, RawEntry};
 use crate::topology::Topology;
 use crate::{Error, Result};
@@ -71,6 +77,21 @@ pub struct ConsumerConfig {
     pub stale_check_interval: Duration,
     /// How long shutdown waits for in-flight handlers. Default 30 s.
     pub shutdown_timeout: Duration,
+    /// Ordered (partitions leased to members, the default) or unordered
+    /// (competing consumers).
+    pub mode: ConsumerMode,
+    /// Ordered mode: how often a member heartbeats and renews its leases.
+    /// Default 1 s.
+    pub heartbeat_interval: Duration,
+    /// Ordered mode: a member silent for longer is dead and its leases
+    /// expire. More than twice `heartbeat_interval`. Default 10 s.
+    pub session_timeout: Duration,
+    /// Ordered mode: partitions handling an entry at the same moment.
+    /// Default `None`: every owned partition.
+    pub max_partitions_in_flight: Option<usize>,
+    /// Ordered mode: pause before a failed entry is tried again (its
+    /// partition waits meanwhile). Default 1 s.
+    pub retry_delay: Duration,
 }
 
 impl ConsumerConfig {
@@ -92,14 +113,31 @@ impl ConsumerConfig {
             stale_consumer_after: Duration::from_secs(3600),
             stale_check_interval: Duration::from_secs(60),
             shutdown_timeout: Duration::from_secs(30),
+            mode: ConsumerMode::Ordered,
+            heartbeat_interval: Duration::from_secs(1),
+            session_timeout: Duration::from_secs(10),
+            max_partitions_in_flight: None,
+            retry_delay: Duration::from_secs(1),
         }
     }
 
     /// Checks the settings.
     pub fn validate(&self) -> Result<()> {
         let bad = |m: &str| Err(Error::Config(m.to_owned()));
-        if self.group.is_empty() || self.group.chars().any(|c| c.is_whitespace()) {
-            return bad("group must be non-empty and without whitespace");
+        if self.group.is_empty()
+            || self
+                .group
+                .chars()
+                .any(|c| c.is_whitespace() || c == '{' || c == '}')
+        {
+            return bad("group must be non-empty and without whitespace or braces");
+        }
+        if self
+            .consumer_name
+            .as_deref()
+            .is_some_and(|n| n.is_empty() || n.chars().any(|c| c.is_whitespace() || c.is_control()))
+        {
+            return bad("consumer name (member id) must be non-empty and without whitespace");
         }
         if self.topics.is_empty() {
             return bad("at least one topic is needed");
@@ -112,6 +150,15 @@ impl ConsumerConfig {
         }
         if self.claim_idle < Duration::from_millis(1) || self.claim_interval.is_zero() {
             return bad("claim_idle and claim_interval must be positive");
+        }
+        if self.heartbeat_interval < Duration::from_millis(10) {
+            return bad("heartbeat_interval must be at least 10 ms");
+        }
+        if self.session_timeout <= self.heartbeat_interval * 2 {
+            return bad("session_timeout must be more than twice heartbeat_interval");
+        }
+        if self.max_partitions_in_flight == Some(0) {
+            return bad("max_partitions_in_flight must be positive when set");
         }
         Ok(())
     }
@@ -230,21 +277,18 @@ impl<H: Handler> Consumer<H> {
             handler,
             stats,
         } = self;
-        let mut streams = Vec::new();
-        let mut routes = Vec::new();
-        for topic in &config.topics {
-            for p in 0..topology.partitions() {
-                streams.push(topology.stream_key(topic, p));
-                routes.push((topic.clone(), p));
-            }
+        if config.mode == ConsumerMode::Ordered {
+            return crate::ordered::run(
+                connector, topology, config, name, handler, stats, shutdown,
+            )
+            .await;
         }
         let conn = connector.shared().await?;
-        ensure_groups(&conn, &streams, &config.group).await?;
-        let _: () = redis::cmd("SADD")
-            .arg(topology.topics_key())
-            .arg(&config.topics)
-            .query_async(&mut conn.clone())
-            .await?;
+        let (streams, routes): (Vec<String>, Vec<(String, u32)>) =
+            prepare_streams(&conn, &topology, &config)
+                .await?
+                .into_iter()
+                .unzip();
 
         let (ack_tx, ack_rx) = mpsc::unbounded_channel();
         let shared = Arc::new(Shared {
@@ -304,6 +348,53 @@ impl<H: Handler> Consumer<H> {
         tracing::info!(group = %config.group, consumer = %name, "consumer stopped");
         read_result
     }
+}
+
+/// Every partition stream of the consumer's topics with its `(topic,
+/// partition)`, after creating the group on each and registering the topics.
+pub(crate) async fn prepare_streams(
+    conn: &ConnectionManager,
+    topology: &Topology,
+    config: &ConsumerConfig,
+) -> Result<Vec<(String, (String, u32))>> {
+    let mut streams = Vec::new();
+    for topic in &config.topics {
+        for p in 0..topology.partitions() {
+            streams.push((topology.stream_key(topic, p), (topic.clone(), p)));
+        }
+    }
+    let keys: Vec<String> = streams.iter().map(|(s, _)| s.clone()).collect();
+    ensure_groups(conn, &keys, &config.group).await?;
+    let _: () = redis::cmd("SADD")
+        .arg(topology.topics_key())
+        .arg(&config.topics)
+        .query_async(&mut conn.clone())
+        .await?;
+    Ok(streams)
+}
+
+/// `XREADGROUP ... BLOCK` for entries never delivered to the group (`>`).
+pub(crate) fn read_new_cmd(
+    group: &str,
+    consumer: &str,
+    count: usize,
+    block: Duration,
+    streams: &[String],
+) -> redis::Cmd {
+    let mut cmd = redis::cmd("XREADGROUP");
+    cmd.arg("GROUP")
+        .arg(group)
+        .arg(consumer)
+        .arg("COUNT")
+        .arg(count)
+        .arg("BLOCK")
+        .arg(block.as_millis() as u64)
+        .arg("STREAMS")
+        .arg(streams);
+    for _ in streams {
+        cmd.arg(">");
+    }
+    cmd
 }
 
 /// Creates the group on each stream (and the stream itself) if missing.
@@ -384,19 +475,13 @@ async fn run_reader<H: Handler>(
                 }
             },
         };
-        let mut cmd = redis::cmd("XREADGROUP");
-        cmd.arg("GROUP")
-            .arg(&shared.group)
-            .arg(&shared.name)
-            .arg("COUNT")
-            .arg(count)
-            .arg("BLOCK")
-            .arg(config.block.as_millis() as u64)
-            .arg("STREAMS")
-            .arg(&shared.streams);
-        for _ in &shared.streams {
-            cmd.arg(">");
-        }
+        let cmd = read_new_cmd(
+            &shared.group,
+            &shared.name,
+            count,
+            config.block,
+            &shared.streams,
+        );
         // The read is not cancelled on shutdown: entries Redis hands us are
         // already ours, so we let the read finish (at most `block`) and
         // dispatch them like any other in-flight work.
@@ -572,7 +657,7 @@ async fn run_acker(
 /// Removes consumers of the group on one stream that are idle for at least
 /// `ARGV[2]` ms and own no pending entries, atomically (a consumer with
 /// pending entries is never removed, so nothing pending is forgotten).
-const REMOVE_STALE_CONSUMERS: &str = r#"
+pub(crate) const REMOVE_STALE_CONSUMERS: &str = r#"
 local ok, consumers = pcall(redis.call, 'XINFO', 'CONSUMERS', KEYS[1], ARGV[1])
 if not ok then return {} end
 local removed = {}

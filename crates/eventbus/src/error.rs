@@ -56,6 +56,14 @@ pub enum Error {
     /// The operation did not finish in time.
     #[error("timed out after {0:?}")]
     Timeout(std::time::Duration),
+
+    /// Another process joined the group with this member id (a static
+    /// member started twice): this one stopped.
+    #[error("member id {member:?} was taken over by another process; this one stopped")]
+    MemberFenced {
+        /// The member id.
+        member: String,
+    },
 }
 
 impl Error {

@@ -14,8 +14,11 @@
 //!   for commands, dedicated ones for blocking reads.
 //! - [`Publisher`]: single and batched (pipelined) publish with retry of
 //!   unknown outcomes.
-//! - [`Consumer`]: the consumer-group runtime (reader, claimer, acker) calling
-//!   a [`Handler`].
+//! - [`Consumer`]: the consumer-group runtime calling a [`Handler`], in one
+//!   of two [`ConsumerMode`]s: ordered (partitions leased to the live members
+//!   of the group, each handled one entry at a time: membership, sticky
+//!   assignment, leases with fencing tokens, failover) or unordered
+//!   (competing consumers: reader, claimer, acker).
 //! - [`admin`]: read models (partition lengths, groups, pending, lag) and a
 //!   group-less [`admin::Tail`].
 //!
@@ -51,6 +54,7 @@ mod consumer;
 mod envelope;
 mod error;
 mod handler;
+mod ordered;
 mod publisher;
 mod reply;
 
@@ -60,6 +64,7 @@ pub mod topology;
 
 pub use connection::{redact_url, RedisConnector, RedisOptions};
 pub use consumer::{unique_consumer_name, Consumer, ConsumerConfig, ConsumerStats};
+pub use ordered::ConsumerMode;
 pub use envelope::{fields, DecodeError, Envelope, WIRE_VERSION};
 pub use error::{Error, Result};
 pub use handler::{handler_fn, Delivery, ErrorClass, Handler, HandlerError, HandlerFn};

@@ -6,7 +6,8 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use eventbus::{
-    ConsumerConfig, Envelope, Publisher, PublisherConfig, RedisConnector, RedisOptions,
+    ConsumerConfig, ConsumerMode, Envelope, Publisher, PublisherConfig, RedisConnector,
+    RedisOptions,
 };
 use eventbus_testkit::conformance::{full_event, publisher, spawn_consumer};
 use eventbus_testkit::{shared_redis_url, Collector, RedisServer, TestNamespace};
@@ -15,6 +16,7 @@ const WAIT: Duration = Duration::from_secs(30);
 
 fn fast(group: &str) -> ConsumerConfig {
     let mut c = ConsumerConfig::new(group, ["work_item"]);
+    c.mode = ConsumerMode::Unordered; // these tests pin the competing-consumers runtime
     c.block = Duration::from_millis(100);
     c.claim_idle = Duration::from_millis(300);
     c.claim_interval = Duration::from_millis(100);

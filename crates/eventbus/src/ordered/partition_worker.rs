@@ -1,0 +1,458 @@
+//! One owned partition: take over what is pending, then handle entries one
+//! at a time, in stream order.
+//!
+//! Life of a worker, started right after its lease was acquired:
+//!
+//! 1. **Take over.** Every entry pending in the group on this stream (left
+//!    by the previous owner, or by this member before a restart) is claimed
+//!    to this member with `XAUTOCLAIM ... 0 0-0`, cursor followed to the end,
+//!    through the fenced script. Pending entries always precede anything
+//!    `XREADGROUP >` can return, so handling them first keeps stream order.
+//! 2. **Read.** The stream joins the shared reader's set; new entries arrive
+//!    in the worker's queue.
+//! 3. **Handle**, strictly one entry at a time: a failure is retried after
+//!    `retry_delay` (blocking only this partition); success is acknowledged
+//!    through the fenced `XACK` before the next entry starts, so a crash
+//!    repeats at most the entry that was in flight.
+//! 4. **Stop**, on one of two signals: `release` (rebalance or shutdown)
+//!    lets the running handler finish and acknowledge, then leaves the
+//!    reader and gives the lease up; `abort` (the lease is lost) stops at
+//!    once, abandoning the handler: its entry stays pending for the new owner.
+//!
+//! While the lease's local deadline (last successful renewal plus the
+//! session timeout, measured from before the renewal was sent) has passed,
+//! no new entry is started: the lease might already be someone else's.
+
+use std::collections::VecDeque;
+use std::panic::AssertUnwindSafe;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::FutureExt;
+use redis::aio::ConnectionManager;
+use tokio::sync::{mpsc, Semaphore};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use super::lease::{Fenced, LeaseScripts};
+use super::reader::{Feed, ReadSet};
+use crate::consumer::{ConsumerStats, REMOVE_STALE_CONSUMERS};
+use crate::handler::{Delivery, Handler};
+use crate::reply::{parse_autoclaim, parse_entry, RawEntry};
+
+/// How often an idle worker checks for entries pending at other consumers.
+const SWEEP_EVERY: Duration = Duration::from_secs(5);
+
+/// The consumers that have pending entries on a stream (`XPENDING` summary).
+async fn pending_consumers(
+    conn: &ConnectionManager,
+    stream: &str,
+    group: &str,
+) -> crate::Result<Vec<String>> {
+    let v: redis::Value = redis::cmd("XPENDING")
+        .arg(stream)
+        .arg(group)
+        .query_async(&mut conn.clone())
+        .await?;
+    let redis::Value::Array(parts) = v else {
+        return Ok(Vec::new());
+    };
+    let Some(redis::Value::Array(consumers)) = parts.get(3) else {
+        return Ok(Vec::new());
+    };
+    Ok(consumers
+        .iter()
+        .filter_map(|c| match c {
+            redis::Value::Array(pair) => redis::from_redis_value(pair[0].clone()).ok(),
+            _ => None,
+        })
+        .collect())
+}
+
+/// Up to 1,000 ids pending at `consumer`, oldest first.
+async fn pending_ids(
+    conn: &ConnectionManager,
+    stream: &str,
+    group: &str,
+    consumer: &str,
+) -> crate::Result<Vec<String>> {
+    let rows: Vec<(String, String, u64, u64)> = redis::cmd("XPENDING")
+        .arg(stream)
+        .arg(group)
+        .arg("-")
+        .arg("+")
+        .arg(1000)
+        .arg(consumer)
+        .query_async(&mut conn.clone())
+        .await?;
+    Ok(rows.into_iter().map(|r| r.0).collect())
+}
+
+/// What every worker of one consumer shares.
+pub(crate) struct WorkerContext<H> {
+    pub(crate) handler: H,
+    pub(crate) conn: ConnectionManager,
+    pub(crate) scripts: LeaseScripts,
+    pub(crate) read_set: Arc<ReadSet>,
+    pub(crate) group: String,
+    pub(crate) consumer: String,
+    pub(crate) stats: Arc<ConsumerStats>,
+    /// Limits partitions handling an entry at the same moment.
+    pub(crate) in_flight: Arc<Semaphore>,
+    pub(crate) retry_delay: Duration,
+    pub(crate) claim_count: usize,
+    /// The runtime's clock origin for lease deadlines.
+    pub(crate) epoch: Instant,
+}
+
+/// One owned partition.
+#[derive(Debug, Clone)]
+pub(crate) struct OwnedPartition {
+    pub(crate) topic: String,
+    pub(crate) partition: u32,
+    pub(crate) stream: String,
+    pub(crate) token: u64,
+    /// Milliseconds after `epoch` until which the lease is surely ours.
+    pub(crate) valid_until: Arc<AtomicU64>,
+    /// Finish the current entry, then stop and release the lease.
+    pub(crate) release: CancellationToken,
+    /// Stop now: the lease is lost.
+    pub(crate) abort: CancellationToken,
+}
+
+/// How a worker ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Ended {
+    /// Stopped and gave the lease up.
+    Released,
+    /// Stopped without the lease (lost, or release failed).
+    Lost,
+}
+
+impl<H: Handler> WorkerContext<H> {
+    /// Runs one partition until released or aborted.
+    pub(crate) async fn run(self: Arc<Self>, part: OwnedPartition) -> Ended {
+        let ended = match AssertUnwindSafe(self.work(&part)).catch_unwind().await {
+            Ok(ended) => ended,
+            Err(_) => {
+                tracing::error!(stream = %part.stream, "a handler panicked; its entry stays pending and is retried by the next owner");
+                Ended::Released
+            }
+        };
+        // Nothing of this stream may reach us once the lease is released.
+        self.read_set.remove(&self.conn, &part.stream).await;
+        if ended == Ended::Lost || part.abort.is_cancelled() {
+            return Ended::Lost;
+        }
+        match self
+            .scripts
+            .release(&self.conn, &part.stream, &self.group, part.token)
+            .await
+        {
+            Ok(true) => Ended::Released,
+            Ok(false) => Ended::Lost,
+            Err(e) => {
+                tracing::warn!(stream = %part.stream, error = %e, "releasing a lease failed; it expires by itself");
+                Ended::Lost
+            }
+        }
+    }
+
+    async fn work(&self, part: &OwnedPartition) -> Ended {
+        let Some(backlog) = self.take_over(part).await else {
+            return Ended::Lost;
+        };
+        if !backlog.is_empty() {
+            tracing::info!(stream = %part.stream, entries = backlog.len(), "taking over pending entries");
+        }
+        // Former owners now own nothing pending here: forget them, so the
+        // group's consumer list shows who reads the stream now.
+        let removed: redis::RedisResult<Vec<String>> = redis::Script::new(REMOVE_STALE_CONSUMERS)
+            .key(&part.stream)
+            .arg(&self.group)
+            .arg(0)
+            .arg(&self.consumer)
+            .invoke_async(&mut self.conn.clone())
+            .await;
+        if let Err(e) = removed {
+            tracing::debug!(stream = %part.stream, error = %e, "removing former owners failed");
+        }
+        let mut backlog: VecDeque<(RawEntry, bool)> =
+            backlog.into_iter().map(|e| (e, true)).collect();
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let feed = Feed {
+            tx,
+            queued: Arc::default(),
+        };
+        self.read_set
+            .add(&self.conn, &part.stream, feed.clone())
+            .await;
+        let mut sweep = tokio::time::interval(SWEEP_EVERY);
+        sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        sweep.reset();
+        loop {
+            let (entry, redelivered) = match backlog.pop_front() {
+                Some(e) => e,
+                None => {
+                    tokio::select! {
+                        biased;
+                        _ = part.abort.cancelled() => return Ended::Lost,
+                        _ = part.release.cancelled() => return Ended::Released,
+                        _ = sweep.tick() => {
+                            match self.sweep(part).await {
+                                Some(stray) => backlog.extend(stray.into_iter().map(|e| (e, true))),
+                                None => return Ended::Lost,
+                            }
+                            continue;
+                        }
+                        e = rx.recv() => match e {
+                            Some(e) => {
+                                feed.queued.fetch_sub(1, Ordering::AcqRel);
+                                self.read_set.nudge();
+                                (e, false)
+                            }
+                            None => return Ended::Released,
+                        },
+                    }
+                }
+            };
+            if part.release.is_cancelled() {
+                return Ended::Released; // not started: stays pending for the next owner
+            }
+            if !self.handle_entry(part, entry, redelivered).await {
+                return Ended::Lost;
+            }
+        }
+    }
+
+    /// Claims every pending entry of the stream, in stream order. `None`
+    /// when the lease is lost or the stop signal comes first.
+    async fn take_over(&self, part: &OwnedPartition) -> Option<Vec<RawEntry>> {
+        let mut out = Vec::new();
+        let mut cursor = "0-0".to_owned();
+        let mut failures = 0;
+        loop {
+            if part.abort.is_cancelled() {
+                return None;
+            }
+            let page = self
+                .scripts
+                .claim_pending(
+                    &self.conn,
+                    &part.stream,
+                    &self.group,
+                    &self.consumer,
+                    part.token,
+                    &cursor,
+                    self.claim_count,
+                )
+                .await;
+            match page {
+                Ok(Fenced::Done(v)) => {
+                    let (next, claimed, deleted) = parse_autoclaim(&v);
+                    if deleted > 0 {
+                        tracing::warn!(stream = %part.stream, deleted, "pending entries were trimmed before being handled");
+                    }
+                    self.stats
+                        .claimed
+                        .fetch_add(claimed.len() as u64, Ordering::Relaxed);
+                    out.extend(claimed);
+                    if next == "0-0" {
+                        return Some(out);
+                    }
+                    cursor = next;
+                }
+                Ok(Fenced::Lost) => return None,
+                Err(e) => {
+                    failures += 1;
+                    tracing::warn!(stream = %part.stream, error = %e, "taking over pending entries failed; retrying");
+                    if failures > 50 || !self.sleep(part, Duration::from_millis(200)).await {
+                        return None;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Claims entries that were delivered to another consumer of the group
+    /// after this member took the partition over (a former owner whose read
+    /// was served after its lease ended). They should not exist (see
+    /// `reader`); if they do, they are handled now rather than stuck.
+    /// `None` when the lease is lost.
+    async fn sweep(&self, part: &OwnedPartition) -> Option<Vec<RawEntry>> {
+        let others = match pending_consumers(&self.conn, &part.stream, &self.group).await {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::warn!(stream = %part.stream, error = %e, "checking pending entries failed");
+                return Some(Vec::new());
+            }
+        };
+        let mut out = Vec::new();
+        for other in others.into_iter().filter(|c| *c != self.consumer) {
+            let ids: Vec<String> =
+                match pending_ids(&self.conn, &part.stream, &self.group, &other).await {
+                    Ok(ids) if !ids.is_empty() => ids,
+                    _ => continue,
+                };
+            match self
+                .scripts
+                .claim_ids(
+                    &self.conn,
+                    &part.stream,
+                    &self.group,
+                    &self.consumer,
+                    part.token,
+                    &ids,
+                )
+                .await
+            {
+                Ok(Fenced::Done(redis::Value::Array(entries))) => {
+                    tracing::warn!(stream = %part.stream, consumer = %other, entries = entries.len(),
+                                   "entries pending at a former owner; handling them now (out of order)");
+                    out.extend(entries.iter().filter_map(parse_entry));
+                }
+                Ok(Fenced::Done(_)) => {}
+                Ok(Fenced::Lost) => return None,
+                Err(e) => {
+                    tracing::warn!(stream = %part.stream, error = %e, "claiming stray entries failed")
+                }
+            }
+        }
+        self.stats
+            .claimed
+            .fetch_add(out.len() as u64, Ordering::Relaxed);
+        Some(out)
+    }
+
+    /// Handles one entry until it succeeds and is acknowledged. False when
+    /// the lease is lost (or the worker aborted) before that.
+    async fn handle_entry(&self, part: &OwnedPartition, entry: RawEntry, claimed: bool) -> bool {
+        let RawEntry { id, decoded } = entry;
+        let envelope = match decoded {
+            Ok(e) => e,
+            Err(err) => {
+                tracing::error!(
+                    stream = %part.stream, entry_id = %id, group = %self.group,
+                    error = %err, kind = err.kind(), "undecodable entry acknowledged past"
+                );
+                self.stats.invalid.fetch_add(1, Ordering::Relaxed);
+                return self.ack(part, &id).await;
+            }
+        };
+        let mut attempt = 0u32;
+        loop {
+            if !self.wait_for_valid_lease(part).await {
+                return false;
+            }
+            let delivery = Delivery {
+                envelope: envelope.clone(),
+                stream: part.stream.clone(),
+                topic: part.topic.clone(),
+                partition: part.partition,
+                entry_id: id.clone(),
+                group: self.group.clone(),
+                consumer: self.consumer.clone(),
+                redelivered: claimed || attempt > 0,
+            };
+            let outcome = {
+                let _permit = tokio::select! {
+                    _ = part.abort.cancelled() => return false,
+                    p = self.in_flight.acquire() => p.expect("semaphore never closed"),
+                };
+                self.stats.delivered.fetch_add(1, Ordering::Relaxed);
+                tokio::select! {
+                    _ = part.abort.cancelled() => return false,
+                    r = self.handler.handle(delivery) => r,
+                }
+            };
+            match outcome {
+                Ok(()) => {
+                    self.stats.handled.fetch_add(1, Ordering::Relaxed);
+                    return self.ack(part, &id).await;
+                }
+                Err(err) => {
+                    attempt += 1;
+                    self.stats.failed.fetch_add(1, Ordering::Relaxed);
+                    tracing::warn!(
+                        event_id = %envelope.id, event_type = %envelope.event_type, group = %self.group,
+                        stream = %part.stream, entry_id = %id, attempt, class = err.class.as_str(),
+                        error = %err.message, "handler failed; retrying this entry (its partition waits)"
+                    );
+                    // A release stops retrying: the entry stays pending and
+                    // the next owner starts with it.
+                    if part.release.is_cancelled() || !self.sleep(part, self.retry_delay).await {
+                        return !part.abort.is_cancelled() && part.release.is_cancelled();
+                    }
+                }
+            }
+        }
+    }
+
+    /// Acknowledges through the fenced script, retrying transient errors.
+    async fn ack(&self, part: &OwnedPartition, id: &str) -> bool {
+        let mut failures = 0u32;
+        loop {
+            match self
+                .scripts
+                .ack(&self.conn, &part.stream, &self.group, part.token, &[id])
+                .await
+            {
+                Ok(Fenced::Done(n)) => {
+                    self.stats.acked.fetch_add(n, Ordering::Relaxed);
+                    return true;
+                }
+                Ok(Fenced::Lost) => {
+                    tracing::warn!(stream = %part.stream, entry_id = %id, "lease lost before the ack; the next owner handles this entry again");
+                    return false;
+                }
+                Err(e) => {
+                    failures += 1;
+                    tracing::warn!(stream = %part.stream, error = %e, failures, "ack failed; retrying");
+                    let delay = crate::connection::backoff(
+                        failures,
+                        Duration::from_millis(50),
+                        Duration::from_secs(2),
+                    );
+                    if !self.sleep_unless_aborted(part, delay).await {
+                        return false;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Waits while the lease's local deadline has passed (renewals are
+    /// failing); false if the worker is aborted meanwhile.
+    async fn wait_for_valid_lease(&self, part: &OwnedPartition) -> bool {
+        loop {
+            let now = self.epoch.elapsed().as_millis() as u64;
+            if now < part.valid_until.load(Ordering::Acquire) {
+                return true;
+            }
+            if !self
+                .sleep_unless_aborted(part, Duration::from_millis(50))
+                .await
+            {
+                return false;
+            }
+        }
+    }
+
+    /// Sleeps; false if released or aborted first.
+    async fn sleep(&self, part: &OwnedPartition, d: Duration) -> bool {
+        tokio::select! {
+            _ = part.abort.cancelled() => false,
+            _ = part.release.cancelled() => false,
+            _ = tokio::time::sleep(d) => true,
+        }
+    }
+
+    /// Sleeps; false if aborted first.
+    async fn sleep_unless_aborted(&self, part: &OwnedPartition, d: Duration) -> bool {
+        tokio::select! {
+            _ = part.abort.cancelled() => false,
+            _ = tokio::time::sleep(d) => true,
+        }
+    }
+}

@@ -1,0 +1,258 @@
+//! The one reader of an ordered consumer: a blocking `XREADGROUP ... >`
+//! over every stream this member owns, on a dedicated connection, feeding
+//! each partition worker's queue.
+//!
+//! The set of streams changes as leases come and go. A change bumps the
+//! set's version and wakes a blocked read with `CLIENT UNBLOCK`, so a new
+//! partition is read at once. A partition that is given up is removed from
+//! the set, and its worker waits ([`ReadSet::remove`]) until no read that
+//! included it is still in flight: after that nothing more of that stream
+//! can be delivered to this member, so releasing the lease is safe (the next
+//! owner takes over everything pending first, see `partition_worker`).
+//!
+//! Backpressure: a stream whose queue holds `limit` entries is left out of
+//! reads until its worker catches up.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use redis::aio::ConnectionManager;
+use tokio::sync::{mpsc, watch, Notify};
+use tokio_util::sync::CancellationToken;
+
+use crate::connection::{backoff, RedisConnector};
+use crate::consumer::{ensure_groups, read_new_cmd};
+use crate::reply::{parse_read, RawEntry};
+
+/// A partition worker's inbox.
+#[derive(Debug, Clone)]
+pub(crate) struct Feed {
+    pub(crate) tx: mpsc::UnboundedSender<RawEntry>,
+    /// Entries sent and not yet taken by the worker.
+    pub(crate) queued: Arc<AtomicUsize>,
+}
+
+/// What the reader is doing, for [`ReadSet::remove`].
+#[derive(Debug, Clone, Copy, Default)]
+struct ReaderState {
+    /// The set version of the read in flight (if any).
+    in_flight: Option<u64>,
+}
+
+/// The streams to read and where their entries go.
+#[derive(Debug)]
+pub(crate) struct ReadSet {
+    inner: Mutex<(u64, BTreeMap<String, Feed>)>,
+    changed: Notify,
+    state: watch::Sender<ReaderState>,
+    /// `CLIENT ID` of the reader's connection (0 until known).
+    client_id: AtomicI64,
+    limit: usize,
+}
+
+impl ReadSet {
+    pub(crate) fn new(limit: usize) -> Self {
+        ReadSet {
+            inner: Mutex::new((0, BTreeMap::new())),
+            changed: Notify::new(),
+            state: watch::Sender::new(ReaderState::default()),
+            client_id: AtomicI64::new(0),
+            limit,
+        }
+    }
+
+    /// Starts reading a stream into `feed`.
+    pub(crate) async fn add(&self, conn: &ConnectionManager, stream: &str, feed: Feed) {
+        {
+            let mut inner = self.inner.lock().expect("read set poisoned");
+            inner.0 += 1;
+            inner.1.insert(stream.to_owned(), feed);
+        }
+        self.changed.notify_one();
+        self.unblock(conn).await;
+    }
+
+    /// Stops reading a stream and waits until no read including it is in
+    /// flight (waking a blocked one).
+    pub(crate) async fn remove(&self, conn: &ConnectionManager, stream: &str) {
+        let (version, mut state) = {
+            let mut inner = self.inner.lock().expect("read set poisoned");
+            inner.0 += 1;
+            inner.1.remove(stream);
+            (inner.0, self.state.subscribe())
+        };
+        self.changed.notify_one();
+        loop {
+            let done = match state.borrow_and_update().in_flight {
+                None => true,
+                Some(v) => v >= version,
+            };
+            if done {
+                return;
+            }
+            self.unblock(conn).await;
+            let _ = tokio::time::timeout(Duration::from_millis(50), state.changed()).await;
+        }
+    }
+
+    /// Wakes a blocked read (it returns as if it timed out).
+    async fn unblock(&self, conn: &ConnectionManager) {
+        let id = self.client_id.load(Ordering::Relaxed);
+        if id > 0 {
+            let _: redis::RedisResult<i64> = redis::cmd("CLIENT")
+                .arg("UNBLOCK")
+                .arg(id)
+                .query_async(&mut conn.clone())
+                .await;
+        }
+    }
+
+    /// The streams to read now (queues not full). Marks the read as in
+    /// flight under the same lock [`ReadSet::remove`] takes, so a removal
+    /// either comes before this snapshot or waits for the read to end.
+    fn begin_read(&self) -> Vec<String> {
+        let inner = self.inner.lock().expect("read set poisoned");
+        let streams: Vec<String> = inner
+            .1
+            .iter()
+            .filter(|(_, f)| f.queued.load(Ordering::Acquire) < self.limit)
+            .map(|(s, _)| s.clone())
+            .collect();
+        let in_flight = (!streams.is_empty()).then_some(inner.0);
+        self.state.send_replace(ReaderState { in_flight });
+        streams
+    }
+
+    fn end_read(&self) {
+        self.state.send_replace(ReaderState { in_flight: None });
+    }
+
+    fn feed(&self, stream: &str) -> Option<Feed> {
+        self.inner
+            .lock()
+            .expect("read set poisoned")
+            .1
+            .get(stream)
+            .cloned()
+    }
+
+    /// Tells the reader the set changed or a queue drained (the reader
+    /// waits for this when there is nothing it may read).
+    pub(crate) fn nudge(&self) {
+        self.changed.notify_one();
+    }
+}
+
+/// Settings of the reader.
+#[derive(Debug, Clone)]
+pub(crate) struct ReaderConfig {
+    pub(crate) group: String,
+    pub(crate) consumer: String,
+    pub(crate) count: usize,
+    pub(crate) block: Duration,
+    /// Every stream of the consumer, for recreating vanished groups.
+    pub(crate) all_streams: Vec<String>,
+}
+
+/// Reads until `shutdown`; owned by the ordered runtime.
+pub(crate) async fn run_reader(
+    set: Arc<ReadSet>,
+    connector: RedisConnector,
+    conn: ConnectionManager,
+    config: ReaderConfig,
+    shutdown: CancellationToken,
+) {
+    let mut reader: Option<redis::aio::MultiplexedConnection> = None;
+    let mut failures = 0u32;
+    while !shutdown.is_cancelled() {
+        let mut c = match reader.take() {
+            Some(c) => c,
+            None => match connector.dedicated(config.block).await {
+                Ok(mut c) => {
+                    let id: i64 = redis::cmd("CLIENT")
+                        .arg("ID")
+                        .query_async(&mut c)
+                        .await
+                        .unwrap_or(0);
+                    set.client_id.store(id, Ordering::Relaxed);
+                    c
+                }
+                Err(e) => {
+                    failures += 1;
+                    pause(&e.to_string(), failures, &shutdown).await;
+                    continue;
+                }
+            },
+        };
+        let streams = set.begin_read();
+        if streams.is_empty() {
+            reader = Some(c);
+            tokio::select! {
+                _ = shutdown.cancelled() => break,
+                _ = set.changed.notified() => {}
+                _ = tokio::time::sleep(Duration::from_millis(100)) => {}
+            }
+            continue;
+        }
+        let cmd = read_new_cmd(
+            &config.group,
+            &config.consumer,
+            config.count,
+            config.block,
+            &streams,
+        );
+        match cmd.query_async::<redis::Value>(&mut c).await {
+            Ok(reply) => {
+                failures = 0;
+                reader = Some(c);
+                for (stream, entries) in parse_read(&reply) {
+                    // A stream removed meanwhile: its entries stay pending
+                    // here until the next owner claims them.
+                    let Some(feed) = set.feed(&stream) else {
+                        continue;
+                    };
+                    feed.queued.fetch_add(entries.len(), Ordering::AcqRel);
+                    for e in entries {
+                        let _ = feed.tx.send(e);
+                    }
+                }
+                set.end_read();
+            }
+            Err(e) if matches!(e.code(), Some("NOGROUP") | Some("UNBLOCKED")) => {
+                set.end_read();
+                reader = Some(c);
+                tracing::warn!(group = %config.group, error = %e, "group or stream vanished; recreating");
+                if let Err(e) = ensure_groups(&conn, &config.all_streams, &config.group).await {
+                    failures += 1;
+                    pause(&e.to_string(), failures, &shutdown).await;
+                }
+            }
+            Err(e) => {
+                // The read may still be served after a timeout on our side:
+                // this connection is dropped, which ends it on the server.
+                drop(c);
+                set.client_id.store(0, Ordering::Relaxed);
+                set.end_read();
+                failures += 1;
+                pause(&e.to_string(), failures, &shutdown).await;
+            }
+        }
+    }
+    set.end_read();
+}
+
+async fn pause(error: &str, failures: u32, shutdown: &CancellationToken) {
+    let delay = backoff(failures, Duration::from_millis(100), Duration::from_secs(5));
+    tracing::warn!(
+        error,
+        failures,
+        ?delay,
+        "ordered reader: redis read failed; retrying"
+    );
+    tokio::select! {
+        _ = shutdown.cancelled() => {}
+        _ = tokio::time::sleep(delay) => {}
+    }
+}
