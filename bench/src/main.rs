@@ -54,6 +54,15 @@ struct Args {
     /// Print JSON instead of a table.
     #[arg(long)]
     json: bool,
+    /// PostgreSQL for the outbox scenarios.
+    #[arg(long, env = "DATABASE_URL", default_value = "postgres://postgres@127.0.0.1:5432/postgres")]
+    database_url: String,
+    /// Events for the outbox end-to-end scenario.
+    #[arg(long, default_value_t = 50_000)]
+    outbox_events: usize,
+    /// Skip the outbox scenarios (no PostgreSQL needed).
+    #[arg(long)]
+    skip_outbox: bool,
 }
 
 #[derive(Debug)]
@@ -268,6 +277,8 @@ async fn cleanup(redis: &RedisConnector, ns: &str) {
     }
 }
 
+mod outbox;
+
 #[tokio::main]
 async fn main() {
     let args = Args::parse();
@@ -325,6 +336,51 @@ async fn run(args: &Args) -> Result<(), String> {
                 f.rate() / base
             );
         }
+    }
+    if !args.skip_outbox {
+        run_outbox(args, &redis, &ns).await?;
+    }
+    Ok(())
+}
+
+async fn run_outbox(args: &Args, redis: &RedisConnector, ns: &str) -> Result<(), String> {
+    let result = outbox::run(redis, &args.database_url, ns, args.partitions, args.outbox_events, args.payload).await;
+    cleanup(redis, &format!("{ns}-ob")).await;
+    cleanup(redis, &format!("{ns}-lat")).await;
+    let f = result?;
+    let (rate, p50, p99, max) = f.latency;
+    if args.json {
+        let doc = json!({"outbox": {
+            "pgbench_insert_rows_per_sec": f.pgbench_rows_per_sec,
+            "pgbench_single_row_commits_per_sec": f.pgbench_commits_per_sec,
+            "end_to_end_events_per_sec": f.end_to_end_per_sec,
+            "ratio_to_pgbench": f.pgbench_rows_per_sec.map(|b| f.end_to_end_per_sec / b),
+            "events": args.outbox_events,
+            "latency_rate_per_sec": rate, "commit_to_handler_p50_ms": p50,
+            "commit_to_handler_p99_ms": p99, "commit_to_handler_max_ms": max}});
+        println!("{}", serde_json::to_string_pretty(&doc).expect("json"));
+    } else {
+        println!("\noutbox: {} events enqueued in transactions of 100 by 4 writers → relay → 2 inbox consumers → ack", args.outbox_events);
+        println!("{:<48} {:>14} {:>10}", "scenario", "events/s", "× pgbench");
+        let base = f.pgbench_rows_per_sec;
+        if let Some(b) = base {
+            println!("{:<48} {:>14.0} {:>10.2}", "pgbench INSERT of 100 outbox rows per tx (-c 4)", b, 1.0);
+        }
+        if let Some(c) = f.pgbench_commits_per_sec {
+            println!(
+                "{:<48} {:>14.0} {:>10}",
+                "pgbench 1-row transactions (-c 16): commits/s",
+                c,
+                base.map_or("n/a".into(), |b| format!("{:.2}", c / b))
+            );
+        }
+        println!(
+            "{:<48} {:>14.0} {:>10}",
+            "eventbus outbox end to end",
+            f.end_to_end_per_sec,
+            base.map_or("n/a".into(), |b| format!("{:.2}", f.end_to_end_per_sec / b))
+        );
+        println!("commit → handler latency at {rate} events/s (one event per transaction): p50 {p50:.2} ms, p99 {p99:.2} ms, max {max:.2} ms");
     }
     Ok(())
 }
