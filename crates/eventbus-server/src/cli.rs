@@ -17,7 +17,8 @@ Environment (flags win over variables):
   EVENT_BUS_CONSUMER_GROUP   default for `consume --group`
   EVENT_BUS_MAX_LEN          approximate stream length cap for publish (default off)
   EVENT_BUS_LOG              log filter (default info); logs go to stderr
-  EVENT_BUS_LOG_FORMAT       json | text (default text on a terminal, json otherwise)";
+  EVENT_BUS_LOG_FORMAT       json | text (default text on a terminal, json otherwise)
+  EVENT_BUS_SCHEMA_DIR       event catalogue directory (default: the one built in)";
 
 /// The `eventbus` command line.
 #[derive(Debug, Parser)]
@@ -85,6 +86,8 @@ pub(crate) enum Command {
     Relay(crate::cli_outbox::RelayArgs),
     /// Inspect the outbox, or publish retained rows again.
     Outbox(crate::cli_outbox::OutboxArgs),
+    /// The event catalogue: list, show, validate files, check compatibility, write docs.
+    Schemas(crate::cli_schemas::SchemasArgs),
     /// Publish sample events of every catalogue type to a throw-away
     /// namespace, consume them with two consumers, print a summary.
     Demo(DemoArgs),
@@ -135,6 +138,10 @@ pub(crate) struct PublishArgs {
     /// straight to Redis; a relay publishes them.
     #[arg(long)]
     pub(crate) via_outbox: bool,
+    /// Do not validate events against the catalogue (by default an unknown
+    /// type or version, or invalid data, refuses the whole publish).
+    #[arg(long)]
+    pub(crate) no_validate: bool,
     /// Events per pipelined round trip in batch mode.
     #[arg(long, value_name = "N", default_value_t = 1000,
           value_parser = clap::value_parser!(u64).range(1..=100_000))]
@@ -198,6 +205,14 @@ pub(crate) struct ConsumeArgs {
     /// not handled: they stay pending and go to another consumer after --claim-idle.
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
     pub(crate) max_events: Option<u64>,
+    /// Do not validate events against the catalogue (by default an invalid
+    /// event never reaches the handler: it is logged, counted and acknowledged past).
+    #[arg(long, conflicts_with = "upcast")]
+    pub(crate) no_validate: bool,
+    /// Hand every event over at its type's latest schema version (older ones
+    /// are upcast) instead of the version it was published with.
+    #[arg(long)]
+    pub(crate) upcast: bool,
 }
 
 /// `eventbus tail`.

@@ -41,6 +41,7 @@ const VARS: &[&str] = &[
     "EVENT_BUS_MAX_LEN",
     "EVENT_BUS_LOG",
     "EVENT_BUS_LOG_FORMAT",
+    "EVENT_BUS_SCHEMA_DIR",
 ];
 
 /// A snapshot of the environment variables this binary reads.
@@ -133,6 +134,8 @@ pub(crate) struct Settings {
     pub(crate) log: LogSettings,
     /// PostgreSQL: outbox, relay, inbox.
     pub(crate) pg: crate::config_pg::PgSettings,
+    /// The event catalogue's directory; `None`: the one built in.
+    pub(crate) schema_dir: Option<std::path::PathBuf>,
 }
 
 impl std::fmt::Debug for Settings {
@@ -144,6 +147,7 @@ impl std::fmt::Debug for Settings {
             .field("consumer_group", &self.consumer_group)
             .field("max_len", &self.max_len)
             .field("log", &self.log)
+            .field("schema_dir", &self.schema_dir)
             .finish()
     }
 }
@@ -209,8 +213,12 @@ impl Settings {
             flags.db_schema.as_deref(),
             env,
         )?;
+        let schema_dir = env
+            .get("EVENT_BUS_SCHEMA_DIR")?
+            .map(std::path::PathBuf::from);
         Ok(Settings {
             pg,
+            schema_dir,
             redis_url,
             namespace,
             partitions,

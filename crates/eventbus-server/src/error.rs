@@ -31,7 +31,8 @@ pub(crate) const EXIT_INTERRUPTED: u8 = 130;
 pub(crate) const EXIT_CODES_HELP: &str = "\
 Exit codes:
   0   success
-  1   any other failure (a Redis command failed, the demo timed out, ...)
+  1   any other failure (a Redis command failed, the demo timed out, a schemas
+      check found a breaking change, ...)
   2   bad input or usage: unknown flag, bad JSON, unreadable file, invalid event,
       bad environment variable
   69  Redis unreachable (the URL is shown with its password replaced by ***)
@@ -79,6 +80,10 @@ pub(crate) enum CliError {
     #[error("{0} interrupted")]
     Interrupted(&'static str),
 
+    /// A check found problems (`schemas check`, `schemas docs --check`).
+    #[error("{0}")]
+    Failed(String),
+
     /// The demo did not see every published event handled in time.
     #[error("demo: {missing} of {published} events were not handled within {timeout:?}")]
     DemoIncomplete {
@@ -97,12 +102,17 @@ impl CliError {
         match self {
             CliError::Setting { .. } | CliError::Input(_) | CliError::ReadFile { .. } => EXIT_USAGE,
             CliError::Bus(e) => match e {
-                eventbus::Error::Config(_) | eventbus::Error::InvalidEvent(_) => EXIT_USAGE,
+                eventbus::Error::Config(_)
+                | eventbus::Error::InvalidEvent(_)
+                | eventbus::Error::Schema(_)
+                | eventbus::Error::Catalog(_) => EXIT_USAGE,
                 e if e.is_transient() => EXIT_UNAVAILABLE,
                 _ => EXIT_FAILURE,
             },
             CliError::Interrupted(_) => EXIT_INTERRUPTED,
-            CliError::Output(_) | CliError::DemoIncomplete { .. } => EXIT_FAILURE,
+            CliError::Output(_) | CliError::Failed(_) | CliError::DemoIncomplete { .. } => {
+                EXIT_FAILURE
+            }
         }
     }
 

@@ -21,6 +21,7 @@
 
 mod cli;
 mod cli_outbox;
+mod cli_schemas;
 mod cmd;
 mod config;
 mod config_pg;

@@ -142,7 +142,16 @@ fn bad_input_is_refused_and_loses_nothing() {
     ] {
         let mut cmd = eventbus(
             &ns,
-            &["publish", "--type", "a.b", "--key", "k", "--data", "{}"],
+            &[
+                "publish",
+                "--no-validate",
+                "--type",
+                "a.b",
+                "--key",
+                "k",
+                "--data",
+                "{}",
+            ],
         );
         cmd.env_remove("REDIS_URL");
         cmd.envs(env);
@@ -177,7 +186,7 @@ fn bad_input_is_refused_and_loses_nothing() {
         "--key",
         "wo-9",
         "--data",
-        r#"{"id":"wo-9"}"#,
+        r#"{"id":"wo-9","kind":"pump_check","title":"Check pump 9","status":"pending","requested_by":"cli","created_at":"2026-11-28T09:00:00Z"}"#,
     ]);
     assert_eq!(out.code, 0, "{}", out.stderr);
     let mut expected = ids_of(&first);

@@ -136,7 +136,7 @@ async fn via_outbox_relay_and_inbox_exec_end_to_end() {
     let dir = tempfile::tempdir().unwrap();
     let file = batch_file(dir.path(), "events.jsonl", keyed_events(10, 10));
     let mut publish = eventbus(&ns, db.url(), db.name());
-    publish.args(["publish", "--via-outbox", "--batch", &file]);
+    publish.args(["publish", "--no-validate", "--via-outbox", "--batch", &file]);
     let out = run(publish);
     assert!(
         out.status.success(),
@@ -168,6 +168,7 @@ async fn via_outbox_relay_and_inbox_exec_end_to_end() {
     let mut consume = eventbus(&ns, db.url(), db.name());
     consume.args([
         "consume",
+        "--no-validate",
         "--group",
         "g",
         "--topics",
@@ -209,7 +210,7 @@ async fn bad_outbox_input_is_refused_clearly_and_writes_nothing() {
 
     let good = batch_file(dir.path(), "good.jsonl", keyed_events(2, 2));
     let mut c = eventbus(&ns, db.url(), db.name());
-    c.args(["publish", "--via-outbox", "--batch", &good]);
+    c.args(["publish", "--no-validate", "--via-outbox", "--batch", &good]);
     assert!(run(c).status.success());
     assert_eq!(scalar(&db, &outbox_rows).await, 4);
 
@@ -218,7 +219,8 @@ async fn bad_outbox_input_is_refused_clearly_and_writes_nothing() {
         for (k, v) in extra_env {
             c.env(k, v);
         }
-        c.args(["publish", "--via-outbox"]).args(args);
+        c.args(["publish", "--no-validate", "--via-outbox"])
+            .args(args);
         run(c)
     };
     let single = ["--type", "work_item.x", "--key", "k", "--data"];
@@ -288,6 +290,7 @@ async fn bad_outbox_input_is_refused_clearly_and_writes_nothing() {
     let mut c = eventbus(&ns, db.url(), db.name());
     c.args([
         "consume",
+        "--no-validate",
         "--group",
         "g",
         "--inbox",
@@ -306,6 +309,7 @@ async fn bad_outbox_input_is_refused_clearly_and_writes_nothing() {
     let mut c = eventbus(&ns, db.url(), db.name());
     c.args([
         "publish",
+        "--no-validate",
         "--via-outbox",
         "--type",
         "work_item.ok",
@@ -367,7 +371,7 @@ async fn relays_keep_order(relays: usize) {
     let dir = tempfile::tempdir().unwrap();
     let file = batch_file(dir.path(), "events.jsonl", keyed_events(50, 40));
     let mut c = eventbus(&ns, db.url(), db.name());
-    c.args(["publish", "--via-outbox", "--batch", &file]);
+    c.args(["publish", "--no-validate", "--via-outbox", "--batch", &file]);
     assert!(run(c).status.success());
     let children: Vec<Child> = (0..relays)
         .map(|_| {
@@ -430,6 +434,7 @@ fn sql_consumer(
     }
     c.args([
         "consume",
+        "--no-validate",
         "--group",
         "results",
         "--topics",
@@ -482,7 +487,7 @@ async fn assert_exactly_once(db: &TestSchema, results: &str, events: i64) {
 async fn enqueue_20k(ns: &TestNamespace, db: &TestSchema, dir: &Path) {
     let file = batch_file(dir, "events.jsonl", keyed_events(200, 100));
     let mut c = eventbus(ns, db.url(), db.name());
-    c.args(["publish", "--via-outbox", "--batch", &file])
+    c.args(["publish", "--no-validate", "--via-outbox", "--batch", &file])
         .stdout(Stdio::null());
     let out = run(c);
     assert!(

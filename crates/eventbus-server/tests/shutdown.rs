@@ -58,7 +58,7 @@ fn drains_on(signal: &str) {
         .collect();
     std::fs::write(&batch, events).unwrap();
     let out = eventbus(&ns)
-        .args(["publish", "--batch"])
+        .args(["publish", "--no-validate", "--batch"])
         .arg(&batch)
         .output()
         .unwrap();
@@ -78,6 +78,7 @@ fn drains_on(signal: &str) {
     let mut child = eventbus(&ns)
         .args([
             "consume",
+            "--no-validate",
             "--group",
             "g",
             "--topics",
@@ -129,6 +130,7 @@ fn drains_on(signal: &str) {
     let out = eventbus(&ns)
         .args([
             "consume",
+            "--no-validate",
             "--group",
             "g",
             "--topics",

@@ -27,7 +27,7 @@ impl TestSchema {
         let pool = connect_pool(&url, 8, "eventbus-test")
             .await
             .expect("test database");
-        migrate(&mut *pool.acquire().await.unwrap(), &schema)
+        migrate(&mut pool.acquire().await.unwrap(), &schema)
             .await
             .expect("migrate test schema");
         TestSchema { schema, url, pool }

@@ -175,6 +175,11 @@ pub struct ConsumerStats {
     pub failed: AtomicU64,
     /// Entries that did not decode and were acknowledged past.
     pub invalid: AtomicU64,
+    /// Events refused as invalid (a handler error of class
+    /// [`ErrorClass::Invalid`](crate::ErrorClass::Invalid), e.g. from
+    /// [`Validating`](crate::catalog::Validating) when an event fails its
+    /// schema) and acknowledged past, until dead letters exist.
+    pub rejected: AtomicU64,
     /// Entries claimed from idle pending lists.
     pub claimed: AtomicU64,
     /// Entries acknowledged.
@@ -586,6 +591,15 @@ async fn dispatch<H: Handler>(
         match s.handler.handle(delivery).await {
             Ok(()) => {
                 s.stats.handled.fetch_add(1, Ordering::Relaxed);
+                let _ = s.ack_tx.send((idx, id.clone()));
+            }
+            Err(err) if err.class == crate::ErrorClass::Invalid => {
+                s.stats.rejected.fetch_add(1, Ordering::Relaxed);
+                tracing::error!(
+                    event_id = %event_id, event_type = %event_type, group = %s.group,
+                    entry_id = %id, error = %err.message,
+                    "invalid event acknowledged past"
+                );
                 let _ = s.ack_tx.send((idx, id.clone()));
             }
             Err(err) => {

@@ -53,6 +53,15 @@ pub enum Error {
         schema: String,
     },
 
+    /// An event does not fit the catalogue: unknown type or version,
+    /// invalid data, or a key that is not its partition-key field.
+    #[error("invalid event: {0}")]
+    Schema(#[from] crate::catalog::SchemaErrors),
+
+    /// The event catalogue could not be loaded.
+    #[error(transparent)]
+    Catalog(#[from] crate::catalog::CatalogError),
+
     /// The operation did not finish in time.
     #[error("timed out after {0:?}")]
     Timeout(std::time::Duration),

@@ -35,7 +35,9 @@ pub enum ErrorClass {
     Retryable,
     /// Trying again will not help (dead-lettered at once once dead letters exist).
     Permanent,
-    /// The event itself is malformed or fails its schema.
+    /// The event itself is malformed or fails its schema. Consumers count
+    /// it (`ConsumerStats::rejected`), log it and acknowledge it past:
+    /// retrying cannot fix it (dead letters will take it once they exist).
     Invalid,
 }
 
@@ -73,6 +75,14 @@ impl HandlerError {
     pub fn permanent(message: impl Into<String>) -> Self {
         HandlerError {
             class: ErrorClass::Permanent,
+            message: message.into(),
+        }
+    }
+
+    /// The event is invalid (malformed, or fails its schema).
+    pub fn invalid(message: impl Into<String>) -> Self {
+        HandlerError {
+            class: ErrorClass::Invalid,
             message: message.into(),
         }
     }

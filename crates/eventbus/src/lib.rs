@@ -19,6 +19,10 @@
 //!   of the group, each handled one entry at a time: membership, sticky
 //!   assignment, leases with fencing tokens, failover) or unordered
 //!   (competing consumers: reader, claimer, acker).
+//! - [`catalog`]: the event catalogue: JSON Schemas per type and version
+//!   ([`Catalog`]), validation at publish ([`Publisher::with_catalog`]) and
+//!   at consume ([`Validating`]), upcasters, compatibility checks and
+//!   generated docs.
 //! - [`admin`]: read models (partition lengths, groups, pending, lag) and a
 //!   group-less [`admin::Tail`].
 //!
@@ -59,14 +63,16 @@ mod publisher;
 mod reply;
 
 pub mod admin;
+pub mod catalog;
 pub mod pg;
 pub mod topology;
 
+pub use catalog::{Catalog, SchemaError, SchemaErrors, Validating};
 pub use connection::{redact_url, RedisConnector, RedisOptions};
 pub use consumer::{unique_consumer_name, Consumer, ConsumerConfig, ConsumerStats};
-pub use ordered::ConsumerMode;
 pub use envelope::{fields, DecodeError, Envelope, WIRE_VERSION};
 pub use error::{Error, Result};
 pub use handler::{handler_fn, Delivery, ErrorClass, Handler, HandlerError, HandlerFn};
+pub use ordered::ConsumerMode;
 pub use publisher::{Published, Publisher, PublisherConfig};
 pub use topology::{partition_for, topic_of, Topology};

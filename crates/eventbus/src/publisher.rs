@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use redis::aio::ConnectionManager;
 
+use crate::catalog::Catalog;
 use crate::connection::{backoff, RedisConnector};
 use crate::envelope::Envelope;
 use crate::error::is_transient_redis;
@@ -74,6 +75,8 @@ pub struct Publisher {
     topology: Topology,
     config: PublisherConfig,
     known_topics: std::sync::Arc<Mutex<HashSet<String>>>,
+    /// When set, every event is validated against it before it is sent.
+    catalog: Option<std::sync::Arc<Catalog>>,
 }
 
 impl std::fmt::Debug for Publisher {
@@ -81,6 +84,7 @@ impl std::fmt::Debug for Publisher {
         f.debug_struct("Publisher")
             .field("topology", &self.topology)
             .field("config", &self.config)
+            .field("validates", &self.catalog.is_some())
             .finish()
     }
 }
@@ -99,7 +103,17 @@ impl Publisher {
             topology,
             config,
             known_topics: Default::default(),
+            catalog: None,
         })
+    }
+
+    /// Validates every event against `catalog` before sending it (see
+    /// [`Catalog::validate`]): an unknown type or version, invalid data or a
+    /// key that differs from the data's partition-key field is refused with
+    /// [`Error::Schema`], listing every error, and nothing of the batch is sent.
+    pub fn with_catalog(mut self, catalog: std::sync::Arc<Catalog>) -> Self {
+        self.catalog = Some(catalog);
+        self
     }
 
     /// The topology events are routed by.
@@ -108,7 +122,8 @@ impl Publisher {
     }
 
     /// Checks that an event can be published: a `topic.name` type, a
-    /// non-empty key, and an encoded size within the limit.
+    /// non-empty key, an encoded size within the limit and, with a catalogue,
+    /// a valid event.
     pub fn check(&self, event: &Envelope) -> Result<()> {
         self.encode_checked(event).map(|_| ())
     }
@@ -121,6 +136,9 @@ impl Publisher {
                 "event {} of type {} has an empty key",
                 event.id, event.event_type
             )));
+        }
+        if let Some(catalog) = &self.catalog {
+            catalog.validate(event)?;
         }
         let fields = event.to_fields();
         let size: usize = fields.iter().map(|(k, v)| k.len() + v.len()).sum();

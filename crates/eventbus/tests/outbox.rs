@@ -436,7 +436,7 @@ async fn migrate_is_idempotent_and_safe_concurrently() {
         "exactly one process applies each migration"
     );
     let pool = connect_pool(&url, 1, "migrate-test").await.unwrap();
-    assert!(migrate(&mut *pool.acquire().await.unwrap(), &name)
+    assert!(migrate(&mut pool.acquire().await.unwrap(), &name)
         .await
         .unwrap()
         .is_empty());

@@ -116,7 +116,13 @@ pub(crate) async fn run(args: ConsumeArgs, settings: &Settings) -> Result<()> {
         shutdown: shutdown.clone(),
         output_error: Mutex::new(None),
     });
-    let consumer = Consumer::new(connector, topology, config, handler.clone())?;
+    let handler_chain = super::schemas::ConsumeHandler::new(
+        settings,
+        handler.clone(),
+        !args.no_validate,
+        args.upcast,
+    )?;
+    let consumer = Consumer::new(connector, topology, config, handler_chain)?;
     let stats = consumer.stats();
     tracing::info!(group = %group, consumer = consumer.name(), topics = ?topics, "consuming");
     let result = consumer.run(shutdown).await;
@@ -139,6 +145,7 @@ fn log_stats(stats: &ConsumerStats) {
         handled = ConsumerStats::get(&stats.handled),
         failed = ConsumerStats::get(&stats.failed),
         invalid = ConsumerStats::get(&stats.invalid),
+        rejected = ConsumerStats::get(&stats.rejected),
         claimed = ConsumerStats::get(&stats.claimed),
         acked = ConsumerStats::get(&stats.acked),
         "consumer finished"

@@ -8,6 +8,7 @@ mod migrate;
 mod outbox;
 mod publish;
 mod relay;
+mod schemas;
 mod streams;
 mod tail;
 
@@ -34,6 +35,7 @@ pub(crate) async fn run(command: Command, settings: Settings) -> Result<()> {
         Command::Migrate(args) => migrate::run(args, &settings).await,
         Command::Relay(args) => relay::run(args, &settings).await,
         Command::Outbox(args) => outbox::run(args, &settings).await,
+        Command::Schemas(args) => schemas::run(args, &settings).await,
     }
 }
 

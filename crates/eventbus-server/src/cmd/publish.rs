@@ -58,6 +58,9 @@ pub(crate) async fn run(args: PublishArgs, settings: &Settings) -> Result<()> {
             .collect(),
         None => vec![(None, single_event(&args)?)],
     };
+    if !args.no_validate {
+        super::schemas::validate_events(settings, &events)?;
+    }
     if args.via_outbox {
         return publish_via_outbox(&events, settings).await;
     }
@@ -152,7 +155,7 @@ fn print_published(events: &[Envelope], published: &[Published]) -> Result<()> {
 }
 
 /// Reads a file, or stdin for `-`.
-fn read_input(what: &'static str, path: &str) -> Result<String> {
+pub(crate) fn read_input(what: &'static str, path: &str) -> Result<String> {
     let read = if path == "-" {
         let mut s = String::new();
         std::io::stdin().read_to_string(&mut s).map(|_| s)

@@ -27,6 +27,9 @@ const ENV_VARS: &[&str] = &[
     "EVENT_BUS_MAX_LEN",
     "EVENT_BUS_LOG",
     "EVENT_BUS_LOG_FORMAT",
+    "EVENT_BUS_SCHEMA_DIR",
+    "EVENT_BUS_HEARTBEAT_MS",
+    "EVENT_BUS_SESSION_TIMEOUT_MS",
 ];
 
 pub(crate) fn namespace() -> TestNamespace {
@@ -134,22 +137,30 @@ pub(crate) fn publish_batch(ns: &TestNamespace, text: &str) -> Vec<Value> {
     out.lines()
 }
 
-/// A batch of `n` events over three topics and many keys.
+/// A batch of `n` valid catalogue events over three topics and many keys.
 pub(crate) fn batch_text(n: usize) -> String {
-    let types = [
-        "work_order.created",
-        "work_item.processing_started",
-        "system.health_check",
-    ];
+    const AT: &str = "2026-11-28T09:00:00Z";
     (0..n)
         .map(|i| {
-            json!({
-                "type": types[i % types.len()],
-                "key": format!("key-{}", i % 37),
-                "data": {"n": i, "note": "from the cli test"},
-                "headers": {"test": "cli"},
-            })
-            .to_string()
+            let key = format!("key-{}", i % 37);
+            let (event_type, data) = match i % 3 {
+                0 => (
+                    "work_order.created",
+                    json!({"id": key, "kind": "cli_test", "title": format!("event {i}"),
+                           "status": "pending", "requested_by": "cli-test", "created_at": AT}),
+                ),
+                1 => (
+                    "work_item.processing_started",
+                    json!({"work_item_id": key, "work_order_id": "wo-cli", "kind": "cli_test",
+                           "started_at": AT, "workflow_id": format!("cli-test/{i}")}),
+                ),
+                _ => (
+                    "system.health_check",
+                    json!({"component": key, "status": "healthy", "checks": {}, "checked_at": AT}),
+                ),
+            };
+            json!({"type": event_type, "key": key, "data": data, "headers": {"test": "cli"}})
+                .to_string()
                 + "\n"
         })
         .collect()

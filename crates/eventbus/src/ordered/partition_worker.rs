@@ -371,6 +371,17 @@ impl<H: Handler> WorkerContext<H> {
                     self.stats.handled.fetch_add(1, Ordering::Relaxed);
                     return self.ack(part, &id).await;
                 }
+                // An invalid event (e.g. it failed its schema) is counted and
+                // acknowledged past: retrying cannot fix it.
+                Err(err) if err.class == crate::ErrorClass::Invalid => {
+                    self.stats.rejected.fetch_add(1, Ordering::Relaxed);
+                    tracing::error!(
+                        event_id = %envelope.id, event_type = %envelope.event_type, group = %self.group,
+                        stream = %part.stream, entry_id = %id, error = %err.message,
+                        "invalid event acknowledged past"
+                    );
+                    return self.ack(part, &id).await;
+                }
                 Err(err) => {
                     attempt += 1;
                     self.stats.failed.fetch_add(1, Ordering::Relaxed);

@@ -241,7 +241,6 @@ fn work_story<R: Rng>(out: &mut Vec<Envelope>, t0: DateTime<Utc>, rng: &mut R) {
     data["completed_at"] = json!(ts(t6));
     data["duration_ms"] = json!(d6);
     data["outcome"] = json!("succeeded");
-    data["error"] = Value::Null;
     chain.push("attempt.completed", &wi, "temporal-worker", t6, data);
     let records = rng.random_range(1..500);
     chain.push(
@@ -381,6 +380,20 @@ mod tests {
                 };
                 assert_eq!(e.data[key_field], json!(e.key), "{t}");
                 eventbus::topology::validate_event_type(&e.event_type).unwrap();
+            }
+        }
+    }
+
+    #[test]
+    fn every_sample_fits_the_catalogue() {
+        let catalog = eventbus::Catalog::embedded().unwrap();
+        let mut rng = rand::rngs::StdRng::seed_from_u64(11);
+        for e in generate(40, &mut rng) {
+            if let Err(errors) = catalog.validate(&e) {
+                panic!(
+                    "{errors}\n{}",
+                    serde_json::to_string_pretty(&e.data).unwrap()
+                );
             }
         }
     }
