@@ -61,8 +61,11 @@ mod handler;
 mod ordered;
 mod publisher;
 mod reply;
+mod retry;
 
 pub mod admin;
+pub mod alert;
+pub mod deadletter;
 pub mod catalog;
 pub mod pg;
 pub mod topology;
@@ -75,4 +78,5 @@ pub use error::{Error, Result};
 pub use handler::{handler_fn, Delivery, ErrorClass, Handler, HandlerError, HandlerFn};
 pub use ordered::ConsumerMode;
 pub use publisher::{Published, Publisher, PublisherConfig};
+pub use retry::{Backoff, RetryPolicy, DEFAULT_MAX_ATTEMPTS};
 pub use topology::{partition_for, topic_of, Topology};

@@ -97,6 +97,17 @@ impl Topology {
         format!("{}:topics", self.namespace)
     }
 
+    /// The stream of dead letters: `<ns>:dead`.
+    pub fn dead_stream(&self) -> String {
+        format!("{}:dead", self.namespace)
+    }
+
+    /// The stream replays for one group go to, read only by that group:
+    /// `<ns>:{_replay:<group>}`.
+    pub fn replay_stream(&self, group: &str) -> String {
+        format!("{}:{{_replay:{}}}", self.namespace, group)
+    }
+
     /// Parses a stream key of this namespace back into `(topic, partition)`.
     pub fn parse_stream_key(&self, key: &str) -> Option<(String, u32)> {
         let rest = key.strip_prefix(&self.namespace)?.strip_prefix(":{")?;

@@ -24,11 +24,18 @@ pub struct Migration {
 
 /// The embedded migrations, in order.
 pub fn migrations() -> &'static [Migration] {
-    &[Migration {
-        version: 1,
-        name: "outbox_inbox",
-        sql: include_str!("../../../../migrations/0001_outbox_inbox.sql"),
-    }]
+    &[
+        Migration {
+            version: 1,
+            name: "outbox_inbox",
+            sql: include_str!("../../../../migrations/0001_outbox_inbox.sql"),
+        },
+        Migration {
+            version: 2,
+            name: "dead_letters",
+            sql: include_str!("../../../../migrations/0002_dead_letters.sql"),
+        },
+    ]
 }
 
 fn checksum(sql: &str) -> String {

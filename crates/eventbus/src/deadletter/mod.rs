@@ -1,0 +1,151 @@
+//! Dead letters: events a group could not handle, kept for operators to
+//! inspect, alert on, replay or discard.
+//!
+//! An event is dead-lettered when its handler fails permanently, when it is
+//! invalid (does not decode, fails its schema), or when a retryable failure
+//! used up the retry policy's attempts. The [`DeadLetterWriter`] records it
+//! in the Redis stream `<namespace>:dead` and, when PostgreSQL is configured,
+//! in `eventbus_dead_letters` (one row per group and event, with an audit
+//! trail); the consumer acknowledges the source entry only after both writes
+//! succeeded, so a failure while dead-lettering leaves the entry pending and
+//! it is dead-lettered again later (never lost).
+//!
+//! [`store`] queries and changes the PostgreSQL records (list with filters,
+//! show, replay, discard, purge). A replay publishes the original envelope,
+//! same event id, to the replay stream of the group that failed it
+//! (`<namespace>:{_replay:<group>}`), which only that group's consumers read,
+//! so other groups never see it again; inboxes deduplicate by event id.
+
+mod store;
+mod writer;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use crate::envelope::Envelope;
+use crate::handler::ErrorClass;
+
+pub use store::{
+    dlq_depth, DeadLetterFilter, DeadLetterStore, DlqDepth, ReplayOptions, ReplayReport,
+};
+pub use writer::{DeadLetterWriter, DEAD_LETTER_ERROR_CAP};
+
+/// Where a dead letter stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DeadLetterStatus {
+    /// Waiting for an operator.
+    New,
+    /// Published again to its group.
+    Replayed,
+    /// Dropped by an operator.
+    Discarded,
+}
+
+impl DeadLetterStatus {
+    /// `new`, `replayed` or `discarded`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DeadLetterStatus::New => "new",
+            DeadLetterStatus::Replayed => "replayed",
+            DeadLetterStatus::Discarded => "discarded",
+        }
+    }
+
+    /// Parses `new`, `replayed` or `discarded`.
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "new" => Some(DeadLetterStatus::New),
+            "replayed" => Some(DeadLetterStatus::Replayed),
+            "discarded" => Some(DeadLetterStatus::Discarded),
+            _ => None,
+        }
+    }
+}
+
+/// Parses `retryable`, `permanent` or `invalid`.
+pub fn parse_error_class(s: &str) -> Option<ErrorClass> {
+    match s {
+        "retryable" => Some(ErrorClass::Retryable),
+        "permanent" => Some(ErrorClass::Permanent),
+        "invalid" => Some(ErrorClass::Invalid),
+        _ => None,
+    }
+}
+
+/// What the consumer knows when it dead-letters an entry.
+#[derive(Debug, Clone)]
+pub struct Failure {
+    /// The event (for an entry that did not decode: a placeholder envelope
+    /// carrying the raw fields in `data`).
+    pub envelope: Envelope,
+    /// The group that failed it.
+    pub group: String,
+    /// The consumer that gave up.
+    pub consumer: String,
+    /// The source stream.
+    pub stream: String,
+    /// The source partition.
+    pub partition: u32,
+    /// The source entry id.
+    pub entry_id: String,
+    /// Deliveries so far (the stream's delivery count).
+    pub attempts: u64,
+    /// Why.
+    pub class: ErrorClass,
+    /// The last error message.
+    pub message: String,
+    /// When the first delivery failed, if known (else: now).
+    pub first_failed_at: Option<DateTime<Utc>>,
+}
+
+/// A dead letter as stored.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct DeadLetter {
+    /// The dead letter's id (stable across failures of the same event in the same group).
+    pub id: Uuid,
+    /// The group that failed it.
+    pub group: String,
+    /// The event id.
+    pub event_id: Uuid,
+    /// The event type.
+    pub event_type: String,
+    /// The partition key.
+    pub key: String,
+    /// The original envelope.
+    pub envelope: serde_json::Value,
+    /// The consumer that gave up last.
+    pub consumer: String,
+    /// The source stream.
+    pub stream: String,
+    /// The source partition.
+    pub partition: i32,
+    /// The source entry id.
+    pub entry_id: String,
+    /// Deliveries before it was dead-lettered (last time).
+    pub attempts: i32,
+    /// `retryable` (attempts exhausted), `permanent` or `invalid`.
+    pub error_class: String,
+    /// The last error (capped at [`DEAD_LETTER_ERROR_CAP`] bytes).
+    pub error_message: String,
+    /// First failure.
+    pub first_failed_at: DateTime<Utc>,
+    /// Last failure.
+    pub last_failed_at: DateTime<Utc>,
+    /// `new`, `replayed` or `discarded`.
+    pub status: String,
+    /// Times it was replayed.
+    pub replay_count: i32,
+}
+
+/// One action in a dead letter's history.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct AuditEntry {
+    /// `dead_lettered`, `failed_again`, `replayed`, `discarded`.
+    pub action: String,
+    /// Details (error, target group, ...).
+    pub detail: serde_json::Value,
+    /// When.
+    pub at: DateTime<Utc>,
+}
