@@ -16,6 +16,8 @@ Environment (flags win over variables):
   EVENT_BUS_PARTITIONS       partitions per topic (default 16)
   EVENT_BUS_CONSUMER_GROUP   default for `consume --group`
   EVENT_BUS_MAX_LEN          approximate stream length cap for publish (default off)
+  EVENT_BUS_HEARTBEAT_MS     ordered consumers' heartbeat interval (default 1000)
+  EVENT_BUS_SESSION_TIMEOUT_MS  ordered consumers' session timeout (default 10000)
   EVENT_BUS_LOG              log filter (default info); logs go to stderr
   EVENT_BUS_LOG_FORMAT       json | text (default text on a terminal, json otherwise)
   EVENT_BUS_SCHEMA_DIR       event catalogue directory (default: the one built in)";
@@ -80,6 +82,8 @@ pub(crate) enum Command {
     Tail(TailArgs),
     /// Show partitions: length, and pending and lag per group.
     Streams(StreamsArgs),
+    /// Show consumer groups: members, partition leases, pending and lag.
+    Groups(crate::cli_ordered::GroupsArgs),
     /// Create or update the eventbus tables in PostgreSQL.
     Migrate(crate::cli_outbox::MigrateArgs),
     /// Move committed outbox rows to Redis, until stopped.
@@ -157,8 +161,20 @@ EVENTBUS_STREAM, EVENTBUS_ENTRY_ID and EVENTBUS_REDELIVERED in its environment.
   exit 0          done: the entry is acknowledged
   exit 65         permanent failure (will go to dead letters once they exist)
   anything else   retryable failure (also a timeout: the command is killed)
-For now every failed entry stays pending and is delivered again once idle for
---claim-idle.
+A failed event is tried again: in ordered mode after a pause, while only its partition
+waits; in unordered mode once idle for --claim-idle.
+
+With --http URL, each envelope is POSTed as JSON (headers Eventbus-Event-Id,
+Eventbus-Event-Type, Eventbus-Event-Key, Eventbus-Group, Eventbus-Redelivered,
+Idempotency-Key, traceparent):
+  2xx                          done: the entry is acknowledged
+  408, 429, 5xx, timeout       retryable (a Retry-After of up to 60 s is waited out first)
+  any other 4xx                permanent failure
+
+Ordered mode (the default): the group's partitions are leased to its live members, each
+partition handled one event at a time in order; members heartbeat every --heartbeat and
+a member silent for --session-timeout is dead, its partitions move. `eventbus groups`
+shows who holds what. --unordered: competing consumers (--concurrency at once).
 
 SIGINT/SIGTERM stop reading, let running handlers finish, acknowledge and exit 0;
 a second signal exits at once.")]
@@ -175,7 +191,7 @@ pub(crate) struct ConsumeArgs {
     /// Print each envelope as a JSON line on stdout (the default).
     #[arg(long)]
     pub(crate) print: bool,
-    /// Events handled at once.
+    /// Unordered mode: events handled at once.
     #[arg(long, value_name = "N", default_value_t = 16,
           value_parser = clap::value_parser!(u64).range(1..=10_000))]
     pub(crate) concurrency: u64,
@@ -201,6 +217,12 @@ pub(crate) struct ConsumeArgs {
     /// with --exec).
     #[arg(long)]
     pub(crate) inbox: bool,
+    /// Ordered or unordered consumption, static membership, timings.
+    #[command(flatten)]
+    pub(crate) membership: crate::cli_ordered::MembershipArgs,
+    /// The HTTP push sink.
+    #[command(flatten)]
+    pub(crate) http: crate::cli_ordered::HttpArgs,
     /// Stop after N events were handled successfully. Entries read beyond N are
     /// not handled: they stay pending and go to another consumer after --claim-idle.
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]

@@ -54,6 +54,7 @@ impl Env {
         Env(VARS
             .iter()
             .chain(crate::config_pg::PG_VARS)
+            .chain(crate::config_ordered::ORDERED_VARS)
             .filter_map(|&name| Some((name, std::env::var_os(name)?)))
             .collect())
     }
@@ -134,6 +135,8 @@ pub(crate) struct Settings {
     pub(crate) log: LogSettings,
     /// PostgreSQL: outbox, relay, inbox.
     pub(crate) pg: crate::config_pg::PgSettings,
+    /// Ordered consumers' heartbeat and session timeout.
+    pub(crate) membership: crate::config_ordered::MembershipSettings,
     /// The event catalogue's directory; `None`: the one built in.
     pub(crate) schema_dir: Option<std::path::PathBuf>,
 }
@@ -216,8 +219,10 @@ impl Settings {
         let schema_dir = env
             .get("EVENT_BUS_SCHEMA_DIR")?
             .map(std::path::PathBuf::from);
+        let membership = crate::config_ordered::MembershipSettings::load(env)?;
         Ok(Settings {
             pg,
+            membership,
             schema_dir,
             redis_url,
             namespace,

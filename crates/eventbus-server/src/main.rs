@@ -20,13 +20,16 @@
 //! line on stderr and an exit status.
 
 mod cli;
+mod cli_ordered;
 mod cli_outbox;
 mod cli_schemas;
 mod cmd;
 mod config;
+mod config_ordered;
 mod config_pg;
 mod error;
 mod output;
+mod sink;
 
 use std::io::IsTerminal;
 use std::process::ExitCode;

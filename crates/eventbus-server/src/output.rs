@@ -31,3 +31,25 @@ pub(crate) fn write_stdout(bytes: &[u8]) -> Result<()> {
         .and_then(|()| out.flush())
         .map_err(CliError::Output)
 }
+
+/// Rows as left-aligned columns separated by two spaces, one line each.
+pub(crate) fn aligned(rows: &[Vec<String>]) -> String {
+    let mut widths: Vec<usize> = Vec::new();
+    for row in rows {
+        widths.resize(widths.len().max(row.len()), 0);
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    let mut out = String::new();
+    for row in rows {
+        let line: Vec<String> = row
+            .iter()
+            .zip(&widths)
+            .map(|(cell, w)| format!("{cell:<w$}"))
+            .collect();
+        out.push_str(line.join("  ").trim_end());
+        out.push('\n');
+    }
+    out
+}

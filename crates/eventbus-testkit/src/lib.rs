@@ -15,14 +15,18 @@
 //!   server, dropped when it is dropped.
 //! - [`Collector`]: a handler that records what it was given, and lets a
 //!   test wait for a condition on it.
+//! - [`HttpTestServer`]: a tiny local HTTP server answering as a test
+//!   scripts it, for webhook (HTTP push sink) tests.
 
 mod collector;
 pub mod conformance;
+mod http_server;
 mod namespace;
 mod pg;
 mod redis_server;
 
 pub use collector::Collector;
+pub use http_server::{HttpTestServer, ReceivedRequest, Reply};
 pub use namespace::{shared_redis_url, TestNamespace};
 pub use pg::{shared_database_url, TestSchema};
 pub use redis_server::RedisServer;

@@ -22,6 +22,7 @@ use crate::cli::ConsumeArgs;
 use crate::config::Settings;
 use crate::error::{CliError, Result};
 use crate::output;
+use crate::sink::http::HttpSink;
 
 /// Exit status of an `--exec` command that reports a permanent failure (`EX_DATAERR`).
 const EXIT_PERMANENT: i32 = 65;
@@ -52,6 +53,7 @@ pub(crate) async fn run(args: ConsumeArgs, settings: &Settings) -> Result<()> {
     config.claim_idle = args.claim_idle;
     config.claim_interval =
         (args.claim_idle / 4).clamp(Duration::from_millis(100), Duration::from_secs(5));
+    args.membership.apply(&settings.membership, &mut config)?;
     if args.exec.is_some() {
         // Let a running command finish (or time out) before shutdown gives up on it.
         config.shutdown_timeout = args.exec_timeout + Duration::from_secs(5);
@@ -75,12 +77,17 @@ pub(crate) async fn run(args: ConsumeArgs, settings: &Settings) -> Result<()> {
         )
         .await;
     }
-    let action = match &args.exec {
-        Some(command) => Action::Exec {
+    let action = match (&args.exec, &args.http.http) {
+        (Some(command), _) => Action::Exec {
             command: command.clone(),
             timeout: args.exec_timeout,
         },
-        None => Action::Print,
+        (None, Some(url)) => Action::Http(HttpSink::new(
+            url.clone(),
+            args.http.http_timeout,
+            &args.http.http_headers,
+        )?),
+        (None, None) => Action::Print,
     };
     let inbox = if args.inbox {
         let pool = settings.pg.pool(4, "consume --inbox").await?;
@@ -158,6 +165,8 @@ enum Action {
     Print,
     /// Run a shell command with the envelope on stdin.
     Exec { command: String, timeout: Duration },
+    /// POST the envelope to a URL.
+    Http(HttpSink),
 }
 
 /// `--max-events`: slots are reserved before handling so no more than
@@ -274,6 +283,7 @@ impl Handler for CliHandler {
         let mut result = match &self.action {
             Action::Print => self.print(&delivery),
             Action::Exec { command, timeout } => run_exec(command, *timeout, &delivery).await,
+            Action::Http(sink) => sink.deliver(&delivery).await,
         };
         if let (Ok(()), Some(inbox)) = (&result, &self.inbox) {
             if let Err(e) = eventbus::pg::record_inbox(

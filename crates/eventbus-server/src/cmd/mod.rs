@@ -4,6 +4,7 @@
 mod consume;
 mod consume_sql;
 mod demo;
+mod groups;
 mod migrate;
 mod outbox;
 mod publish;
@@ -31,6 +32,7 @@ pub(crate) async fn run(command: Command, settings: Settings) -> Result<()> {
         Command::Consume(args) => consume::run(args, &settings).await,
         Command::Tail(args) => tail::run(args, &settings).await,
         Command::Streams(args) => streams::run(args, &settings).await,
+        Command::Groups(args) => groups::run(args, &settings).await,
         Command::Demo(args) => demo::run(args, &settings).await,
         Command::Migrate(args) => migrate::run(args, &settings).await,
         Command::Relay(args) => relay::run(args, &settings).await,
@@ -52,6 +54,20 @@ pub(crate) fn check_topics(topics: &[String]) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// The topics asked for (already checked), or every topic registered in the
+/// namespace.
+pub(crate) async fn topics_or_known(
+    conn: &ConnectionManager,
+    topology: &eventbus::Topology,
+    asked: &[String],
+) -> Result<BTreeSet<String>> {
+    Ok(if asked.is_empty() {
+        eventbus::admin::known_topics(conn, topology).await?
+    } else {
+        asked.iter().cloned().collect()
+    })
 }
 
 /// The topics asked for, or by default the catalogue topics plus every topic

@@ -1,8 +1,6 @@
 //! `eventbus streams`: length per partition, and consumers, pending and lag
 //! per group, as a table or JSON.
 
-use std::collections::BTreeSet;
-
 use eventbus::admin::{partition_stats, PartitionStats};
 
 use crate::cli::StreamsArgs;
@@ -15,11 +13,7 @@ pub(crate) async fn run(args: StreamsArgs, settings: &Settings) -> Result<()> {
     super::check_topics(&args.topics)?;
     let topology = settings.topology()?;
     let conn = settings.connector()?.shared().await?;
-    let topics: BTreeSet<String> = if args.topics.is_empty() {
-        eventbus::admin::known_topics(&conn, &topology).await?
-    } else {
-        args.topics.iter().cloned().collect()
-    };
+    let topics = super::topics_or_known(&conn, &topology, &args.topics).await?;
     let stats = partition_stats(&conn, &topology, &topics).await?;
     if args.json {
         output::json_line(&serde_json::json!({

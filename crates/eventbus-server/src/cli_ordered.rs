@@ -1,0 +1,235 @@
+//! Command-line flags of ordered consumption (`consume --ordered`,
+//! `--unordered`, `--member-id`, ...), of the HTTP push sink (`consume
+//! --http`) and of `eventbus groups`, and how they turn into a
+//! [`ConsumerConfig`].
+
+use std::time::Duration;
+
+use clap::Args;
+use eventbus::{ConsumerConfig, ConsumerMode};
+
+use crate::cli::parse_duration;
+use crate::config_ordered::MembershipSettings;
+use crate::error::{CliError, Result};
+
+/// How `consume` shares the group's partitions with the other members.
+#[derive(Debug, Default, Clone, Args)]
+pub(crate) struct MembershipArgs {
+    /// Ordered mode, the default: each partition is leased to one member of
+    /// the group at a time and handled one event at a time, in order.
+    #[arg(long, conflicts_with = "unordered", help_heading = "Consumer mode")]
+    pub(crate) ordered: bool,
+    /// Competing consumers: every member reads every partition and handles up
+    /// to --concurrency events at once, in no particular order.
+    #[arg(long, help_heading = "Consumer mode")]
+    pub(crate) unordered: bool,
+    /// Ordered mode: a stable member id (static membership). Restarted within
+    /// the session timeout, the member gets its partitions back at once.
+    #[arg(long, value_name = "ID", value_parser = parse_member_id,
+          conflicts_with_all = ["consumer", "unordered"], help_heading = "Consumer mode")]
+    pub(crate) member_id: Option<String>,
+    /// Ordered mode: partitions handling an event at the same moment [default: all owned].
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..=100_000),
+          conflicts_with = "unordered", help_heading = "Consumer mode")]
+    pub(crate) max_partitions_in_flight: Option<u64>,
+    /// Ordered mode: how often to heartbeat and renew leases [env: EVENT_BUS_HEARTBEAT_MS; default: 1s].
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration,
+          conflicts_with = "unordered", help_heading = "Consumer mode")]
+    pub(crate) heartbeat: Option<Duration>,
+    /// Ordered mode: a member silent this long is dead and its partitions move
+    /// [env: EVENT_BUS_SESSION_TIMEOUT_MS; default: 10s].
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration,
+          conflicts_with = "unordered", help_heading = "Consumer mode")]
+    pub(crate) session_timeout: Option<Duration>,
+}
+
+/// `consume --http`: push each event to a URL.
+#[derive(Debug, Default, Clone, Args)]
+pub(crate) struct HttpArgs {
+    /// POST each envelope as JSON to this http(s) URL; 2xx acknowledges it
+    /// (see below).
+    #[arg(long, value_name = "URL", value_parser = parse_http_url,
+          conflicts_with_all = ["exec", "print", "sql"], help_heading = "HTTP push sink")]
+    pub(crate) http: Option<url::Url>,
+    /// Time allowed for one POST, response included (a timeout is retried).
+    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = parse_duration,
+          requires = "http", help_heading = "HTTP push sink")]
+    pub(crate) http_timeout: Duration,
+    /// A header sent with every POST, repeatable (e.g. `Authorization=Bearer ...`).
+    #[arg(long = "http-header", value_name = "NAME=VALUE", value_parser = parse_http_header,
+          requires = "http", help_heading = "HTTP push sink")]
+    pub(crate) http_headers: Vec<(String, String)>,
+}
+
+/// `eventbus groups`.
+#[derive(Debug, Args)]
+#[command(after_help = "\
+For each group: its members (ordered mode) with the partitions they hold and the time
+left before each is declared dead; then every partition with its owner, the lease's
+fencing token and age, and the group's pending entries and lag on it.")]
+pub(crate) struct GroupsArgs {
+    /// Only this group [default: every group reading the topics].
+    pub(crate) group: Option<String>,
+    /// Print JSON instead of tables.
+    #[arg(long)]
+    pub(crate) json: bool,
+    /// Topics, comma-separated [default: every topic seen in the namespace].
+    #[arg(long, value_delimiter = ',', value_name = "TOPIC,...")]
+    pub(crate) topics: Vec<String>,
+}
+
+impl MembershipArgs {
+    /// The mode asked for (ordered unless `--unordered`).
+    pub(crate) fn mode(&self) -> ConsumerMode {
+        if self.unordered {
+            ConsumerMode::Unordered
+        } else {
+            ConsumerMode::Ordered
+        }
+    }
+
+    /// Applies the flags (and the environment's timings) to `config`.
+    pub(crate) fn apply(
+        &self,
+        env: &MembershipSettings,
+        config: &mut ConsumerConfig,
+    ) -> Result<()> {
+        config.mode = self.mode();
+        if let Some(id) = &self.member_id {
+            config.consumer_name = Some(id.clone());
+        }
+        config.heartbeat_interval = self.heartbeat.unwrap_or(env.heartbeat);
+        config.session_timeout = self.session_timeout.unwrap_or(env.session_timeout);
+        config.max_partitions_in_flight = self
+            .max_partitions_in_flight
+            .map(|n| usize::try_from(n).unwrap_or(usize::MAX));
+        if config.mode == ConsumerMode::Ordered
+            && config.session_timeout <= config.heartbeat_interval * 2
+        {
+            return Err(CliError::Input(format!(
+                "the session timeout ({:?}, --session-timeout or EVENT_BUS_SESSION_TIMEOUT_MS) must be more than twice the heartbeat ({:?}, --heartbeat or EVENT_BUS_HEARTBEAT_MS)",
+                config.session_timeout, config.heartbeat_interval
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// A member id: non-empty, no whitespace or control characters.
+fn parse_member_id(s: &str) -> std::result::Result<String, String> {
+    if s.is_empty() {
+        return Err("must not be empty".into());
+    }
+    if s.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err(format!(
+            "{s:?} must not contain spaces or control characters"
+        ));
+    }
+    Ok(s.to_owned())
+}
+
+/// An absolute `http://` or `https://` URL with a host.
+fn parse_http_url(s: &str) -> std::result::Result<url::Url, String> {
+    let url = url::Url::parse(s)
+        .map_err(|e| format!("not a URL ({e}); expected e.g. https://host/path"))?;
+    if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() {
+        return Err("expected an http:// or https:// URL with a host".into());
+    }
+    Ok(url)
+}
+
+/// `NAME=VALUE` with a valid header name and value.
+fn parse_http_header(s: &str) -> std::result::Result<(String, String), String> {
+    let Some((name, value)) = s.split_once('=') else {
+        return Err(format!("expected NAME=VALUE, got {s:?}"));
+    };
+    let name = name.trim();
+    let token = |c: char| c.is_ascii_alphanumeric() || "!#$%&'*+-.^_`|~".contains(c);
+    if name.is_empty() || !name.chars().all(token) {
+        return Err(format!("{name:?} is not a header name"));
+    }
+    if value.chars().any(|c| c.is_control()) {
+        return Err(format!("the value of {name} has control characters"));
+    }
+    Ok((name.to_owned(), value.to_owned()))
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+    use crate::cli::{Cli, Command};
+
+    fn consume(args: &[&str]) -> std::result::Result<crate::cli::ConsumeArgs, String> {
+        let mut all = vec!["eventbus", "consume", "--group", "g"];
+        all.extend_from_slice(args);
+        match Cli::try_parse_from(all) {
+            Ok(Cli {
+                command: Command::Consume(c),
+                ..
+            }) => Ok(c),
+            Ok(_) => unreachable!(),
+            Err(e) => Err(e.to_string()),
+        }
+    }
+
+    #[test]
+    fn ordered_is_the_default_and_modes_conflict() {
+        assert_eq!(
+            consume(&[]).unwrap().membership.mode(),
+            ConsumerMode::Ordered
+        );
+        assert_eq!(
+            consume(&["--unordered"]).unwrap().membership.mode(),
+            ConsumerMode::Unordered
+        );
+        let e = consume(&["--ordered", "--unordered"]).unwrap_err();
+        assert!(e.contains("cannot be used with"), "{e}");
+        let e = consume(&["--unordered", "--member-id", "m1"]).unwrap_err();
+        assert!(e.contains("cannot be used with"), "{e}");
+    }
+
+    #[test]
+    fn bad_values_are_refused() {
+        for (args, needle) in [
+            (&["--member-id", ""][..], "must not be empty"),
+            (&["--member-id", "a b"], "spaces"),
+            (&["--http", "not a url"], "not a URL"),
+            (&["--http", "ftp://x/y"], "http://"),
+            (
+                &["--http", "http://h/", "--exec", "true"],
+                "cannot be used with",
+            ),
+            (&["--http-timeout", "5s"], "--http"),
+            (
+                &["--http", "http://h/", "--http-header", "bad name=x"],
+                "header name",
+            ),
+            (&["--max-partitions-in-flight", "0"], "0"),
+            (&["--heartbeat", "soon"], "duration"),
+        ] {
+            let e = consume(args).unwrap_err();
+            assert!(e.contains(needle), "{args:?}: {e}");
+        }
+    }
+
+    #[test]
+    fn apply_sets_the_config_and_checks_timings() {
+        let env = MembershipSettings {
+            heartbeat: Duration::from_secs(1),
+            session_timeout: Duration::from_secs(10),
+        };
+        let args = consume(&["--member-id", "m1", "--max-partitions-in-flight", "3"])
+            .unwrap()
+            .membership;
+        let mut c = ConsumerConfig::new("g", ["t"]);
+        args.apply(&env, &mut c).unwrap();
+        assert_eq!(c.consumer_name.as_deref(), Some("m1"));
+        assert_eq!(c.max_partitions_in_flight, Some(3));
+        assert_eq!(c.session_timeout, Duration::from_secs(10));
+        let args = consume(&["--session-timeout", "2s"]).unwrap().membership;
+        let e = args.apply(&env, &mut c).unwrap_err();
+        assert!(e.to_string().contains("more than twice"), "{e}");
+    }
+}
