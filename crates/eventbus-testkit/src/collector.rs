@@ -82,6 +82,18 @@ impl Collector {
             .collect()
     }
 
+    /// Waits (polling) until `cond` holds, up to `within`. Returns whether it held.
+    pub async fn wait_until(within: Duration, cond: impl Fn() -> bool) -> bool {
+        let deadline = tokio::time::Instant::now() + within;
+        while !cond() {
+            if tokio::time::Instant::now() >= deadline {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        true
+    }
+
     /// Waits (polling) until `cond` holds on the deliveries, up to `within`.
     /// Returns whether it held.
     pub async fn wait_for(&self, within: Duration, cond: impl Fn(&[Delivery]) -> bool) -> bool {

@@ -13,6 +13,8 @@
 //!   failing handlers, close and reopen, claiming, server restart).
 //! - [`TestSchema`]: a unique, migrated PostgreSQL schema on the shared
 //!   server, dropped when it is dropped.
+//! - [`PgServer`]: a private PostgreSQL (`initdb` in a temp dir), which a
+//!   test may kill and restart.
 //! - [`Collector`]: a handler that records what it was given, and lets a
 //!   test wait for a condition on it.
 //! - [`HttpTestServer`]: a tiny local HTTP server answering as a test
@@ -23,10 +25,12 @@ pub mod conformance;
 mod http_server;
 mod namespace;
 mod pg;
+mod pg_server;
 mod redis_server;
 
 pub use collector::Collector;
 pub use http_server::{HttpTestServer, ReceivedRequest, Reply};
 pub use namespace::{shared_redis_url, TestNamespace};
 pub use pg::{shared_database_url, TestSchema};
+pub use pg_server::PgServer;
 pub use redis_server::RedisServer;

@@ -40,7 +40,9 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::connection::{backoff, RedisConnector};
+use crate::deadletter::DeadLetterWriter;
 use crate::error::is_transient_redis;
+use crate::failure::{delivery_counts, reclaim, touch, FailureHandling, Verdict};
 use crate::handler::{Delivery, Handler};
 use crate::ordered::ConsumerMode;
 use crate::reply::{parse_autoclaim, parse_read, RawEntry};
@@ -89,9 +91,9 @@ pub struct ConsumerConfig {
     /// Ordered mode: partitions handling an entry at the same moment.
     /// Default `None`: every owned partition.
     pub max_partitions_in_flight: Option<usize>,
-    /// Ordered mode: pause before a failed entry is tried again (its
-    /// partition waits meanwhile). Default 1 s.
-    pub retry_delay: Duration,
+    /// Attempts, backoff and attempt timeout before an event is
+    /// dead-lettered (both modes).
+    pub retry: crate::retry::RetryPolicy,
 }
 
 impl ConsumerConfig {
@@ -117,7 +119,7 @@ impl ConsumerConfig {
             heartbeat_interval: Duration::from_secs(1),
             session_timeout: Duration::from_secs(10),
             max_partitions_in_flight: None,
-            retry_delay: Duration::from_secs(1),
+            retry: crate::retry::RetryPolicy::default(),
         }
     }
 
@@ -160,6 +162,7 @@ impl ConsumerConfig {
         if self.max_partitions_in_flight == Some(0) {
             return bad("max_partitions_in_flight must be positive when set");
         }
+        self.retry.validate()?;
         Ok(())
     }
 }
@@ -178,12 +181,16 @@ pub struct ConsumerStats {
     /// Events refused as invalid (a handler error of class
     /// [`ErrorClass::Invalid`](crate::ErrorClass::Invalid), e.g. from
     /// [`Validating`](crate::catalog::Validating) when an event fails its
-    /// schema) and acknowledged past, until dead letters exist.
+    /// schema): dead-lettered at once, then acknowledged.
     pub rejected: AtomicU64,
     /// Entries claimed from idle pending lists.
     pub claimed: AtomicU64,
     /// Entries acknowledged.
     pub acked: AtomicU64,
+    /// Failed attempts that will be tried again.
+    pub retried: AtomicU64,
+    /// Events dead-lettered (then acknowledged).
+    pub dead_lettered: AtomicU64,
 }
 
 impl ConsumerStats {
@@ -201,6 +208,7 @@ pub struct Consumer<H> {
     name: String,
     handler: H,
     stats: Arc<ConsumerStats>,
+    dead_letter_store: Option<(sqlx::PgPool, crate::pg::DbSchema)>,
 }
 
 impl<H> std::fmt::Debug for Consumer<H> {
@@ -235,7 +243,15 @@ struct Shared<H> {
     ack_tx: mpsc::UnboundedSender<(usize, String)>,
     stats: Arc<ConsumerStats>,
     tracker: TaskTracker,
+    failures: Arc<FailureHandling>,
+    conn: ConnectionManager,
+    claim_idle: Duration,
+    /// Cancelled on shutdown, and when the runtime is dropped.
+    alive: CancellationToken,
 }
+
+/// The `topic` of deliveries read from a group's replay stream.
+pub(crate) const REPLAY_TOPIC: &str = "_replay";
 
 impl<H: Handler> Consumer<H> {
     /// A consumer; checks the config.
@@ -257,7 +273,20 @@ impl<H: Handler> Consumer<H> {
             name,
             handler,
             stats: Arc::default(),
+            dead_letter_store: None,
         })
+    }
+
+    /// Also records dead letters in PostgreSQL (`eventbus_dead_letters` in
+    /// `schema`), so they can be listed, replayed and discarded. Without it
+    /// they go to the Redis stream `<namespace>:dead` only.
+    pub fn with_dead_letter_store(
+        mut self,
+        pool: sqlx::PgPool,
+        schema: crate::pg::DbSchema,
+    ) -> Self {
+        self.dead_letter_store = Some((pool, schema));
+        self
     }
 
     /// This consumer's name in its group.
@@ -281,19 +310,77 @@ impl<H: Handler> Consumer<H> {
             name,
             handler,
             stats,
+            dead_letter_store,
         } = self;
-        if config.mode == ConsumerMode::Ordered {
-            return crate::ordered::run(
-                connector, topology, config, name, handler, stats, shutdown,
-            )
-            .await;
-        }
         let conn = connector.shared().await?;
-        let (streams, routes): (Vec<String>, Vec<(String, u32)>) =
-            prepare_streams(&conn, &topology, &config)
-                .await?
-                .into_iter()
-                .unzip();
+        let failures = Arc::new(FailureHandling {
+            policy: config.retry.clone(),
+            writer: DeadLetterWriter::new(conn.clone(), &topology, dead_letter_store),
+        });
+        // Replays of this group's dead letters arrive on its own stream, read
+        // by every member competitively (replays have no order to keep).
+        let replay = topology.replay_stream(&config.group);
+        ensure_groups(&conn, std::slice::from_ref(&replay), &config.group).await?;
+        if config.mode == ConsumerMode::Ordered {
+            let handler = Arc::new(handler);
+            let replays = run_unordered(
+                connector.clone(),
+                config.clone(),
+                name.clone(),
+                handler.clone(),
+                stats.clone(),
+                failures.clone(),
+                vec![(replay, (REPLAY_TOPIC.to_owned(), 0))],
+                shutdown.clone(),
+            );
+            let partitions = crate::ordered::run(
+                connector,
+                topology,
+                config,
+                name,
+                handler,
+                stats,
+                failures,
+                shutdown.clone(),
+            );
+            // Either ending ends both.
+            let partitions = async {
+                let r = partitions.await;
+                shutdown.cancel();
+                r
+            };
+            let replays = async {
+                let r = replays.await;
+                shutdown.cancel();
+                r
+            };
+            let (a, b) = tokio::join!(partitions, replays);
+            return a.and(b);
+        }
+        let mut streams = prepare_streams(&conn, &topology, &config).await?;
+        streams.push((replay, (REPLAY_TOPIC.to_owned(), 0)));
+        run_unordered(
+            connector, config, name, handler, stats, failures, streams, shutdown,
+        )
+        .await
+    }
+}
+
+/// The competing-consumers runtime over `streams` (key, (topic, partition)).
+#[allow(clippy::too_many_arguments)]
+async fn run_unordered<H: Handler>(
+    connector: RedisConnector,
+    config: ConsumerConfig,
+    name: String,
+    handler: H,
+    stats: Arc<ConsumerStats>,
+    failures: Arc<FailureHandling>,
+    streams: Vec<(String, (String, u32))>,
+    shutdown: CancellationToken,
+) -> Result<()> {
+    {
+        let conn = connector.shared().await?;
+        let (streams, routes): (Vec<String>, Vec<(String, u32)>) = streams.into_iter().unzip();
 
         let (ack_tx, ack_rx) = mpsc::unbounded_channel();
         let shared = Arc::new(Shared {
@@ -307,7 +394,14 @@ impl<H: Handler> Consumer<H> {
             ack_tx,
             stats: stats.clone(),
             tracker: TaskTracker::new(),
+            failures,
+            conn: conn.clone(),
+            claim_idle: config.claim_idle,
+            alive: shutdown.child_token(),
         });
+        // Tasks that outlive this function (a retry waiting out its backoff)
+        // stop when it ends, even when it is dropped rather than shut down.
+        let _alive = shared.alive.clone().drop_guard();
         let acker = tokio::spawn(run_acker(
             conn.clone(),
             config.group.clone(),
@@ -316,11 +410,13 @@ impl<H: Handler> Consumer<H> {
             config.ack_batch,
             stats.clone(),
         ));
+        // `alive`, not `shutdown`: the claimer must also stop if this
+        // runtime is dropped (aborted) rather than shut down.
         let claimer = tokio::spawn(run_claimer(
             shared.clone(),
             conn.clone(),
             config.clone(),
-            shutdown.clone(),
+            shared.alive.clone(),
         ));
         tracing::info!(group = %config.group, consumer = %name, streams = streams.len(), "consumer started");
 
@@ -499,7 +595,7 @@ async fn run_reader<H: Handler>(
                         continue;
                     };
                     for entry in entries {
-                        dispatch(shared, idx, entry, false).await;
+                        dispatch(shared, idx, entry, false, 1).await;
                     }
                 }
             }
@@ -535,25 +631,44 @@ async fn pause_after_error(e: &Error, failures: u32, shutdown: &CancellationToke
     }
 }
 
-/// Hands one entry to the handler (waiting for a free slot), or acks past it
-/// if it does not decode.
+/// Hands one entry to the handler (waiting for a free slot); an entry that
+/// does not decode is dead-lettered as invalid. `attempt` is the entry's
+/// delivery count (1 on the first delivery).
 async fn dispatch<H: Handler>(
     shared: &Arc<Shared<H>>,
     idx: usize,
     entry: RawEntry,
     redelivered: bool,
+    attempt: u64,
 ) {
     let RawEntry { id, decoded } = entry;
     let envelope = match decoded {
         Ok(e) => e,
         Err(err) => {
-            tracing::error!(
-                stream = %shared.streams[idx], entry_id = %id, group = %shared.group,
-                error = %err, kind = err.kind(),
-                "undecodable entry acknowledged past"
-            );
             shared.stats.invalid.fetch_add(1, Ordering::Relaxed);
-            let _ = shared.ack_tx.send((idx, id));
+            let (_, partition) = shared.routes[idx];
+            let written = shared
+                .failures
+                .dead_letter_undecodable(
+                    &shared.conn,
+                    &shared.group,
+                    &shared.name,
+                    &shared.streams[idx],
+                    partition,
+                    &id,
+                    &err.to_string(),
+                )
+                .await;
+            match written {
+                Ok(_) => {
+                    shared.stats.dead_lettered.fetch_add(1, Ordering::Relaxed);
+                    let _ = shared.ack_tx.send((idx, id));
+                }
+                Err(e) => tracing::error!(
+                    stream = %shared.streams[idx], entry_id = %id, error = %e,
+                    "could not dead-letter an undecodable entry; it stays pending"
+                ),
+            }
             return;
         }
     };
@@ -572,7 +687,15 @@ async fn dispatch<H: Handler>(
         .await
         .expect("semaphore never closed");
     shared.stats.delivered.fetch_add(1, Ordering::Relaxed);
-    let (topic, partition) = shared.routes[idx].clone();
+    let (topic, partition) = if shared.routes[idx].0 == REPLAY_TOPIC {
+        // A replay: route by the event itself, as it was first delivered.
+        (
+            crate::topology::topic_of(&envelope.event_type).to_owned(),
+            shared.routes[idx].1,
+        )
+    } else {
+        shared.routes[idx].clone()
+    };
     let delivery = Delivery {
         envelope,
         stream: shared.streams[idx].clone(),
@@ -581,42 +704,102 @@ async fn dispatch<H: Handler>(
         entry_id: id.clone(),
         group: shared.group.clone(),
         consumer: shared.name.clone(),
-        redelivered,
+        redelivered: redelivered || attempt > 1,
     };
     let task_shared = shared.clone();
     shared.tracker.spawn(async move {
         let s = task_shared;
         let event_id = delivery.envelope.id;
         let event_type = delivery.envelope.event_type.clone();
-        match s.handler.handle(delivery).await {
+        let kept = delivery.clone();
+        let outcome = s.failures.attempt(&s.handler, delivery).await;
+        drop(permit);
+        let err = match outcome {
             Ok(()) => {
                 s.stats.handled.fetch_add(1, Ordering::Relaxed);
                 let _ = s.ack_tx.send((idx, id.clone()));
+                s.inflight.lock().expect("inflight set poisoned").remove(&(idx, id));
+                return;
             }
-            Err(err) if err.class == crate::ErrorClass::Invalid => {
-                s.stats.rejected.fetch_add(1, Ordering::Relaxed);
-                tracing::error!(
-                    event_id = %event_id, event_type = %event_type, group = %s.group,
-                    entry_id = %id, error = %err.message,
-                    "invalid event acknowledged past"
-                );
-                let _ = s.ack_tx.send((idx, id.clone()));
+            Err(err) => err,
+        };
+        s.stats.failed.fetch_add(1, Ordering::Relaxed);
+        match s.failures.decide(&err, attempt) {
+            Verdict::DeadLetter(class) => {
+                if class == crate::ErrorClass::Invalid {
+                    s.stats.rejected.fetch_add(1, Ordering::Relaxed);
+                }
+                match s.failures.dead_letter(&kept, attempt, class, &err.message).await {
+                    Ok(_) => {
+                        s.stats.dead_lettered.fetch_add(1, Ordering::Relaxed);
+                        let _ = s.ack_tx.send((idx, id.clone()));
+                    }
+                    Err(e) => tracing::error!(
+                        event_id = %event_id, group = %s.group, entry_id = %id, error = %e,
+                        "could not write the dead letter; the entry stays pending and is dead-lettered later"
+                    ),
+                }
+                s.inflight.lock().expect("inflight set poisoned").remove(&(idx, id));
             }
-            Err(err) => {
-                s.stats.failed.fetch_add(1, Ordering::Relaxed);
+            Verdict::Retry(delay) => {
+                s.stats.retried.fetch_add(1, Ordering::Relaxed);
+                s.failures.count_retry(&s.group, &event_type);
                 tracing::warn!(
                     event_id = %event_id, event_type = %event_type, group = %s.group,
-                    entry_id = %id, class = err.class.as_str(), error = %err.message,
-                    "handler failed; entry left pending for redelivery"
+                    entry_id = %id, attempt, class = err.class.as_str(), error = %err.message, ?delay,
+                    "handler failed; retrying after the backoff"
                 );
+                // The entry stays in `inflight` while it waits, so the
+                // claimer leaves it alone; other consumers are kept off by
+                // resetting its idle time.
+                let retry_shared = s.clone();
+                s.tracker.spawn(retry_after(retry_shared, idx, id, attempt, delay));
+            }
+        }
+    });
+}
+
+/// Waits out the backoff, then takes the entry again (a new delivery, so
+/// Redis counts the attempt) and dispatches it. On shutdown the entry is
+/// left pending for whoever takes it next.
+fn retry_after<H: Handler>(
+    s: Arc<Shared<H>>,
+    idx: usize,
+    id: String,
+    attempt: u64,
+    delay: Duration,
+) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>> {
+    // Boxed: dispatch and retry_after call each other.
+    Box::pin(async move {
+        let stream = s.streams[idx].clone();
+        let deadline = tokio::time::Instant::now() + delay;
+        let keepalive = (s.claim_idle / 2).max(Duration::from_millis(10));
+        loop {
+            let now = tokio::time::Instant::now();
+            if now >= deadline {
+                break;
+            }
+            let step = (deadline - now).min(keepalive);
+            tokio::select! {
+                _ = s.alive.cancelled() => {
+                    s.inflight.lock().expect("inflight set poisoned").remove(&(idx, id));
+                    return;
+                }
+                _ = tokio::time::sleep(step) => {}
+            }
+            if tokio::time::Instant::now() < deadline {
+                touch(&s.conn, &stream, &s.group, &s.name, &id).await;
             }
         }
         s.inflight
             .lock()
             .expect("inflight set poisoned")
-            .remove(&(idx, id));
-        drop(permit);
-    });
+            .remove(&(idx, id.clone()));
+        // Acknowledged or taken over meanwhile: nothing to do.
+        if let Some(entry) = reclaim(&s.conn, &stream, &s.group, &s.name, &id).await {
+            dispatch(&s, idx, entry, true, attempt + 1).await;
+        }
+    })
 }
 
 async fn run_acker(
@@ -697,7 +880,7 @@ async fn run_claimer<H: Handler>(
     shutdown: CancellationToken,
 ) {
     let stale_script = redis::Script::new(REMOVE_STALE_CONSUMERS);
-    let stale_every = (Duration::from_secs(60).as_millis()
+    let stale_every = (config.stale_check_interval.as_millis()
         / config.claim_interval.as_millis().max(1))
     .max(1) as u64;
     let mut round: u64 = 0;
@@ -766,8 +949,18 @@ async fn claim_stream<H: Handler>(
             .stats
             .claimed
             .fetch_add(claimed.len() as u64, Ordering::Relaxed);
+        let ids: Vec<String> = claimed.iter().map(|e| e.id.clone()).collect();
+        let counts = delivery_counts(
+            conn,
+            &shared.streams[idx],
+            &shared.group,
+            &shared.name,
+            &ids,
+        )
+        .await;
         for entry in claimed {
-            dispatch(shared, idx, entry, true).await;
+            let attempt = counts.get(&entry.id).copied().unwrap_or(1);
+            dispatch(shared, idx, entry, true, attempt).await;
         }
         if next == "0-0" || shutdown.is_cancelled() {
             return Ok(());

@@ -61,6 +61,7 @@ mod handler;
 mod ordered;
 mod publisher;
 mod reply;
+mod failure;
 mod retry;
 
 pub mod admin;

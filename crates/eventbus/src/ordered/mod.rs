@@ -100,6 +100,7 @@ pub(crate) async fn run<H: Handler>(
     name: String,
     handler: H,
     stats: Arc<ConsumerStats>,
+    failures: Arc<crate::failure::FailureHandling>,
     shutdown: CancellationToken,
 ) -> Result<()> {
     let conn = connector.shared().await?;
@@ -154,7 +155,7 @@ pub(crate) async fn run<H: Handler>(
         consumer: name.clone(),
         stats,
         in_flight: Arc::new(Semaphore::new(in_flight)),
-        retry_delay: config.retry_delay,
+        failures,
         claim_count: config.read_count.max(100),
         epoch: Instant::now(),
     });

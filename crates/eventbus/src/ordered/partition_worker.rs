@@ -10,8 +10,12 @@
 //!    `XREADGROUP >` can return, so handling them first keeps stream order.
 //! 2. **Read.** The stream joins the shared reader's set; new entries arrive
 //!    in the worker's queue.
-//! 3. **Handle**, strictly one entry at a time: a failure is retried after
-//!    `retry_delay` (blocking only this partition); success is acknowledged
+//! 3. **Handle**, strictly one entry at a time: a retryable failure is
+//!    retried after the retry policy's backoff (blocking only this
+//!    partition; each retry is a new delivery, so Redis counts attempts
+//!    across crashes and failovers); when the attempts are used up, or the
+//!    failure is permanent or invalid, the entry is dead-lettered and the
+//!    partition moves on. Success (or a written dead letter) is acknowledged
 //!    through the fenced `XACK` before the next entry starts, so a crash
 //!    repeats at most the entry that was in flight.
 //! 4. **Stop**, on one of two signals: `release` (rebalance or shutdown)
@@ -100,7 +104,8 @@ pub(crate) struct WorkerContext<H> {
     pub(crate) stats: Arc<ConsumerStats>,
     /// Limits partitions handling an entry at the same moment.
     pub(crate) in_flight: Arc<Semaphore>,
-    pub(crate) retry_delay: Duration,
+    /// Retry policy and dead letters.
+    pub(crate) failures: Arc<crate::failure::FailureHandling>,
     pub(crate) claim_count: usize,
     /// The runtime's clock origin for lease deadlines.
     pub(crate) epoch: Instant,
@@ -332,15 +337,55 @@ impl<H: Handler> WorkerContext<H> {
         let envelope = match decoded {
             Ok(e) => e,
             Err(err) => {
-                tracing::error!(
-                    stream = %part.stream, entry_id = %id, group = %self.group,
-                    error = %err, kind = err.kind(), "undecodable entry acknowledged past"
-                );
                 self.stats.invalid.fetch_add(1, Ordering::Relaxed);
-                return self.ack(part, &id).await;
+                loop {
+                    let written = self
+                        .failures
+                        .dead_letter_undecodable(
+                            &self.conn,
+                            &self.group,
+                            &self.consumer,
+                            &part.stream,
+                            part.partition,
+                            &id,
+                            &err.to_string(),
+                        )
+                        .await;
+                    match written {
+                        Ok(_) => {
+                            self.stats.dead_lettered.fetch_add(1, Ordering::Relaxed);
+                            return self.ack(part, &id).await;
+                        }
+                        Err(e) => {
+                            tracing::error!(stream = %part.stream, entry_id = %id, error = %e, "could not dead-letter an undecodable entry; retrying");
+                            if !self
+                                .sleep_unless_aborted(part, Duration::from_secs(1))
+                                .await
+                            {
+                                return false;
+                            }
+                        }
+                    }
+                }
             }
         };
-        let mut attempt = 0u32;
+        // Redis's delivery count is the attempt number: it survives crashes
+        // and failovers (a taken-over entry continues its count).
+        let mut attempt = if claimed {
+            crate::failure::delivery_counts(
+                &self.conn,
+                &part.stream,
+                &self.group,
+                &self.consumer,
+                std::slice::from_ref(&id),
+            )
+            .await
+            .get(&id)
+            .copied()
+            .unwrap_or(1)
+        } else {
+            1
+        };
         loop {
             if !self.wait_for_valid_lease(part).await {
                 return false;
@@ -353,8 +398,9 @@ impl<H: Handler> WorkerContext<H> {
                 entry_id: id.clone(),
                 group: self.group.clone(),
                 consumer: self.consumer.clone(),
-                redelivered: claimed || attempt > 0,
+                redelivered: claimed || attempt > 1,
             };
+            let kept = delivery.clone();
             let outcome = {
                 let _permit = tokio::select! {
                     _ = part.abort.cancelled() => return false,
@@ -363,38 +409,75 @@ impl<H: Handler> WorkerContext<H> {
                 self.stats.delivered.fetch_add(1, Ordering::Relaxed);
                 tokio::select! {
                     _ = part.abort.cancelled() => return false,
-                    r = self.handler.handle(delivery) => r,
+                    r = self.failures.attempt(&self.handler, delivery) => r,
                 }
             };
-            match outcome {
+            let err = match outcome {
                 Ok(()) => {
                     self.stats.handled.fetch_add(1, Ordering::Relaxed);
                     return self.ack(part, &id).await;
                 }
-                // An invalid event (e.g. it failed its schema) is counted and
-                // acknowledged past: retrying cannot fix it.
-                Err(err) if err.class == crate::ErrorClass::Invalid => {
-                    self.stats.rejected.fetch_add(1, Ordering::Relaxed);
-                    tracing::error!(
-                        event_id = %envelope.id, event_type = %envelope.event_type, group = %self.group,
-                        stream = %part.stream, entry_id = %id, error = %err.message,
-                        "invalid event acknowledged past"
-                    );
-                    return self.ack(part, &id).await;
+                Err(err) => err,
+            };
+            self.stats.failed.fetch_add(1, Ordering::Relaxed);
+            match self.failures.decide(&err, attempt) {
+                crate::failure::Verdict::DeadLetter(class) => {
+                    if class == crate::ErrorClass::Invalid {
+                        self.stats.rejected.fetch_add(1, Ordering::Relaxed);
+                    }
+                    loop {
+                        // The partition moves on only once the dead letter is written.
+                        match self
+                            .failures
+                            .dead_letter(&kept, attempt, class, &err.message)
+                            .await
+                        {
+                            Ok(_) => {
+                                self.stats.dead_lettered.fetch_add(1, Ordering::Relaxed);
+                                return self.ack(part, &id).await;
+                            }
+                            Err(e) => {
+                                tracing::error!(stream = %part.stream, entry_id = %id, error = %e, "could not write the dead letter; retrying");
+                                if !self
+                                    .sleep_unless_aborted(part, Duration::from_secs(1))
+                                    .await
+                                {
+                                    return false;
+                                }
+                            }
+                        }
+                    }
                 }
-                Err(err) => {
-                    attempt += 1;
-                    self.stats.failed.fetch_add(1, Ordering::Relaxed);
+                crate::failure::Verdict::Retry(delay) => {
+                    self.stats.retried.fetch_add(1, Ordering::Relaxed);
+                    self.failures.count_retry(&self.group, &envelope.event_type);
                     tracing::warn!(
                         event_id = %envelope.id, event_type = %envelope.event_type, group = %self.group,
                         stream = %part.stream, entry_id = %id, attempt, class = err.class.as_str(),
-                        error = %err.message, "handler failed; retrying this entry (its partition waits)"
+                        error = %err.message, ?delay, "handler failed; retrying this entry (its partition waits)"
                     );
                     // A release stops retrying: the entry stays pending and
-                    // the next owner starts with it.
-                    if part.release.is_cancelled() || !self.sleep(part, self.retry_delay).await {
+                    // the next owner starts with it, its count intact.
+                    if part.release.is_cancelled() || !self.sleep(part, delay).await {
                         return !part.abort.is_cancelled() && part.release.is_cancelled();
                     }
+                    if !self.wait_for_valid_lease(part).await {
+                        return false;
+                    }
+                    // A new delivery: Redis counts the attempt.
+                    if crate::failure::reclaim(
+                        &self.conn,
+                        &part.stream,
+                        &self.group,
+                        &self.consumer,
+                        &id,
+                    )
+                    .await
+                    .is_none()
+                    {
+                        return true; // no longer pending (acknowledged elsewhere)
+                    }
+                    attempt += 1;
                 }
             }
         }
