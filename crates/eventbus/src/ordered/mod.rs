@@ -93,6 +93,7 @@ struct Runtime<H> {
 }
 
 /// Runs an ordered member until `shutdown` (see the module docs).
+#[allow(clippy::too_many_arguments)]
 pub(crate) async fn run<H: Handler>(
     connector: RedisConnector,
     topology: Topology,
