@@ -228,7 +228,7 @@ pub(crate) struct ConsumeArgs {
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
     pub(crate) max_events: Option<u64>,
     /// Do not validate events against the catalogue (by default an invalid
-    /// event never reaches the handler: it is logged, counted and acknowledged past).
+    /// event never reaches the handler: it is dead-lettered with the schema errors).
     #[arg(long, conflicts_with = "upcast")]
     pub(crate) no_validate: bool,
     /// Hand every event over at its type's latest schema version (older ones

@@ -15,6 +15,7 @@
 //! | `EVENT_BUS_MAX_LEN` | off (no trimming) | `publish --max-len` |
 //! | `EVENT_BUS_LOG` | `info` | |
 //! | `EVENT_BUS_LOG_FORMAT` | `text` on a terminal, `json` otherwise | |
+//! | `EVENT_BUS_SCHEMA_DIR` | none: the event catalogue built in | |
 //!
 //! An empty variable counts as unset. A bad value is an error naming the
 //! variable; the value of a secret is never repeated.

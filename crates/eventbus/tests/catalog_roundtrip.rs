@@ -58,19 +58,24 @@ async fn validating_publisher(url: &str, ns: &TestNamespace, c: Arc<Catalog>) ->
         .with_catalog(c)
 }
 
-async fn stream_total(url: &str, ns: &TestNamespace) -> u64 {
+/// (entries, pending entries of every group) over every partition of the catalogue topics.
+async fn totals(url: &str, topology: &eventbus::Topology) -> (u64, u64) {
     let topics: BTreeSet<String> = TOPICS.iter().map(|t| (*t).to_owned()).collect();
     let conn = RedisConnector::new(url, RedisOptions::default())
         .unwrap()
         .shared()
         .await
         .unwrap();
-    eventbus::admin::partition_stats(&conn, &ns.topology(4), &topics)
+    let stats = eventbus::admin::partition_stats(&conn, topology, &topics)
         .await
-        .unwrap()
+        .unwrap();
+    let length = stats.iter().map(|p| p.length).sum();
+    let pending = stats
         .iter()
-        .map(|p| p.length)
-        .sum()
+        .flat_map(|p| &p.groups)
+        .map(|g| g.pending)
+        .sum();
+    (length, pending)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -175,7 +180,7 @@ async fn a_validating_publisher_refuses_the_batch_and_lists_every_error() {
         "{err}"
     );
     assert_eq!(
-        stream_total(&url, &ns).await,
+        totals(&url, &ns.topology(4)).await.0,
         0,
         "nothing of the batch was sent"
     );
@@ -188,7 +193,7 @@ async fn a_validating_publisher_refuses_the_batch_and_lists_every_error() {
         assert!(matches!(err, Error::Schema(_)), "{err}");
     }
     p.publish(&good).await.unwrap();
-    assert_eq!(stream_total(&url, &ns).await, 1);
+    assert_eq!(totals(&url, &ns.topology(4)).await.0, 1);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -251,18 +256,6 @@ async fn invalid_events_never_reach_the_handler_and_are_acked_past() {
             e.event_type
         );
     }
-    let topics: BTreeSet<String> = TOPICS.iter().map(|t| (*t).to_owned()).collect();
-    let conn = RedisConnector::new(&url, RedisOptions::default())
-        .unwrap()
-        .shared()
-        .await
-        .unwrap();
-    let pending: u64 = eventbus::admin::partition_stats(&conn, &topology, &topics)
-        .await
-        .unwrap()
-        .iter()
-        .flat_map(|p| &p.groups)
-        .map(|g| g.pending)
-        .sum();
+    let (_, pending) = totals(&url, &topology).await;
     assert_eq!(pending, 0, "invalid events are acknowledged past");
 }

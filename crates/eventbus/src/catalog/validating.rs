@@ -21,8 +21,8 @@ enum Versions {
 /// A [`Handler`] wrapper: an event that fails its schema (unknown type or
 /// version, invalid data, a key that is not its partition-key field) never
 /// reaches the inner handler; it fails with [`ErrorClass::Invalid`], which
-/// the consumer counts (`ConsumerStats::rejected`), reports and acknowledges
-/// past (dead letters will take it once they exist). A valid event is
+/// the consumer counts (`ConsumerStats::rejected`) and dead-letters at once
+/// with the schema errors as the reason. A valid event is
 /// upcast to a version the handler accepts:
 ///
 /// - by default each event is delivered at the version it was published with;
