@@ -1,65 +1,28 @@
 //! Outbox scenarios: enqueue in transactions → relay → inbox consumer → ack,
-//! and commit-to-handler latency at a fixed rate, beside `pgbench` inserting
-//! the same row shape in batches of 100, all in the same run.
+//! and commit → handler latency at fixed rates, beside `pgbench` running
+//! the outbox's insert and claim and the inbox's per-event commit, all in
+//! one fresh schema.
 
 use std::collections::HashMap;
-use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use eventbus::pg::{connect_pool, migrate, DbSchema, Inbox, InboxHandler, Outbox, OutboxConfig, Relay, RelayConfig};
-use eventbus::{Consumer, ConsumerConfig, Delivery, Envelope, HandlerError, Publisher, PublisherConfig, RedisConnector, Topology};
-use hdrhistogram::Histogram;
+use eventbus::pg::{
+    connect_pool, migrate, DbSchema, Inbox, InboxHandler, Outbox, OutboxConfig, Relay, RelayConfig,
+};
+use eventbus::{
+    Consumer, ConsumerConfig, ConsumerMode, Delivery, Envelope, HandlerError, Publisher,
+    PublisherConfig, RedisConnector, Topology,
+};
 use sqlx::{PgConnection, PgPool};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-/// What the outbox scenarios measured.
-#[derive(Debug)]
-pub(crate) struct OutboxFigures {
-    /// pgbench: outbox rows inserted per second, 100 per transaction.
-    pub(crate) pgbench_rows_per_sec: Option<f64>,
-    /// pgbench: single-row transactions per second from 16 clients (the
-    /// commit rate this disk allows; an inbox commits once per event).
-    pub(crate) pgbench_commits_per_sec: Option<f64>,
-    /// Events per second, enqueue → relay → inbox consumer → ack.
-    pub(crate) end_to_end_per_sec: f64,
-    /// Commit → handler latency at a fixed rate: (rate, p50 ms, p99 ms, max ms).
-    pub(crate) latency: (u64, f64, f64, f64),
-}
-
-/// Runs pgbench with a script inserting `rows` outbox rows per transaction
-/// from `clients` connections; returns rows per second.
-fn pgbench(database_url: &str, schema: &str, payload: usize, seconds: u64, rows: u32, clients: u32) -> Result<f64, String> {
-    let dir = std::env::temp_dir().join(format!("eventbus-pgbench-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
-    let script = dir.join("insert100.sql");
-    let pad = "x".repeat(payload.saturating_sub(40));
-    std::fs::write(
-        &script,
-        format!(
-            "INSERT INTO \"{schema}\".eventbus_outbox (event_id, event_type, version, key, partition, source, headers, data) \
-             SELECT gen_random_uuid(), 'work_item.processing_completed', 1, 'wi-' || g, g % 16, 'bench', '{{}}', \
-             '{{\"seq\": 1, \"pad\": \"{pad}\"}}' FROM generate_series(1, {rows}) g;\n"
-        ),
-    )
-    .map_err(|e| e.to_string())?;
-    let out = Command::new("pgbench")
-        .args(["-n", "-c", &clients.to_string(), "-j", "2", "-T", &seconds.to_string(), "-f"])
-        .arg(&script)
-        .arg(database_url)
-        .output()
-        .map_err(|e| format!("pgbench: {e}"))?;
-    let _ = std::fs::remove_dir_all(&dir);
-    let text = String::from_utf8_lossy(&out.stdout);
-    let tps = text
-        .lines()
-        .find(|l| l.starts_with("tps = "))
-        .and_then(|l| l.split_whitespace().nth(2))
-        .and_then(|t| t.parse::<f64>().ok())
-        .ok_or_else(|| format!("pgbench printed no tps: {} {}", text, String::from_utf8_lossy(&out.stderr)))?;
-    Ok(tps * f64::from(rows))
-}
+use crate::baseline::{pgbench, PgLimit, PgScript};
+use crate::measure::{histogram, Latency, Meter};
+use crate::report::{Role, Row, Section};
+use crate::scenarios::{envelope, paced};
+use crate::Ctx;
 
 /// An inbox handler that records when each event reached it.
 struct Stamp {
@@ -67,37 +30,72 @@ struct Stamp {
 }
 
 impl InboxHandler for Stamp {
-    async fn handle<'a>(&'a self, d: &'a Delivery, _tx: &'a mut PgConnection) -> Result<(), HandlerError> {
-        self.reached.lock().unwrap().entry(d.envelope.id).or_insert_with(Instant::now);
+    async fn handle<'a>(
+        &'a self,
+        d: &'a Delivery,
+        _tx: &'a mut PgConnection,
+    ) -> Result<(), HandlerError> {
+        self.reached
+            .lock()
+            .expect("stamp lock")
+            .entry(d.envelope.id)
+            .or_insert_with(Instant::now);
         Ok(())
     }
 }
 
+/// A relay and two inbox consumers (unordered, 64 handlers each).
 struct Pipeline {
     token: CancellationToken,
     tasks: Vec<tokio::task::JoinHandle<eventbus::Result<()>>>,
     reached: Arc<Mutex<HashMap<Uuid, Instant>>>,
 }
 
-async fn start_pipeline(redis: &RedisConnector, topology: &Topology, pool: &PgPool, schema: &DbSchema) -> Result<Pipeline, String> {
-    let token = CancellationToken::new();
-    let publisher = Publisher::connect(redis, topology.clone(), PublisherConfig::default()).await.map_err(|e| e.to_string())?;
-    let relay = Relay::new(pool.clone(), publisher, schema.clone(), RelayConfig::default()).map_err(|e| e.to_string())?;
-    let reached = Arc::new(Mutex::new(HashMap::new()));
-    let mut tasks = vec![tokio::spawn(relay.run(token.clone()))];
-    for _ in 0..2 {
-        let mut config = ConsumerConfig::new("bench-inbox", ["work_item"]);
-        config.concurrency = 64;
-        config.block = Duration::from_millis(100);
-        let inbox = Inbox::new(pool.clone(), schema, Stamp { reached: reached.clone() });
-        let consumer = Consumer::new(redis.clone(), topology.clone(), config, inbox).map_err(|e| e.to_string())?;
-        tasks.push(tokio::spawn(consumer.run(token.clone())));
-    }
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    Ok(Pipeline { token, tasks, reached })
-}
-
 impl Pipeline {
+    async fn start(
+        redis: &RedisConnector,
+        topology: &Topology,
+        pool: &PgPool,
+        schema: &DbSchema,
+        consumers: usize,
+    ) -> Result<Pipeline, String> {
+        let token = CancellationToken::new();
+        let publisher = Publisher::connect(redis, topology.clone(), PublisherConfig::default())
+            .await
+            .map_err(|e| e.to_string())?;
+        let relay = Relay::new(
+            pool.clone(),
+            publisher,
+            schema.clone(),
+            RelayConfig::default(),
+        )
+        .map_err(|e| e.to_string())?;
+        let reached = Arc::new(Mutex::new(HashMap::new()));
+        let mut tasks = vec![tokio::spawn(relay.run(token.clone()))];
+        for _ in 0..consumers.max(1) {
+            let mut config = ConsumerConfig::new("bench-inbox", ["work_item"]);
+            config.mode = ConsumerMode::Unordered;
+            config.concurrency = 64;
+            config.block = Duration::from_millis(500);
+            let inbox = Inbox::new(
+                pool.clone(),
+                schema,
+                Stamp {
+                    reached: reached.clone(),
+                },
+            );
+            let consumer = Consumer::new(redis.clone(), topology.clone(), config, inbox)
+                .map_err(|e| e.to_string())?;
+            tasks.push(tokio::spawn(consumer.run(token.clone())));
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        Ok(Pipeline {
+            token,
+            tasks,
+            reached,
+        })
+    }
+
     async fn stop(self) {
         self.token.cancel();
         for t in self.tasks {
@@ -107,7 +105,7 @@ impl Pipeline {
 
     async fn wait_for(&self, n: usize, limit: Duration) -> bool {
         let deadline = Instant::now() + limit;
-        while self.reached.lock().unwrap().len() < n {
+        while self.reached.lock().expect("stamp lock").len() < n {
             if Instant::now() > deadline {
                 return false;
             }
@@ -117,124 +115,341 @@ impl Pipeline {
     }
 }
 
-fn event(i: usize, payload: usize) -> Envelope {
-    let key = format!("wi-{}", i % 10_000);
-    Envelope::new(
-        "work_item.processing_completed",
-        key,
-        serde_json::json!({"seq": i, "pad": "x".repeat(payload.saturating_sub(40))}),
+/// An outbox writing to `schema` and a relay + inbox pipeline draining it.
+async fn outbox_and_pipeline(
+    ctx: &Ctx,
+    topology: &Topology,
+    pool: &PgPool,
+    schema: &DbSchema,
+) -> Result<(Outbox, Pipeline), String> {
+    let outbox = Outbox::new(
+        topology.clone(),
+        OutboxConfig {
+            schema: schema.clone(),
+            ..Default::default()
+        },
     )
-    .with_source("bench")
+    .map_err(|e| e.to_string())?;
+    let pipeline =
+        Pipeline::start(&ctx.redis, topology, pool, schema, ctx.params.consumers).await?;
+    Ok((outbox, pipeline))
 }
 
-/// Runs the outbox scenarios in a fresh schema and namespace.
-pub(crate) async fn run(
-    redis: &RedisConnector,
-    database_url: &str,
-    namespace: &str,
-    partitions: u32,
-    events: usize,
-    payload: usize,
-) -> Result<OutboxFigures, String> {
-    let pool = connect_pool(database_url, 16, "eventbus-bench").await.map_err(|e| e.to_string())?;
-    let schema = DbSchema::new(format!("bench_{}", &Uuid::new_v4().simple().to_string()[..8])).map_err(|e| e.to_string())?;
-    let result = async {
-        migrate(&mut *pool.acquire().await.map_err(|e| e.to_string())?, &schema).await.map_err(|e| e.to_string())?;
-        let pgbench_rows_per_sec = pgbench(database_url, schema.name(), payload, 5, 100, 4)
-            .map_err(|e| eprintln!("eventbus-bench: pgbench baseline skipped: {e}"))
-            .ok();
-        let pgbench_commits_per_sec = pgbench(database_url, schema.name(), payload, 5, 1, 16)
-            .map_err(|e| eprintln!("eventbus-bench: pgbench baseline skipped: {e}"))
-            .ok();
-        sqlx::raw_sql(sqlx::AssertSqlSafe(format!("TRUNCATE \"{}\".eventbus_outbox", schema.name())))
-            .execute(&pool)
-            .await
-            .map_err(|e| e.to_string())?;
+/// The outbox sections: end to end (beside pgbench) and the commit → handler
+/// latency rows, or one section explaining why they were skipped.
+pub(crate) async fn run(ctx: &Ctx) -> Vec<Section> {
+    let mut e2e = Section::new(
+        "outbox end to end",
+        format!(
+            "{} events enqueued in transactions of 100 by 4 writers → relay (batches of 1,000) → \
+             {} unordered inbox consumers (one PostgreSQL transaction per event) → ack",
+            ctx.params.outbox_events, ctx.params.consumers
+        ),
+    );
+    let mut latency = Section::new(
+        "commit → handler latency",
+        "one event per transaction at a fixed offered rate, through relay and inbox consumer; \
+         latency from just after COMMIT to the inbox handler",
+    );
+    latency.compare_rates = false;
+    let pool = match connect_pool(&ctx.target.database_url, 24, "eventbus-bench").await {
+        Ok(p) => p,
+        Err(e) => {
+            e2e.rows.push(Row::skipped(
+                "eventbus outbox",
+                Role::Eventbus,
+                format!("skipped: PostgreSQL: {e}"),
+            ));
+            return vec![e2e];
+        }
+    };
+    let schema = match DbSchema::new(format!(
+        "bench_{}",
+        &Uuid::new_v4().simple().to_string()[..8]
+    )) {
+        Ok(s) => s,
+        Err(e) => {
+            e2e.rows.push(Row::skipped(
+                "eventbus outbox",
+                Role::Eventbus,
+                e.to_string(),
+            ));
+            return vec![e2e];
+        }
+    };
+    let result = sections(ctx, &pool, &schema, &mut e2e, &mut latency).await;
+    let _ = sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+        "DROP SCHEMA IF EXISTS \"{}\" CASCADE",
+        schema.name()
+    )))
+    .execute(&pool)
+    .await;
+    if let Err(e) = result {
+        e2e.rows.push(Row::skipped(
+            "eventbus outbox",
+            Role::Eventbus,
+            format!("failed: {e}"),
+        ));
+    }
+    vec![e2e, latency]
+}
 
-        // Throughput: 4 writers, transactions of 100.
-        let topology = Topology::new(format!("{namespace}-ob"), partitions).map_err(|e| e.to_string())?;
-        let outbox = Outbox::new(topology.clone(), OutboxConfig { schema: schema.clone(), ..Default::default() })
-            .map_err(|e| e.to_string())?;
-        let all: Vec<Envelope> = (0..events).map(|i| event(i, payload)).collect();
-        let pipeline = start_pipeline(redis, &topology, &pool, &schema).await?;
-        let started = Instant::now();
-        let mut writers = Vec::new();
-        for part in all.chunks(all.len().div_ceil(4)) {
-            let (pool, outbox, part) = (pool.clone(), outbox.clone(), part.to_vec());
-            writers.push(tokio::spawn(async move {
-                for tx_events in part.chunks(100) {
-                    let mut tx = pool.begin().await?;
-                    outbox.enqueue_batch(&mut *tx, tx_events).await?;
-                    tx.commit().await?;
-                }
-                Ok::<(), eventbus::Error>(())
-            }));
-        }
-        for w in writers {
-            w.await.map_err(|e| e.to_string())?.map_err(|e| e.to_string())?;
-        }
-        if !pipeline.wait_for(events, Duration::from_secs(600)).await {
-            return Err("outbox end-to-end did not finish in 10 minutes".into());
-        }
-        let end_to_end_per_sec = events as f64 / started.elapsed().as_secs_f64();
-        pipeline.stop().await;
+async fn truncate(pool: &PgPool, schema: &DbSchema) -> Result<(), String> {
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+        "TRUNCATE \"{0}\".eventbus_outbox, \"{0}\".eventbus_inbox",
+        schema.name()
+    )))
+    .execute(pool)
+    .await
+    .map(|_| ())
+    .map_err(|e| e.to_string())
+}
 
-        // Latency at a fixed rate: one event per transaction, 1,000 per second, 5 s.
-        let topology = Topology::new(format!("{namespace}-lat"), partitions).map_err(|e| e.to_string())?;
-        let outbox = Outbox::new(topology.clone(), OutboxConfig { schema: schema.clone(), ..Default::default() })
-            .map_err(|e| e.to_string())?;
-        let pipeline = start_pipeline(redis, &topology, &pool, &schema).await?;
-        let rate = 1000u64;
-        let count = 5 * rate as usize;
-        let committed = Arc::new(Mutex::new(HashMap::with_capacity(count)));
-        let mut ticker = tokio::time::interval(Duration::from_micros(1_000_000 / rate));
-        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
-        let mut inflight = tokio::task::JoinSet::new();
-        for i in 0..count {
-            ticker.tick().await;
-            let (pool, outbox, committed) = (pool.clone(), outbox.clone(), committed.clone());
-            let e = event(i, payload);
-            inflight.spawn(async move {
+async fn sections(
+    ctx: &Ctx,
+    pool: &PgPool,
+    schema: &DbSchema,
+    e2e: &mut Section,
+    latency: &mut Section,
+) -> Result<(), String> {
+    let p = &ctx.params;
+    let mut conn = pool.acquire().await.map_err(|e| e.to_string())?;
+    migrate(&mut conn, schema)
+        .await
+        .map_err(|e| e.to_string())?;
+    drop(conn);
+
+    // End to end first, so the pgbench rows left behind do not slow it.
+    let (topology, ns) = ctx.topology("ob")?;
+    let (outbox, pipeline) = outbox_and_pipeline(ctx, &topology, pool, schema).await?;
+    let meter = Meter::start(&ctx.conn).await;
+    let events = p.outbox_events as u64;
+    let mut writers = Vec::new();
+    for w in 0..4u64 {
+        let (pool, outbox, payload) = (pool.clone(), outbox.clone(), p.payload);
+        writers.push(tokio::spawn(async move {
+            let mut seq = w * 100;
+            while seq < events {
+                let batch: Vec<Envelope> = (seq..(seq + 100).min(events))
+                    .map(|i| envelope(i, payload))
+                    .collect();
                 let mut tx = pool.begin().await?;
-                outbox.enqueue(&mut *tx, &e).await?;
+                outbox.enqueue_batch(&mut *tx, &batch).await?;
                 tx.commit().await?;
-                committed.lock().unwrap().insert(e.id, Instant::now());
-                Ok::<(), eventbus::Error>(())
-            });
-            while let Some(r) = inflight.try_join_next() {
-                r.map_err(|e| e.to_string())?.map_err(|e| e.to_string())?;
+                seq += 400;
             }
-        }
-        while let Some(r) = inflight.join_next().await {
-            r.map_err(|e| e.to_string())?.map_err(|e| e.to_string())?;
-        }
-        if !pipeline.wait_for(count, Duration::from_secs(120)).await {
-            return Err("latency run did not finish".into());
-        }
-        let mut h = Histogram::<u64>::new(3).expect("histogram");
+            Ok::<(), eventbus::Error>(())
+        }));
+    }
+    let mut failed = None;
+    for w in writers {
+        if let Err(e) = w
+            .await
+            .map_err(|e| e.to_string())
+            .and_then(|r| r.map_err(|e| e.to_string()))
         {
-            let reached = pipeline.reached.lock().unwrap();
-            for (id, at_commit) in committed.lock().unwrap().iter() {
-                if let Some(at_handler) = reached.get(id) {
-                    // The handler can run before our "after commit" stamp
-                    // is taken: count that as zero.
-                    let micros = at_handler.saturating_duration_since(*at_commit).as_micros() as u64;
-                    h.record(micros.max(1)).expect("record");
-                }
-            }
+            failed = Some(e);
         }
-        pipeline.stop().await;
-        let ms = |q: f64| h.value_at_quantile(q) as f64 / 1000.0;
-        Ok(OutboxFigures {
-            pgbench_rows_per_sec,
-            pgbench_commits_per_sec,
-            end_to_end_per_sec,
-            latency: (rate, ms(0.5), ms(0.99), h.max() as f64 / 1000.0),
-        })
+    }
+    let done = failed.is_none()
+        && pipeline
+            .wait_for(events as usize, Duration::from_secs(p.timeout_secs))
+            .await;
+    let usage = meter.stop().await;
+    let handled = pipeline.reached.lock().expect("stamp lock").len();
+    pipeline.stop().await;
+    ctx.cleanup(&ns).await;
+    if let Some(e) = failed {
+        return Err(e);
+    }
+    if !done {
+        return Err(format!(
+            "only {handled} of {events} events handled within {} s",
+            p.timeout_secs
+        ));
+    }
+    e2e.rows.push(
+        Row::ours("eventbus outbox → relay → inbox", events, &usage)
+            .with_note("CPU: this process (writers, relay, consumers) · Redis · PostgreSQL"),
+    );
+
+    // The limits of this PostgreSQL for the three statements the pipeline runs.
+    let seconds = p.pgbench_secs;
+    truncate(pool, schema).await?;
+    e2e.rows.push(
+        pgbench(
+            ctx,
+            schema,
+            PgScript::Insert100,
+            PgLimit::Seconds(seconds),
+            None,
+        )
+        .await,
+    );
+    e2e.rows.push(claim_baseline(ctx, pool, schema).await);
+    truncate(pool, schema).await?;
+    e2e.rows.push(
+        pgbench(
+            ctx,
+            schema,
+            PgScript::InboxRow,
+            PgLimit::Seconds(seconds),
+            None,
+        )
+        .await,
+    );
+    truncate(pool, schema).await?;
+
+    for &rate in &p.outbox_rates {
+        latency
+            .rows
+            .push(match commit_to_handler(ctx, pool, schema, rate).await {
+                Ok(r) => r,
+                Err(e) => Row::skipped(
+                    format!("eventbus commit → handler @ {rate}/s"),
+                    Role::Eventbus,
+                    format!("failed: {e}"),
+                ),
+            });
+        truncate(pool, schema).await?;
+    }
+    Ok(())
+}
+
+/// pgbench claiming and deleting batches of 1,000 like the relay, from a
+/// table filled beforehand so that every claim finds a full batch.
+async fn claim_baseline(ctx: &Ctx, pool: &PgPool, schema: &DbSchema) -> Row {
+    let name = "pgbench: claim+DELETE 1,000 outbox rows per tx (-c 4)";
+    let per_client = ctx.params.pgbench_claims;
+    let partitions = u64::from(ctx.target.partitions);
+    // 4 clients × per_client claims of 1,000 over random partitions: fill
+    // each partition with twice its expected share, and at least 3 batches.
+    let per_partition = (2 * 4 * per_client * 1000 / partitions).max(3000);
+    let fill = format!(
+        "INSERT INTO \"{s}\".eventbus_outbox (event_id, event_type, version, key, partition, source, headers, data) \
+         SELECT gen_random_uuid(), 'work_item.processing_completed', 1, 'wi-' || g, g % {partitions}, 'bench', '{{}}', \
+         json_build_object('work_item_id', 'wi-1', 'seq', g, 'pad', repeat('x', {pad})) \
+         FROM generate_series(1, {total}) g",
+        s = schema.name(),
+        pad = ctx.params.payload.saturating_sub(60),
+        total = per_partition * partitions
+    );
+    let count = format!("SELECT count(*) FROM \"{}\".eventbus_outbox", schema.name());
+    let before: Result<i64, sqlx::Error> = async {
+        sqlx::raw_sql(sqlx::AssertSqlSafe(fill))
+            .execute(pool)
+            .await?;
+        sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+            "VACUUM ANALYZE \"{}\".eventbus_outbox",
+            schema.name()
+        )))
+        .execute(pool)
+        .await?;
+        sqlx::query_scalar(sqlx::AssertSqlSafe(count.clone()))
+            .fetch_one(pool)
+            .await
     }
     .await;
-    let _ = sqlx::raw_sql(sqlx::AssertSqlSafe(format!("DROP SCHEMA IF EXISTS \"{}\" CASCADE", schema.name())))
-        .execute(&pool)
+    let before = match before {
+        Ok(n) => n,
+        Err(e) => return Row::skipped(name, Role::Baseline, format!("filling the table: {e}")),
+    };
+    // Count what the claims deleted after the run, then report that.
+    let mut row = pgbench(
+        ctx,
+        schema,
+        PgScript::Claim1000,
+        PgLimit::Transactions(per_client),
+        None,
+    )
+    .await;
+    let after: Result<i64, _> = sqlx::query_scalar(sqlx::AssertSqlSafe(count))
+        .fetch_one(pool)
         .await;
-    result
+    if let (Ok(after), Some(_)) = (after, row.events_per_sec) {
+        let deleted = (before - after).max(0) as u64;
+        row.events_per_sec = Some(deleted as f64 / row.seconds.max(1e-9));
+        if let Some(cpu) = &mut row.cpu_per_million {
+            let scale = row.events as f64 / deleted.max(1) as f64;
+            cpu.client *= scale;
+            cpu.redis = cpu.redis.map(|c| c * scale);
+            cpu.postgres = cpu.postgres.map(|c| c * scale);
+        }
+        row.events = deleted;
+    }
+    row
+}
+
+/// One event per transaction at `rate` per second for `rate_secs`, through
+/// relay and inbox; latency from just after COMMIT to the handler.
+async fn commit_to_handler(
+    ctx: &Ctx,
+    pool: &PgPool,
+    schema: &DbSchema,
+    rate: u64,
+) -> Result<Row, String> {
+    let p = &ctx.params;
+    let (topology, ns) = ctx.topology(&format!("oblat{rate}"))?;
+    let (outbox, pipeline) = outbox_and_pipeline(ctx, &topology, pool, schema).await?;
+    let count = rate * p.rate_secs;
+    let committed = Arc::new(Mutex::new(HashMap::with_capacity(count as usize)));
+    let meter = Meter::start(&ctx.conn).await;
+    let sent = paced(rate, count, |seq| {
+        let (pool, outbox, committed, payload) =
+            (pool.clone(), outbox.clone(), committed.clone(), p.payload);
+        async move {
+            let e = envelope(seq, payload);
+            // Over capacity, waiting for a connection is part of the
+            // offered load, not a failure: the achieved rate shows it.
+            let mut tx = loop {
+                match pool.begin().await {
+                    Err(sqlx::Error::PoolTimedOut) => continue,
+                    other => break other?,
+                }
+            };
+            outbox.enqueue(&mut *tx, &e).await?;
+            tx.commit().await?;
+            committed
+                .lock()
+                .expect("commit stamps")
+                .insert(e.id, Instant::now());
+            Ok(())
+        }
+    })
+    .await;
+    let done = sent.is_ok()
+        && pipeline
+            .wait_for(count as usize, Duration::from_secs(120))
+            .await;
+    let usage = meter.stop().await;
+    let mut h = histogram();
+    {
+        let reached = pipeline.reached.lock().expect("stamp lock");
+        for (id, at_commit) in committed.lock().expect("commit stamps").iter() {
+            if let Some(at_handler) = reached.get(id) {
+                // The handler can run before our "after commit" stamp is
+                // taken: that counts as the smallest latency.
+                let us = at_handler.saturating_duration_since(*at_commit).as_micros() as u64;
+                let _ = h.record(us.max(1));
+            }
+        }
+    }
+    pipeline.stop().await;
+    ctx.cleanup(&ns).await;
+    sent?;
+    if !done {
+        return Err(format!(
+            "commit → handler at {rate}/s: not every event was handled"
+        ));
+    }
+    Ok(Row::ours(
+        format!("eventbus commit → handler @ {rate}/s"),
+        count,
+        &usage,
+    )
+    .with_latency(Latency::from_micros(&h))
+    .with_note(format!(
+        "{} unordered inbox consumers; relay woken by NOTIFY",
+        p.consumers
+    )))
 }

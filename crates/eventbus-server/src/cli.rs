@@ -95,6 +95,9 @@ pub(crate) enum Command {
     /// Publish sample events of every catalogue type to a throw-away
     /// namespace, consume them with two consumers, print a summary.
     Demo(DemoArgs),
+    /// Benchmark publish, consume, outbox and latency beside redis-benchmark,
+    /// pgbench and peers (the scenarios of bench/run; see docs/benchmarks.md).
+    Bench(eventbus_bench::Params),
 }
 
 /// `eventbus publish`.

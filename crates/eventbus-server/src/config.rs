@@ -239,6 +239,12 @@ impl Settings {
         redact_url(&self.redis_url)
     }
 
+    /// The Redis URL itself, for handing to another component (`bench`);
+    /// it may hold a password, so never print it.
+    pub(crate) fn redis_url(&self) -> &str {
+        &self.redis_url
+    }
+
     /// A connector to the configured Redis (nothing is opened yet).
     pub(crate) fn connector(&self) -> Result<RedisConnector> {
         RedisConnector::new(&self.redis_url, RedisOptions::default()).map_err(|e| {

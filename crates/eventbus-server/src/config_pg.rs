@@ -145,6 +145,12 @@ impl PgSettings {
         s
     }
 
+    /// The URL itself, for handing to another component (`bench`); it may
+    /// hold a password, so never print it.
+    pub(crate) fn database_url(&self) -> Option<&str> {
+        self.database_url.as_deref()
+    }
+
     /// The database URL with its password replaced by `***`.
     pub(crate) fn redacted_url(&self) -> Option<String> {
         self.database_url.as_deref().map(redact_url)

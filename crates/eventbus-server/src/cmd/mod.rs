@@ -1,6 +1,7 @@
 //! The commands, one module each, and what they share: choosing topics and
 //! turning SIGINT/SIGTERM into a cancellation token.
 
+mod bench;
 mod consume;
 mod consume_sql;
 mod demo;
@@ -34,6 +35,7 @@ pub(crate) async fn run(command: Command, settings: Settings) -> Result<()> {
         Command::Streams(args) => streams::run(args, &settings).await,
         Command::Groups(args) => groups::run(args, &settings).await,
         Command::Demo(args) => demo::run(args, &settings).await,
+        Command::Bench(args) => bench::run(args, &settings).await,
         Command::Migrate(args) => migrate::run(args, &settings).await,
         Command::Relay(args) => relay::run(args, &settings).await,
         Command::Outbox(args) => outbox::run(args, &settings).await,
