@@ -17,6 +17,8 @@
 //!   `pgbench` scripts with the outbox and inbox row shapes.
 //! - `peers`: omniqueue and apalis (`bench/peers/rust`, a separate cargo
 //!   workspace) and BullMQ (`bench/peers/node`), run as child processes.
+//! - `ordered`: lease settling and rebalance (join, kill) times of ordered
+//!   members.
 //! - `soak`: a consumer in its own process under steady load, its RSS sampled.
 //! - `measure`: CPU (`/proc/self/stat`, Redis `INFO cpu`, PostgreSQL's
 //!   processes), peak RSS (`VmHWM`), latency histograms.
@@ -28,6 +30,7 @@
 
 mod baseline;
 mod measure;
+mod ordered;
 mod outbox;
 mod peers;
 mod report;
@@ -81,6 +84,12 @@ pub struct Params {
     /// Handler concurrency per unordered consumer.
     #[arg(long, default_value_t = 512)]
     pub concurrency: usize,
+    /// Group sizes for the ordered publish → consume → ack rows.
+    #[arg(long, value_delimiter = ',', default_value = "1,2,4")]
+    pub ordered_members: Vec<usize>,
+    /// Rounds per timing setting of the rebalance measurement (the median is reported).
+    #[arg(long, default_value_t = 3)]
+    pub rebalance_rounds: u64,
     /// Tasks publishing one event per call at once.
     #[arg(long, default_value_t = 50)]
     pub publishers: usize,
@@ -115,7 +124,7 @@ pub struct Params {
     #[arg(long, default_value_t = 10_000)]
     pub soak_rate: u64,
     /// Only these sections: publish-batch, publish-single, unordered, ordered,
-    /// outbox, latency, peers, soak (default: all).
+    /// rebalance, latency, outbox, soak, peers (default: all).
     #[arg(long, value_delimiter = ',')]
     pub only: Vec<String>,
     /// Skip the baselines (redis-benchmark, pgbench).
@@ -377,15 +386,17 @@ pub async fn run(target: Target, params: Params) -> Result<Option<Report>, Strin
         let mut s = Section::new(
             "publish → consume → ack, ordered",
             format!(
-                "{} events while {} group members hold leases on the {} partitions, one entry at a time \
-                 per partition; timed to the last ack",
-                p.events, p.consumers, ctx.target.partitions
+                "{} events while group members ({:?}) hold leases on the {} partitions, one entry \
+                 at a time per partition; the clock starts once every partition is leased; timed to the last ack",
+                p.events, p.ordered_members, ctx.target.partitions
             ),
         );
-        s.rows.push(ours_or_failed(
-            "eventbus ordered",
-            scenarios::publish_consume_ack(&ctx, ConsumerMode::Ordered, p.consumers).await,
-        ));
+        for &members in &p.ordered_members {
+            s.rows.push(ours_or_failed(
+                &format!("eventbus ordered ({members})"),
+                scenarios::publish_consume_ack(&ctx, ConsumerMode::Ordered, members).await,
+            ));
+        }
         s.rows.extend(redis_ceiling(&xadd16));
         if peers {
             for name in [
@@ -401,6 +412,11 @@ pub async fn run(target: Target, params: Params) -> Result<Option<Report>, Strin
             }
         }
         sections.push(s);
+    }
+
+    if p.wants("rebalance") {
+        progress("ordered rebalance");
+        sections.push(ordered::rebalance(&ctx).await);
     }
 
     if p.wants("latency") {
@@ -463,6 +479,7 @@ pub async fn run(target: Target, params: Params) -> Result<Option<Report>, Strin
             "concurrency": p.concurrency, "publishers": p.publishers, "rates": p.rates,
             "outbox_events": p.outbox_events, "outbox_rates": p.outbox_rates,
             "rate_secs": p.rate_secs, "peer_events": p.peer_events,
+            "ordered_members": p.ordered_members, "rebalance_rounds": p.rebalance_rounds,
             "peer_concurrency": p.peer_concurrency, "soak_secs": p.soak_secs,
             "soak_rate": p.soak_rate,
         }),

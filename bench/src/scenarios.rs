@@ -219,9 +219,11 @@ impl Consumers {
         let token = CancellationToken::new();
         let mut tasks = Vec::new();
         let mut stats = Vec::new();
-        for _ in 0..members.max(1) {
+        let names: Vec<String> = (0..members.max(1)).map(|i| format!("m{i}")).collect();
+        for name in &names {
             let mut config = ConsumerConfig::new("bench", ["work_item"]);
             config.mode = mode;
+            config.consumer_name = Some(name.clone());
             config.concurrency = p.concurrency;
             config.read_count = p.batch.min(1000);
             config.block = Duration::from_millis(500);
@@ -237,12 +239,14 @@ impl Consumers {
             stats.push(consumer.stats());
             tasks.push(tokio::spawn(consumer.run(token.clone())));
         }
-        // Groups created (and, in ordered mode, partitions assigned) before the clock starts.
-        let settle = match mode {
-            ConsumerMode::Ordered => Duration::from_millis(2500),
-            _ => Duration::from_millis(300),
-        };
-        tokio::time::sleep(settle).await;
+        // Groups created (and, in ordered mode, every partition leased)
+        // before the clock starts.
+        match mode {
+            ConsumerMode::Ordered => {
+                crate::ordered::wait_balanced(ctx, topology, "bench", &names).await?;
+            }
+            _ => tokio::time::sleep(Duration::from_millis(300)).await,
+        }
         Ok(Consumers {
             token,
             tasks,
@@ -333,7 +337,7 @@ pub(crate) async fn publish_consume_ack(
         ));
     }
     let what = match mode {
-        ConsumerMode::Ordered => format!("{members} members, one entry at a time per partition"),
+        ConsumerMode::Ordered => format!("{members} member(s), one entry at a time per partition"),
         _ => format!("{members} consumers × {} handlers", p.concurrency),
     };
     Ok(Row::ours(
