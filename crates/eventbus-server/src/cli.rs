@@ -84,6 +84,8 @@ pub(crate) enum Command {
     Streams(StreamsArgs),
     /// Show consumer groups: members, partition leases, pending and lag.
     Groups(crate::cli_ordered::GroupsArgs),
+    /// Inspect, replay, discard and purge dead letters.
+    Dlq(crate::cli_dlq::DlqArgs),
     /// Create or update the eventbus tables in PostgreSQL.
     Migrate(crate::cli_outbox::MigrateArgs),
     /// Move committed outbox rows to Redis, until stopped.
@@ -226,6 +228,9 @@ pub(crate) struct ConsumeArgs {
     /// The HTTP push sink.
     #[command(flatten)]
     pub(crate) http: crate::cli_ordered::HttpArgs,
+    /// Retries before dead letters.
+    #[command(flatten)]
+    pub(crate) retry: crate::cli_retry::RetryArgs,
     /// Stop after N events were handled successfully. Entries read beyond N are
     /// not handled: they stay pending and go to another consumer after --claim-idle.
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]

@@ -39,6 +39,7 @@ const VARS: &[&str] = &[
     "EVENT_BUS_NAMESPACE",
     "EVENT_BUS_PARTITIONS",
     "EVENT_BUS_CONSUMER_GROUP",
+    "EVENT_BUS_RETRY_ATTEMPTS",
     "EVENT_BUS_MAX_LEN",
     "EVENT_BUS_LOG",
     "EVENT_BUS_LOG_FORMAT",
@@ -56,6 +57,7 @@ impl Env {
             .iter()
             .chain(crate::config_pg::PG_VARS)
             .chain(crate::config_ordered::ORDERED_VARS)
+            .chain(crate::config_alert::ALERT_VARS)
             .filter_map(|&name| Some((name, std::env::var_os(name)?)))
             .collect())
     }
@@ -134,6 +136,10 @@ pub(crate) struct Settings {
     pub(crate) max_len: Option<usize>,
     /// Logging.
     pub(crate) log: LogSettings,
+    /// Dead-letter alerting.
+    pub(crate) alert: crate::config_alert::AlertSettings,
+    /// `EVENT_BUS_RETRY_ATTEMPTS`: deliveries before a dead letter.
+    pub(crate) retry_attempts: Option<u32>,
     /// PostgreSQL: outbox, relay, inbox.
     pub(crate) pg: crate::config_pg::PgSettings,
     /// Ordered consumers' heartbeat and session timeout.
@@ -221,7 +227,15 @@ impl Settings {
             .get("EVENT_BUS_SCHEMA_DIR")?
             .map(std::path::PathBuf::from);
         let membership = crate::config_ordered::MembershipSettings::load(env)?;
+        let retry_attempts = env.parse(
+            "EVENT_BUS_RETRY_ATTEMPTS",
+            "a whole number between 1 and 1000",
+            |s| s.parse::<u32>().ok().filter(|n| (1..=1000).contains(n)),
+        )?;
+        let alert = crate::config_alert::AlertSettings::load(env)?;
         Ok(Settings {
+            alert,
+            retry_attempts,
             pg,
             membership,
             schema_dir,

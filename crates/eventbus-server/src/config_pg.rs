@@ -151,6 +151,11 @@ impl PgSettings {
         self.database_url.as_deref()
     }
 
+    /// True when a database is configured.
+    pub(crate) fn has_database(&self) -> bool {
+        self.database_url.is_some()
+    }
+
     /// The database URL with its password replaced by `***`.
     pub(crate) fn redacted_url(&self) -> Option<String> {
         self.database_url.as_deref().map(redact_url)

@@ -20,11 +20,14 @@
 //! line on stderr and an exit status.
 
 mod cli;
+mod cli_dlq;
 mod cli_ordered;
 mod cli_outbox;
+mod cli_retry;
 mod cli_schemas;
 mod cmd;
 mod config;
+mod config_alert;
 mod config_ordered;
 mod config_pg;
 mod error;

@@ -301,7 +301,7 @@ fn consume_print_writes_envelopes() {
 }
 
 #[test]
-fn failed_exec_leaves_the_event_pending_and_sigterm_stops_cleanly() {
+fn permanent_exec_failure_is_dead_lettered_and_sigterm_stops_cleanly() {
     let ns = namespace();
     publish_batch(&ns, &batch_text(1));
     let mut cmd = eventbus(
@@ -321,7 +321,21 @@ fn failed_exec_leaves_the_event_pending_and_sigterm_stops_cleanly() {
     cmd.stdout(Stdio::null()).stderr(Stdio::null());
     let mut child = cmd.spawn().expect("consume starts");
 
+    // exit 65 is a permanent failure: the event goes to the dead-letter
+    // stream at once, and its entry is acknowledged.
+    let client = redis::Client::open(ns.url()).unwrap();
+    let mut conn = client.get_connection().unwrap();
     let deadline = Instant::now() + HANG;
+    loop {
+        let dead: u64 = redis::cmd("XLEN")
+            .arg(format!("{}:dead", ns.name()))
+            .query(&mut conn)
+            .unwrap();
+        if dead == 1 || Instant::now() > deadline {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
     let pending = loop {
         let streams = streams_json(&ns);
         let pending: u64 = streams["streams"]
@@ -331,7 +345,7 @@ fn failed_exec_leaves_the_event_pending_and_sigterm_stops_cleanly() {
             .flat_map(|s| s["groups"].as_array().unwrap().iter())
             .map(|g| g["pending"].as_u64().unwrap())
             .sum();
-        if pending > 0 || Instant::now() > deadline {
+        if pending == 0 || Instant::now() > deadline {
             break pending;
         }
         std::thread::sleep(Duration::from_millis(50));
@@ -342,7 +356,7 @@ fn failed_exec_leaves_the_event_pending_and_sigterm_stops_cleanly() {
         .expect("kill runs");
     assert!(killed.success());
     let status = wait_or_kill(&mut child, HANG);
-    assert_eq!(pending, 1, "the failed event stays pending");
+    assert_eq!(pending, 0, "the dead-lettered event was not acknowledged");
     assert_eq!(status.code(), Some(0), "SIGTERM is a graceful stop");
 }
 
@@ -352,10 +366,15 @@ fn demo_runs_and_summarizes() {
     let out = run(eventbus(&ns, &["demo", "--events-per-type", "3"]), None);
     assert_eq!(out.code, 0, "{}", out.stderr);
     for needle in [
-        "Published 36 events",
+        "Committed 36 events",
         "work_order.created",
         "system.maintenance",
-        "Consumed",
+        "Handled",
+        "skipped by the inbox",
+        "(drained)",
+        "each effect exactly once",
+        "dead-lettered",
+        "replayed after the fix, then handled",
         "demo-consumer-1",
         "demo-consumer-2",
         "by partition",

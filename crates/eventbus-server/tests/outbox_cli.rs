@@ -80,6 +80,23 @@ async fn backlog(db: &TestSchema) -> i64 {
     .await
 }
 
+/// Kills its process when dropped, so a failing test leaves nothing running.
+struct KillOnDrop(Option<Child>);
+
+impl KillOnDrop {
+    fn take(mut self) -> Child {
+        self.0.take().expect("child present")
+    }
+}
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        if let Some(c) = self.0.as_mut() {
+            kill9(c);
+        }
+    }
+}
+
 fn stop(mut child: Child) {
     let _ = Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
@@ -98,6 +115,7 @@ fn stop(mut child: Child) {
 fn kill9(child: &mut Child) {
     let _ = Command::new("kill")
         .args(["-9", &child.id().to_string()])
+        .stderr(Stdio::null())
         .status();
     let _ = child.wait();
 }
@@ -160,10 +178,12 @@ async fn via_outbox_relay_and_inbox_exec_end_to_end() {
     let status: serde_json::Value = serde_json::from_slice(&run(status).stdout).unwrap();
     assert_eq!(status["backlog"], 100);
 
-    let relay = eventbus(&ns, db.url(), db.name())
-        .args(["relay"])
-        .spawn()
-        .unwrap();
+    let relay = KillOnDrop(Some(
+        eventbus(&ns, db.url(), db.name())
+            .args(["relay"])
+            .spawn()
+            .unwrap(),
+    ));
     let seen = dir.path().join("seen");
     let mut consume = eventbus(&ns, db.url(), db.name());
     consume.args([
@@ -185,7 +205,7 @@ async fn via_outbox_relay_and_inbox_exec_end_to_end() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    stop(relay);
+    stop(relay.take());
     let got: HashSet<String> = std::fs::read_to_string(&seen)
         .unwrap()
         .lines()
@@ -445,6 +465,7 @@ fn sql_consumer(
         "--topics",
         "work_item",
         "--inbox",
+        "--unordered",
         "--concurrency",
         "8",
         "--claim-idle",
@@ -510,8 +531,8 @@ async fn relay_killed_repeatedly_loses_nothing_and_inbox_effects_happen_once() {
     let dir = tempfile::tempdir().unwrap();
     let results = results_table(&db).await;
     enqueue_20k(&ns, &db, dir.path()).await;
-    let consumers: Vec<Child> = (0..2)
-        .map(|_| sql_consumer(&ns, &db, &results, None))
+    let consumers: Vec<KillOnDrop> = (0..2)
+        .map(|_| KillOnDrop(Some(sql_consumer(&ns, &db, &results, None))))
         .collect();
 
     let (mut killed, mut failpoint_deaths, mut runs) = (0, 0, 0);
@@ -560,14 +581,16 @@ async fn relay_killed_repeatedly_loses_nothing_and_inbox_effects_happen_once() {
         }
     }
     // finish the rest with a relay that is left alone
-    let relay = eventbus(&ns, db.url(), db.name())
-        .args(["relay"])
-        .spawn()
-        .unwrap();
+    let relay = KillOnDrop(Some(
+        eventbus(&ns, db.url(), db.name())
+            .args(["relay"])
+            .spawn()
+            .unwrap(),
+    ));
     assert_exactly_once(&db, &results, 20_000).await;
-    stop(relay);
+    stop(relay.take());
     for c in consumers {
-        stop(c);
+        stop(c.take());
     }
     assert!(killed >= 10 && failpoint_deaths >= 1);
 }
@@ -579,35 +602,37 @@ async fn inbox_consumer_killed_mid_transaction_repeatedly_keeps_effects_exactly_
     let dir = tempfile::tempdir().unwrap();
     let results = results_table(&db).await;
     enqueue_20k(&ns, &db, dir.path()).await;
-    let relay = eventbus(&ns, db.url(), db.name())
-        .args(["relay"])
-        .spawn()
-        .unwrap();
+    let relay = KillOnDrop(Some(
+        eventbus(&ns, db.url(), db.name())
+            .args(["relay"])
+            .spawn()
+            .unwrap(),
+    ));
 
     // Each consumer kills itself inside its inbox transaction (after the
     // result row is written, before the commit) about once every 800 events;
     // dead ones are replaced until every event has its row.
     let failpoint = Some("inbox-kill-mid-transaction:800");
-    let mut consumers: Vec<Child> = (0..2)
-        .map(|_| sql_consumer(&ns, &db, &results, failpoint))
+    let mut consumers: Vec<KillOnDrop> = (0..2)
+        .map(|_| KillOnDrop(Some(sql_consumer(&ns, &db, &results, failpoint))))
         .collect();
     let mut deaths = 0;
     let deadline = Instant::now() + WAIT;
     loop {
         for c in consumers.iter_mut() {
-            if let Some(status) = c.try_wait().unwrap() {
+            if let Some(status) = c.0.as_mut().expect("child").try_wait().unwrap() {
                 assert_eq!(
                     status.signal(),
                     Some(9),
                     "consumer exited otherwise: {status:?}"
                 );
                 deaths += 1;
-                *c = sql_consumer(
+                *c = KillOnDrop(Some(sql_consumer(
                     &ns,
                     &db,
                     &results,
                     if deaths < 20 { failpoint } else { None },
-                );
+                )));
             }
         }
         let distinct = scalar(
@@ -626,9 +651,9 @@ async fn inbox_consumer_killed_mid_transaction_repeatedly_keeps_effects_exactly_
     }
     assert_exactly_once(&db, &results, 20_000).await;
     for c in consumers {
-        stop(c);
+        stop(c.take());
     }
-    stop(relay);
+    stop(relay.take());
     assert!(
         deaths >= 10,
         "only {deaths} consumers were killed mid-transaction"

@@ -54,6 +54,9 @@ pub(crate) async fn run(args: ConsumeArgs, settings: &Settings) -> Result<()> {
     config.claim_interval =
         (args.claim_idle / 4).clamp(Duration::from_millis(100), Duration::from_secs(5));
     args.membership.apply(&settings.membership, &mut config)?;
+    config.retry = args
+        .retry
+        .policy(settings.retry_attempts, args.exec.is_some())?;
     if args.exec.is_some() {
         // Let a running command finish (or time out) before shutdown gives up on it.
         config.shutdown_timeout = args.exec_timeout + Duration::from_secs(5);
@@ -129,7 +132,29 @@ pub(crate) async fn run(args: ConsumeArgs, settings: &Settings) -> Result<()> {
         !args.no_validate,
         args.upcast,
     )?;
-    let consumer = Consumer::new(connector, topology, config, handler_chain)?;
+    if let Some(alert) = settings.alert.config(&settings.namespace) {
+        // Watches the dead-letter queue while this consumer runs.
+        let source = if settings.pg.has_database() {
+            eventbus::alert::DlqSource::Postgres(
+                settings.pg.pool(1, "dead-letter alerts").await?,
+                settings.pg.schema.clone(),
+            )
+        } else {
+            eventbus::alert::DlqSource::Redis(
+                settings.connector()?.shared().await?,
+                topology.dead_stream(),
+            )
+        };
+        let alerter = eventbus::alert::Alerter::new(alert, source)?;
+        tokio::spawn(alerter.run(shutdown.clone()));
+    }
+    let mut consumer = Consumer::new(connector, topology, config, handler_chain)?;
+    // With PostgreSQL configured, dead letters are also kept there, where
+    // `eventbus dlq` can list, replay and discard them.
+    if settings.pg.has_database() {
+        let pool = settings.pg.pool(2, "dead letters").await?;
+        consumer = consumer.with_dead_letter_store(pool, settings.pg.schema.clone());
+    }
     let stats = consumer.stats();
     tracing::info!(group = %group, consumer = consumer.name(), topics = ?topics, "consuming");
     let result = consumer.run(shutdown).await;

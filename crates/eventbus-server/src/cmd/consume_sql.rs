@@ -104,7 +104,9 @@ pub(crate) async fn run(
         },
     );
     let inbox_stats = inbox.stats();
-    let consumer = Consumer::new(connector, topology, config, inbox)?;
+    let dead_letters = settings.pg.pool(2, "dead letters").await?;
+    let consumer = Consumer::new(connector, topology, config, inbox)?
+        .with_dead_letter_store(dead_letters, settings.pg.schema.clone());
     let stats = consumer.stats();
     tracing::info!(consumer = consumer.name(), "consuming into SQL");
     let result = consumer.run(shutdown).await;

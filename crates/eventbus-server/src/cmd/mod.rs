@@ -5,6 +5,7 @@ mod bench;
 mod consume;
 mod consume_sql;
 mod demo;
+mod dlq;
 mod groups;
 mod migrate;
 mod outbox;
@@ -37,6 +38,7 @@ pub(crate) async fn run(command: Command, settings: Settings) -> Result<()> {
         Command::Demo(args) => demo::run(args, &settings).await,
         Command::Bench(args) => bench::run(args, &settings).await,
         Command::Migrate(args) => migrate::run(args, &settings).await,
+        Command::Dlq(args) => dlq::run(args, &settings).await,
         Command::Relay(args) => relay::run(args, &settings).await,
         Command::Outbox(args) => outbox::run(args, &settings).await,
         Command::Schemas(args) => schemas::run(args, &settings).await,

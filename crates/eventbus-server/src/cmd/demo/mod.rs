@@ -21,7 +21,9 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use eventbus::deadletter::{DeadLetterFilter, DeadLetterStore, ReplayOptions};
 use eventbus::pg::{outbox_status, DbSchema, Inbox, InboxHandler, InboxStats, Relay, RelayConfig};
+use eventbus::{Backoff, RetryPolicy};
 use eventbus::{
     Consumer, ConsumerConfig, Delivery, HandlerError, Publisher, PublisherConfig, RedisConnector,
     Topology,
@@ -45,6 +47,8 @@ const GROUP: &str = "demo";
 const ENQUEUE_CHUNK: usize = 100;
 /// The database used when `DATABASE_URL` is not set: the local server.
 const LOCAL_DATABASE_URL: &str = "postgres://postgres@127.0.0.1:5432/postgres";
+/// Attempts before the demo's failing event is dead-lettered.
+const DEMO_ATTEMPTS: u32 = 3;
 /// One event in this many is published a second time, as a relay crash would.
 const DUPLICATE_ONE_IN: usize = 20;
 
@@ -124,6 +128,10 @@ struct Db {
 struct DemoHandler {
     seen: Arc<Mutex<Seen>>,
     insert: String,
+    /// This event fails (retryably) until `fixed` is set: it is retried,
+    /// dead-lettered, then replayed once "the fix is deployed".
+    poison: Uuid,
+    fixed: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl InboxHandler for DemoHandler {
@@ -132,6 +140,11 @@ impl InboxHandler for DemoHandler {
         d: &'a Delivery,
         tx: &'a mut PgConnection,
     ) -> std::result::Result<(), HandlerError> {
+        if d.envelope.id == self.poison && !self.fixed.load(std::sync::atomic::Ordering::SeqCst) {
+            return Err(HandlerError::retryable(
+                "demo: the billing service is down (fails until the fix is deployed)",
+            ));
+        }
         sqlx::query(sqlx::AssertSqlSafe(self.insert.clone()))
             .bind(d.envelope.id)
             .bind(&d.consumer)
@@ -186,6 +199,18 @@ async fn run_in(
     tasks.spawn(relay.run(stop.clone()));
     let mut names = Vec::new();
     let mut inbox_stats: Vec<Arc<InboxStats>> = Vec::new();
+    let poison = events
+        .iter()
+        .find(|e| e.event_type == "work_item.processing_failed")
+        .unwrap_or(&events[0])
+        .clone();
+    let fixed = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let dead_letters = DeadLetterStore::new(
+        db.pool.clone(),
+        db.schema.clone(),
+        topology.clone(),
+        conn.clone(),
+    );
     for n in 1..=2 {
         let mut config = ConsumerConfig::new(GROUP, CATALOGUE_TOPICS);
         let name = format!("demo-consumer-{n}");
@@ -194,13 +219,21 @@ async fn run_in(
         config.read_count = 64;
         config.block = Duration::from_millis(200);
         config.shutdown_timeout = Duration::from_secs(10);
+        config.retry = RetryPolicy {
+            max_attempts: DEMO_ATTEMPTS,
+            backoff: Backoff::Schedule(vec![Duration::from_millis(100)]),
+            attempt_timeout: Some(Duration::from_secs(10)),
+        };
         let handler = DemoHandler {
             seen: seen.clone(),
             insert: format!("INSERT INTO {results} (event_id, consumer) VALUES ($1, $2)"),
+            poison: poison.id,
+            fixed: fixed.clone(),
         };
         let inbox = Inbox::new(db.pool.clone(), &db.schema, handler);
         inbox_stats.push(inbox.stats());
-        let consumer = Consumer::new(connector.clone(), topology.clone(), config, inbox)?;
+        let consumer = Consumer::new(connector.clone(), topology.clone(), config, inbox)?
+            .with_dead_letter_store(db.pool.clone(), db.schema.clone());
         names.push(name);
         tasks.spawn(consumer.run(stop.clone()));
     }
@@ -245,8 +278,14 @@ async fn run_in(
     // Wait until every event was handled, then publish some a second time
     // (as after a relay crash between publish and commit) and wait until the
     // inboxes skipped them all.
-    let duplicates: Vec<eventbus::Envelope> =
-        events.iter().step_by(DUPLICATE_ONE_IN).cloned().collect();
+    let duplicates: Vec<eventbus::Envelope> = events
+        .iter()
+        .step_by(DUPLICATE_ONE_IN)
+        .filter(|e| e.id != poison.id)
+        .cloned()
+        .collect();
+    let mut dead_letter: Option<eventbus::deadletter::DeadLetter> = None;
+    let mut replayed = false;
     let skipped = || -> u64 {
         inbox_stats
             .iter()
@@ -256,18 +295,48 @@ async fn run_in(
     let deadline = tokio::time::Instant::now() + args.timeout;
     let mut consume_time = None;
     let waited = loop {
-        let missing = {
+        let (missing, poison_handled) = {
             let s = seen.lock().expect("seen poisoned");
-            published_ids
-                .iter()
-                .filter(|id| !s.by_id.contains_key(id))
-                .count()
+            (
+                published_ids
+                    .iter()
+                    .filter(|id| **id != poison.id && !s.by_id.contains_key(id))
+                    .count(),
+                s.by_id.contains_key(&poison.id),
+            )
         };
         if missing == 0 && consume_time.is_none() {
             consume_time = Some(started.elapsed());
             publisher.publish_batch(&duplicates).await?;
         }
-        if consume_time.is_some() && skipped() >= duplicates.len() as u64 {
+        if dead_letter.is_none() {
+            let found = dead_letters
+                .list(&DeadLetterFilter {
+                    group: Some(GROUP.into()),
+                    key: Some(poison.key.clone()),
+                    ..Default::default()
+                })
+                .await?;
+            dead_letter = found.into_iter().find(|d| d.event_id == poison.id);
+        }
+        if let (Some(dl), false) = (&dead_letter, replayed) {
+            // "Deploy the fix", then replay the dead letter to its group.
+            fixed.store(true, std::sync::atomic::Ordering::SeqCst);
+            let report = dead_letters
+                .replay(
+                    &DeadLetterFilter {
+                        ids: vec![dl.id],
+                        ..Default::default()
+                    },
+                    &ReplayOptions {
+                        actor: "eventbus demo".into(),
+                        ..Default::default()
+                    },
+                )
+                .await?;
+            replayed = report.replayed == 1;
+        }
+        if consume_time.is_some() && skipped() >= duplicates.len() as u64 && poison_handled {
             break Ok(());
         }
         if tokio::time::Instant::now() >= deadline {
@@ -331,6 +400,18 @@ async fn run_in(
             .load(std::sync::atomic::Ordering::Relaxed),
         duplicates_published: duplicates.len() as u64,
         duplicates_skipped: skipped(),
+        poison: report::PoisonStory {
+            event_id: poison.id,
+            event_type: poison.event_type.clone(),
+            attempts: dead_letter.as_ref().map_or(0, |d| d.attempts),
+            dead_letter_id: dead_letter.as_ref().map(|d| d.id),
+            error: dead_letter
+                .as_ref()
+                .map(|d| d.error_message.clone())
+                .unwrap_or_default(),
+            replayed,
+            handled_after_replay: seen.by_id.contains_key(&poison.id),
+        },
         result_rows,
         result_distinct,
         publish_time,

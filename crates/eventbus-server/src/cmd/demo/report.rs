@@ -27,11 +27,25 @@ pub(super) struct Inputs<'a> {
     pub(super) relay_published: u64,
     pub(super) duplicates_published: u64,
     pub(super) duplicates_skipped: u64,
+    pub(super) poison: PoisonStory,
     pub(super) result_rows: i64,
     pub(super) result_distinct: i64,
     pub(super) publish_time: Duration,
     pub(super) consume_time: Duration,
     pub(super) total_time: Duration,
+}
+
+/// The demo's failing event: retried, dead-lettered, replayed, handled.
+#[derive(Debug, Serialize)]
+pub(super) struct PoisonStory {
+    pub(super) event_id: Uuid,
+    pub(super) event_type: String,
+    /// Deliveries before it was dead-lettered.
+    pub(super) attempts: i32,
+    pub(super) dead_letter_id: Option<Uuid>,
+    pub(super) error: String,
+    pub(super) replayed: bool,
+    pub(super) handled_after_replay: bool,
 }
 
 /// Published events of one type.
@@ -74,6 +88,8 @@ pub(super) struct Summary {
     result_rows: i64,
     /// Distinct events among the result rows.
     result_distinct_events: i64,
+    /// The failing event's story.
+    retry_and_dead_letter: PoisonStory,
     publish_ms: u128,
     /// From the first publish until every event was handled.
     consume_ms: u128,
@@ -129,6 +145,7 @@ impl Summary {
             duplicates_skipped: i.duplicates_skipped,
             result_rows: i.result_rows,
             result_distinct_events: i.result_distinct,
+            retry_and_dead_letter: i.poison,
             partitions_per_topic: i.partitions,
             group: i.group,
             published,
@@ -206,6 +223,25 @@ impl Summary {
                 ""
             }
         )?;
+        let p = &self.retry_and_dead_letter;
+        writeln!(
+            s,
+            "  failing event {} ({}): tried {} times, dead-lettered ({}){}{}",
+            p.event_id,
+            p.event_type,
+            p.attempts,
+            p.error,
+            if p.replayed {
+                ", replayed after the fix"
+            } else {
+                ""
+            },
+            if p.handled_after_replay {
+                ", then handled"
+            } else {
+                ""
+            }
+        )?;
         writeln!(s, "  by consumer:")?;
         for (name, n) in &self.consumed_by_consumer {
             writeln!(s, "    {name:<28} {n:>6}")?;
@@ -233,7 +269,7 @@ impl Summary {
         )?;
         writeln!(
             s,
-            "\nTime: {} ms in all; every event handled {} ms after the first publish",
+            "\nTime: {} ms in all; every event but the failing one handled {} ms after the first commit",
             self.total_ms, self.consume_ms
         )?;
         writeln!(

@@ -1,0 +1,190 @@
+//! `eventbus dlq list|show|replay|discard|purge`.
+
+use eventbus::deadletter::{DeadLetter, DeadLetterFilter, DeadLetterStore, ReplayOptions};
+
+use crate::cli_dlq::{DlqArgs, DlqCommand, DlqFilterArgs};
+use crate::config::Settings;
+use crate::error::{CliError, Result};
+use crate::output;
+
+fn filter(f: &DlqFilterArgs) -> DeadLetterFilter {
+    DeadLetterFilter {
+        group: f.group.clone(),
+        event_type: f.event_type.clone(),
+        key: f.key.clone(),
+        error_class: f.error_class,
+        since: f.since,
+        ..Default::default()
+    }
+}
+
+/// Ids, `--all` or filters: an action must say which dead letters.
+fn selection(
+    ids: Vec<uuid::Uuid>,
+    all: bool,
+    f: &DlqFilterArgs,
+    verb: &str,
+) -> Result<DeadLetterFilter> {
+    let mut sel = filter(f);
+    sel.ids = ids;
+    if sel.is_empty() && !all {
+        return Err(CliError::Input(format!(
+            "dlq {verb}: say which dead letters: give ids, --all, or filters (--group, --type, --key, --error-class, --since)"
+        )));
+    }
+    Ok(sel)
+}
+
+fn actor() -> String {
+    let user = std::env::var("USER").unwrap_or_else(|_| "unknown".into());
+    format!("cli:{user}")
+}
+
+/// Runs `eventbus dlq ...`.
+pub(crate) async fn run(args: DlqArgs, settings: &Settings) -> Result<()> {
+    let pool = settings.pg.pool(2, "dlq").await?;
+    let redis = settings.connector()?.shared().await?;
+    let store = DeadLetterStore::new(
+        pool,
+        settings.pg.schema.clone(),
+        settings.topology()?,
+        redis,
+    );
+    match args.command {
+        DlqCommand::List {
+            filter: f,
+            status,
+            limit,
+            offset,
+            json,
+        } => {
+            let mut sel = filter(&f);
+            sel.status = status;
+            sel.limit = Some(limit);
+            sel.offset = Some(offset);
+            let rows = store.list(&sel).await?;
+            if json {
+                output::json_lines(rows.iter())?;
+            } else {
+                output::write_stdout(table(&rows).as_bytes())?;
+            }
+        }
+        DlqCommand::Show { id, json } => {
+            let Some((dl, audit)) = store.get(id).await? else {
+                return Err(CliError::Input(format!("no dead letter with id {id}")));
+            };
+            if json {
+                output::json_line(&serde_json::json!({"dead_letter": dl, "history": audit}))?;
+            } else {
+                let mut s = format!(
+                    "dead letter {}\n  group: {}\n  event: {} {} (key {})\n  status: {} (replayed {} times)\n  \
+                     error: {} after {} attempts: {}\n  source: {} entry {} (partition {}), consumer {}\n  \
+                     failed: first {}, last {}\n  envelope: {}\n  history:\n",
+                    dl.id, dl.group, dl.event_type, dl.event_id, dl.key, dl.status, dl.replay_count,
+                    dl.error_class, dl.attempts, dl.error_message, dl.stream, dl.entry_id, dl.partition,
+                    dl.consumer, dl.first_failed_at, dl.last_failed_at, dl.envelope
+                );
+                for a in &audit {
+                    s.push_str(&format!("    {}  {:<14} {}\n", a.at, a.action, a.detail));
+                }
+                output::write_stdout(s.as_bytes())?;
+            }
+        }
+        DlqCommand::Replay {
+            ids,
+            all,
+            filter: f,
+            dry_run,
+            rate,
+            to_group,
+            json,
+        } => {
+            if let Some(r) = rate {
+                if !(r.is_finite() && r > 0.0) {
+                    return Err(CliError::Input(format!(
+                        "--rate must be a positive number of events per second, got {r}"
+                    )));
+                }
+            }
+            if let Some(g) = &to_group {
+                if g.is_empty() || g.chars().any(char::is_whitespace) {
+                    return Err(CliError::Input(format!(
+                        "--to-group {g:?} is not a group name"
+                    )));
+                }
+            }
+            let sel = selection(ids, all, &f, "replay")?;
+            let report = store
+                .replay(
+                    &sel,
+                    &ReplayOptions {
+                        dry_run,
+                        rate_per_sec: rate,
+                        to_group,
+                        actor: actor(),
+                    },
+                )
+                .await?;
+            if json {
+                output::json_line(&report)?;
+            } else {
+                let verb = if dry_run { "would replay" } else { "replayed" };
+                let n = if dry_run {
+                    report.selected.len()
+                } else {
+                    report.replayed
+                };
+                let mut s = format!("{verb} {n} dead letters\n");
+                for id in &report.selected {
+                    s.push_str(&format!("  {id}\n"));
+                }
+                output::write_stdout(s.as_bytes())?;
+            }
+        }
+        DlqCommand::Discard {
+            ids,
+            all,
+            filter: f,
+            dry_run,
+        } => {
+            let sel = selection(ids, all, &f, "discard")?;
+            let done = store.discard(&sel, &actor(), dry_run).await?;
+            let verb = if dry_run {
+                "would discard"
+            } else {
+                "discarded"
+            };
+            output::write_stdout(format!("{verb} {} dead letters\n", done.len()).as_bytes())?;
+        }
+        DlqCommand::Purge {
+            older_than,
+            dry_run,
+        } => {
+            let n = store.purge(older_than, dry_run).await?;
+            let verb = if dry_run { "would delete" } else { "deleted" };
+            output::write_stdout(
+                format!("{verb} {n} dead letters last failed more than {older_than:?} ago\n")
+                    .as_bytes(),
+            )?;
+        }
+    }
+    Ok(())
+}
+
+fn table(rows: &[DeadLetter]) -> String {
+    if rows.is_empty() {
+        return "no dead letters\n".into();
+    }
+    let mut s = format!(
+        "{:<36}  {:<10}  {:<16}  {:<30}  {:<10}  {:<9}  {:>3}  {}\n",
+        "id", "status", "group", "type", "class", "attempts", "rep", "last error"
+    );
+    for d in rows {
+        let err: String = d.error_message.chars().take(60).collect();
+        s.push_str(&format!(
+            "{:<36}  {:<10}  {:<16}  {:<30}  {:<10}  {:<9}  {:>3}  {}\n",
+            d.id, d.status, d.group, d.event_type, d.error_class, d.attempts, d.replay_count, err
+        ));
+    }
+    s
+}
