@@ -568,3 +568,42 @@ async fn relay_and_consumers_recover_from_killed_connections_and_a_redis_restart
     consumer.stop().await.unwrap();
     drop(server);
 }
+
+#[tokio::test]
+async fn an_outbox_with_a_catalogue_refuses_invalid_events_and_writes_nothing() {
+    let db = TestSchema::new("obschema").await;
+    let topology = Topology::new("unused", 4).unwrap();
+    let catalog = std::sync::Arc::new(eventbus::Catalog::embedded().unwrap());
+    let ob = outbox(&db, &topology).with_catalog(catalog.clone());
+    // a valid example of the catalogue goes in
+    let example = catalog
+        .schema("work_order.created", 1)
+        .and_then(|s| s.examples().first().cloned())
+        .expect("an example");
+    let key = example[catalog.get("work_order.created").unwrap().partition_key()]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let good = Envelope::new("work_order.created", key, example.clone());
+    ob.enqueue(db.pool(), &good).await.unwrap();
+    // one invalid event refuses the whole batch, with every error listed
+    let bad = Envelope::new("work_order.created", "wo-x", json!({"id": "wo-x"}));
+    let unknown = Envelope::new("work_order.exploded", "wo-y", json!({}));
+    for refused in [bad, unknown] {
+        let err = ob
+            .enqueue_batch(db.pool(), &[good.clone(), refused])
+            .await
+            .unwrap_err();
+        assert!(matches!(err, eventbus::Error::Schema(_)), "{err}");
+        assert!(!err.to_string().is_empty());
+    }
+    let n: i64 = sqlx::query(sqlx::AssertSqlSafe(format!(
+        "SELECT count(*) FROM {}",
+        db.table("eventbus_outbox")
+    )))
+    .fetch_one(db.pool())
+    .await
+    .unwrap()
+    .get(0);
+    assert_eq!(n, 1, "a refused batch wrote something");
+}

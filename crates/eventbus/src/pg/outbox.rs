@@ -34,6 +34,7 @@ impl Default for OutboxConfig {
 pub struct Outbox {
     topology: Topology,
     config: OutboxConfig,
+    catalog: Option<std::sync::Arc<crate::catalog::Catalog>>,
     insert_one: String,
     insert_many: String,
 }
@@ -68,9 +69,19 @@ impl Outbox {
         Ok(Outbox {
             topology,
             config,
+            catalog: None,
             insert_one,
             insert_many,
         })
+    }
+
+    /// Validates every event against `catalog` before writing it: an
+    /// invalid event, or an unknown type or version, is refused with every
+    /// schema error listed ([`Error::Schema`]), and nothing of its batch is
+    /// written.
+    pub fn with_catalog(mut self, catalog: std::sync::Arc<crate::catalog::Catalog>) -> Self {
+        self.catalog = Some(catalog);
+        self
     }
 
     /// The schema.
@@ -85,6 +96,9 @@ impl Outbox {
 
     fn prepare(&self, e: &Envelope) -> Result<Row_> {
         validate_event_type(&e.event_type)?;
+        if let Some(catalog) = &self.catalog {
+            catalog.validate(e)?;
+        }
         if e.key.is_empty() {
             return Err(Error::InvalidEvent(format!(
                 "event {} of type {} has an empty key",
