@@ -555,7 +555,7 @@ async fn run_reader<H: Handler>(
                 shared.semaphore.available_permits().max(1)
             }
         };
-        let count = free.min(config.read_count);
+        let count = read_count_per_stream(free, config.read_count, shared.streams.len());
 
         let mut c = match reader.take() {
             Some(c) => c,
@@ -620,6 +620,15 @@ async fn run_reader<H: Handler>(
         }
     }
     Ok(())
+}
+
+/// `COUNT` for one `XREADGROUP` over `streams` streams. `COUNT` applies to
+/// each stream, so asking every stream for all `free` slots could return
+/// `streams × free` entries: one huge reply (slow to parse) and far more
+/// than the handlers can take. Split the free slots over the streams
+/// instead, at least one each.
+fn read_count_per_stream(free: usize, read_count: usize, streams: usize) -> usize {
+    (free.min(read_count) / streams.max(1)).max(1)
 }
 
 async fn pause_after_error(e: &Error, failures: u32, shutdown: &CancellationToken) {
@@ -966,5 +975,21 @@ async fn claim_stream<H: Handler>(
             return Ok(());
         }
         cursor = next;
+    }
+}
+
+#[cfg(test)]
+mod read_count_tests {
+    use super::read_count_per_stream;
+
+    #[test]
+    fn count_is_split_over_the_streams() {
+        // 512 free slots over 16 partitions: at most 32 per stream, 512 in all.
+        assert_eq!(read_count_per_stream(512, 1000, 16), 32);
+        // read_count still caps the total.
+        assert_eq!(read_count_per_stream(512, 256, 16), 16);
+        // never zero, even with fewer free slots than streams
+        assert_eq!(read_count_per_stream(1, 1000, 16), 1);
+        assert_eq!(read_count_per_stream(10, 1000, 0), 10);
     }
 }
