@@ -86,6 +86,8 @@ pub(crate) enum Command {
     Groups(crate::cli_ordered::GroupsArgs),
     /// Inspect, replay, discard and purge dead letters.
     Dlq(crate::cli_dlq::DlqArgs),
+    /// Run the HTTP admin API, the relay and the dead-letter alerter.
+    Serve(crate::cli_serve::ServeArgs),
     /// Create or update the eventbus tables in PostgreSQL.
     Migrate(crate::cli_outbox::MigrateArgs),
     /// Move committed outbox rows to Redis, until stopped.

@@ -58,6 +58,7 @@ impl Env {
             .chain(crate::config_pg::PG_VARS)
             .chain(crate::config_ordered::ORDERED_VARS)
             .chain(crate::config_alert::ALERT_VARS)
+            .chain(crate::config_serve::SERVE_VARS)
             .filter_map(|&name| Some((name, std::env::var_os(name)?)))
             .collect())
     }

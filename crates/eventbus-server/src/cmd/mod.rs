@@ -12,6 +12,7 @@ mod outbox;
 mod publish;
 mod relay;
 mod schemas;
+mod serve;
 mod streams;
 mod tail;
 
@@ -42,6 +43,7 @@ pub(crate) async fn run(command: Command, settings: Settings) -> Result<()> {
         Command::Relay(args) => relay::run(args, &settings).await,
         Command::Outbox(args) => outbox::run(args, &settings).await,
         Command::Schemas(args) => schemas::run(args, &settings).await,
+        Command::Serve(args) => serve::run(args, &settings).await,
     }
 }
 

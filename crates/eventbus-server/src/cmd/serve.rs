@@ -1,0 +1,122 @@
+//! `eventbus serve`: the HTTP admin API, the outbox relay (with
+//! `DATABASE_URL`) and the dead-letter alerter (with
+//! `EVENT_BUS_ALERT_WEBHOOK_URL`) in one process.
+//!
+//! Shutdown: the first SIGINT/SIGTERM cancels one token. The HTTP server
+//! stops accepting and finishes the requests in flight; the relay finishes
+//! its batch; the alerter and the gauge task stop at their next tick. All of
+//! them are owned by a `JoinSet`, and `run` returns once every one ended.
+
+use std::time::Duration;
+
+use eventbus::pg::{Relay, RelayConfig};
+use eventbus::{Publisher, PublisherConfig};
+use tokio::task::JoinSet;
+
+use crate::cli_serve::ServeArgs;
+use crate::config::{Env, Settings};
+use crate::config_serve::ServeSettings;
+use crate::error::{CliError, Result};
+use crate::http::{self, AppState, HttpOptions, PgState};
+
+/// How often the gauges are refreshed.
+const GAUGE_INTERVAL: Duration = Duration::from_secs(5);
+
+/// Runs `eventbus serve`.
+pub(crate) async fn run(args: ServeArgs, settings: &Settings) -> Result<()> {
+    let serve = ServeSettings::load(&args, &Env::from_process())?;
+    let addr = serve.addr.expect("load sets the address");
+    let topology = settings.topology()?;
+    let connector = settings.connector()?;
+    let redis = connector.shared().await?;
+    let catalog = super::schemas::load_catalog(settings)?;
+    let publisher = Publisher::connect(
+        &connector,
+        topology.clone(),
+        PublisherConfig {
+            max_len: settings.max_len,
+            max_event_bytes: settings.pg.max_event_bytes.max(1024 * 1024),
+            ..PublisherConfig::default()
+        },
+    )
+    .await?;
+    let pg = if settings.pg.has_database() {
+        Some(PgState {
+            pool: settings.pg.pool(8, "serve").await?,
+            schema: settings.pg.schema.clone(),
+            outbox: settings.pg.outbox(&topology)?,
+        })
+    } else {
+        None
+    };
+    let state = AppState {
+        redis,
+        topology: topology.clone(),
+        publisher: publisher.clone(),
+        catalog,
+        pg: pg.clone(),
+        metrics: http::metrics::prometheus(),
+    };
+    let options = HttpOptions {
+        tokens: http::auth::Tokens {
+            admin: serve.admin_token.clone(),
+            read: serve.read_token.clone(),
+        },
+        body_limit: serve.body_limit,
+        cors_origins: serve.cors_origins.clone(),
+    };
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|e| CliError::Input(format!("cannot listen on {addr}: {e}")))?;
+    let local = listener.local_addr().unwrap_or(addr);
+
+    let shutdown = super::shutdown_on_signal();
+    let mut tasks = JoinSet::new();
+    let mut relay_stats = None;
+    if let (Some(pg), false) = (&pg, args.no_relay) {
+        let relay = Relay::new(
+            pg.pool.clone(),
+            publisher,
+            pg.schema.clone(),
+            RelayConfig {
+                retention: settings.pg.outbox_retention,
+                ..RelayConfig::default()
+            },
+        )?;
+        relay_stats = Some(relay.stats());
+        let token = shutdown.clone();
+        tasks.spawn(async move {
+            if let Err(e) = relay.run(token).await {
+                tracing::error!(error = %e, "the relay stopped");
+            }
+        });
+    }
+    if let Some(alert) = settings.alert.config(topology.namespace()) {
+        let source = match &pg {
+            Some(pg) => eventbus::alert::DlqSource::Postgres(pg.pool.clone(), pg.schema.clone()),
+            None => eventbus::alert::DlqSource::Redis(state.redis.clone(), topology.dead_stream()),
+        };
+        let alerter = eventbus::alert::Alerter::new(alert, source)?;
+        tasks.spawn(alerter.run(shutdown.clone()));
+    }
+    tasks.spawn(http::metrics::refresh_gauges(
+        state.clone(),
+        relay_stats,
+        GAUGE_INTERVAL,
+        shutdown.clone(),
+    ));
+
+    let router = http::router(state, &options);
+    tracing::info!(
+        addr = %local,
+        relay = pg.is_some() && !args.no_relay,
+        auth = options.tokens.admin.is_some() || options.tokens.read.is_some(),
+        "eventbus serve listening"
+    );
+    let served = http::serve(listener, router, shutdown.clone()).await;
+    // The server ended (signal, or an error): stop everything else too.
+    shutdown.cancel();
+    while tasks.join_next().await.is_some() {}
+    tracing::info!("eventbus serve stopped");
+    served.map_err(|e| CliError::Input(format!("the HTTP server failed: {e}")))
+}

@@ -1,0 +1,96 @@
+//! Bearer tokens: the admin token may do everything, the read token only
+//! GET. Tokens are compared in constant time. Without any token configured
+//! (loopback only, see `config_serve`) every request is allowed.
+
+use std::sync::Arc;
+
+use axum::extract::{Request, State};
+use axum::http::Method;
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use subtle::ConstantTimeEq;
+
+use super::error::HttpError;
+
+/// The configured tokens.
+#[derive(Clone, Default)]
+pub(crate) struct Tokens {
+    pub(crate) admin: Option<String>,
+    pub(crate) read: Option<String>,
+}
+
+/// What a request's token allows.
+#[derive(Debug, PartialEq, Eq)]
+enum Access {
+    Admin,
+    Read,
+}
+
+/// Constant-time equality (length differences end early; lengths are not secret).
+fn same(given: &[u8], expected: &str) -> bool {
+    given.ct_eq(expected.as_bytes()).into()
+}
+
+impl Tokens {
+    fn check(&self, header: Option<&[u8]>) -> Result<Access, HttpError> {
+        if self.admin.is_none() && self.read.is_none() {
+            return Ok(Access::Admin);
+        }
+        let given = header
+            .and_then(|h| h.strip_prefix(b"Bearer "))
+            .ok_or(HttpError::Unauthorized)?;
+        // Check both, whatever the first says, so timing tells nothing.
+        let admin = self.admin.as_deref().is_some_and(|t| same(given, t));
+        let read = self.read.as_deref().is_some_and(|t| same(given, t));
+        match (admin, read) {
+            (true, _) => Ok(Access::Admin),
+            (false, true) => Ok(Access::Read),
+            _ => Err(HttpError::Unauthorized),
+        }
+    }
+}
+
+/// Middleware: 401 without a valid token, 403 for a read token on a write.
+pub(crate) async fn require_token(
+    State(tokens): State<Arc<Tokens>>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let header = request
+        .headers()
+        .get(axum::http::header::AUTHORIZATION)
+        .map(axum::http::HeaderValue::as_bytes);
+    match tokens.check(header) {
+        Ok(Access::Admin) => next.run(request).await,
+        Ok(Access::Read) if matches!(*request.method(), Method::GET | Method::HEAD) => {
+            next.run(request).await
+        }
+        Ok(Access::Read) => HttpError::Forbidden.into_response(),
+        Err(e) => e.into_response(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn checks_tokens() {
+        let t = Tokens {
+            admin: Some("admin-token-0123456789".into()),
+            read: Some("read-token-0123456789".into()),
+        };
+        assert_eq!(
+            t.check(Some(b"Bearer admin-token-0123456789")).unwrap(),
+            Access::Admin
+        );
+        assert_eq!(
+            t.check(Some(b"Bearer read-token-0123456789")).unwrap(),
+            Access::Read
+        );
+        assert!(t.check(Some(b"Bearer admin-token-012345678")).is_err());
+        assert!(t.check(Some(b"admin-token-0123456789")).is_err());
+        assert!(t.check(None).is_err());
+        assert_eq!(Tokens::default().check(None).unwrap(), Access::Admin);
+    }
+}

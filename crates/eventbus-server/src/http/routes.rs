@@ -1,0 +1,526 @@
+//! The handlers. Each returns JSON or an [`HttpError`].
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::Bytes;
+use axum::extract::rejection::{BytesRejection, QueryRejection};
+use axum::extract::{Path, Query, State};
+use axum::http::{header, StatusCode};
+use axum::response::IntoResponse;
+use axum::Json;
+use chrono::{DateTime, Utc};
+use eventbus::deadletter::{
+    parse_error_class, DeadLetterFilter, DeadLetterStatus, DeadLetterStore, ReplayOptions,
+};
+use eventbus::Envelope;
+use serde::Deserialize;
+use serde_json::{json, Value};
+use uuid::Uuid;
+
+use super::error::{schema_details, HttpError, HttpResult};
+use super::{AppState, PgState};
+
+type AppRef = State<Arc<AppState>>;
+
+/// Who the audit trail names for actions taken through the API.
+const ACTOR: &str = "api";
+
+/// How long a readiness probe waits for each service.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// The body of `POST /v1/events`, one event.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct EventIn {
+    #[serde(rename = "type")]
+    event_type: String,
+    key: String,
+    data: Value,
+    version: Option<u32>,
+    id: Option<Uuid>,
+    source: Option<String>,
+    headers: Option<BTreeMap<String, String>>,
+    correlation_id: Option<String>,
+    causation_id: Option<String>,
+    traceparent: Option<String>,
+}
+
+impl EventIn {
+    fn into_envelope(self) -> Envelope {
+        let mut e = Envelope::new(self.event_type, self.key, self.data);
+        if let Some(id) = self.id {
+            e.id = id;
+        }
+        e.version = self.version.unwrap_or(1);
+        e.source = self.source.unwrap_or_else(|| "eventbus-api".to_owned());
+        e.headers = self.headers.unwrap_or_default();
+        e.correlation_id = self.correlation_id;
+        e.causation_id = self.causation_id;
+        e.traceparent = self.traceparent;
+        e
+    }
+}
+
+/// Query of `POST /v1/events`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct PublishQuery {
+    #[serde(default)]
+    direct: bool,
+}
+
+fn body_json(body: Result<Bytes, BytesRejection>) -> HttpResult<Value> {
+    let bytes = body.map_err(|r| {
+        if r.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            HttpError::TooLarge(0)
+        } else {
+            HttpError::BadRequest(r.body_text())
+        }
+    })?;
+    serde_json::from_slice(&bytes)
+        .map_err(|e| HttpError::BadRequest(format!("the body is not valid JSON: {e}")))
+}
+
+fn query<T>(q: Result<Query<T>, QueryRejection>) -> HttpResult<T> {
+    q.map(|Query(t)| t)
+        .map_err(|e| HttpError::BadRequest(e.body_text()))
+}
+
+/// `POST /v1/events`: one event, or `{"events": [...]}`. Every event is
+/// checked against the catalogue first: one bad event and nothing is written.
+pub(crate) async fn post_events(
+    State(app): AppRef,
+    q: Result<Query<PublishQuery>, QueryRejection>,
+    body: Result<Bytes, BytesRejection>,
+) -> HttpResult<impl IntoResponse> {
+    let q = query(q)?;
+    let body = body_json(body)?;
+    let items = match body {
+        Value::Object(mut o) if o.contains_key("events") => match o.remove("events") {
+            Some(Value::Array(items)) if o.is_empty() => items,
+            _ => {
+                return Err(HttpError::BadRequest(
+                    "a batch is {\"events\": [event, ...]} and nothing else".into(),
+                ))
+            }
+        },
+        one => vec![one],
+    };
+    if items.is_empty() {
+        return Err(HttpError::BadRequest("the batch holds no events".into()));
+    }
+    let mut events = Vec::with_capacity(items.len());
+    for (i, item) in items.into_iter().enumerate() {
+        let e: EventIn = serde_json::from_value(item)
+            .map_err(|e| HttpError::BadRequest(format!("event {i}: {e}")))?;
+        events.push(e.into_envelope());
+    }
+    let mut details = Vec::new();
+    for (i, e) in events.iter().enumerate() {
+        let problem = match app.catalog.validate(e) {
+            Err(errors) => Some(schema_details(&errors)),
+            Ok(()) => app
+                .publisher
+                .check(e)
+                .err()
+                .map(|err| json!({"type": e.event_type, "errors": [{"pointer": "", "message": err.to_string()}]})),
+        };
+        if let Some(mut d) = problem {
+            d["index"] = json!(i);
+            details.push(d);
+        }
+    }
+    if !details.is_empty() {
+        return Err(HttpError::Invalid {
+            message: format!(
+                "{} of {} events are invalid; nothing was published",
+                details.len(),
+                events.len()
+            ),
+            details,
+        });
+    }
+    let via = match (&app.pg, q.direct) {
+        (Some(pg), false) => {
+            enqueue(pg, &events).await?;
+            "outbox"
+        }
+        _ => {
+            let published = app.publisher.publish_batch(&events).await?;
+            let out: Vec<Value> = events
+                .iter()
+                .zip(&published)
+                .map(|(e, p)| {
+                    json!({"id": e.id, "type": e.event_type, "key": e.key, "partition": p.partition,
+                           "stream": p.stream, "entry_id": p.entry_id})
+                })
+                .collect();
+            count_published(&events, "direct");
+            return Ok((
+                StatusCode::CREATED,
+                Json(json!({"via": "direct", "events": out})),
+            ));
+        }
+    };
+    count_published(&events, via);
+    let out: Vec<Value> = events
+        .iter()
+        .map(|e| json!({"id": e.id, "type": e.event_type, "key": e.key, "partition": app.topology.partition_of(&e.key)}))
+        .collect();
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(json!({"via": via, "events": out})),
+    ))
+}
+
+fn count_published(events: &[Envelope], via: &'static str) {
+    for e in events {
+        ::metrics::counter!("eventbus_published_total", "type" => e.event_type.clone(), "via" => via)
+            .increment(1);
+    }
+}
+
+/// All events in one transaction: all or none.
+async fn enqueue(pg: &PgState, events: &[Envelope]) -> HttpResult<()> {
+    let mut tx = pg.pool.begin().await.map_err(eventbus::Error::from)?;
+    for chunk in events.chunks(1000) {
+        pg.outbox.enqueue_batch(&mut *tx, chunk).await?;
+    }
+    tx.commit().await.map_err(eventbus::Error::from)?;
+    Ok(())
+}
+
+async fn known_topics(app: &AppState) -> HttpResult<BTreeSet<String>> {
+    Ok(eventbus::admin::known_topics(&app.redis, &app.topology).await?)
+}
+
+/// `GET /v1/streams`: length and groups of every partition stream.
+pub(crate) async fn streams(State(app): AppRef) -> HttpResult<Json<Value>> {
+    let topics = known_topics(&app).await?;
+    let streams = eventbus::admin::partition_stats(&app.redis, &app.topology, &topics).await?;
+    Ok(Json(
+        json!({"namespace": app.topology.namespace(), "streams": streams}),
+    ))
+}
+
+/// `GET /v1/groups`: every group's members, leases, pending and lag.
+pub(crate) async fn groups(State(app): AppRef) -> HttpResult<Json<Value>> {
+    let topics = known_topics(&app).await?;
+    let groups = eventbus::admin::groups(&app.redis, &app.topology, &topics, None).await?;
+    Ok(Json(
+        json!({"namespace": app.topology.namespace(), "groups": groups}),
+    ))
+}
+
+/// `GET /v1/groups/{group}`.
+pub(crate) async fn group(State(app): AppRef, Path(name): Path<String>) -> HttpResult<Json<Value>> {
+    let topics = known_topics(&app).await?;
+    let mut groups =
+        eventbus::admin::groups(&app.redis, &app.topology, &topics, Some(&name)).await?;
+    // The view lists an asked-for group even when nothing knows it.
+    match groups
+        .pop()
+        .filter(|g| !g.members.is_empty() || !g.partitions.is_empty())
+    {
+        Some(g) => Ok(Json(
+            serde_json::to_value(g).map_err(|_| HttpError::Internal)?,
+        )),
+        None => Err(HttpError::NotFound(format!("no consumer group {name:?}"))),
+    }
+}
+
+fn pg(app: &AppState) -> HttpResult<&PgState> {
+    app.pg.as_ref().ok_or(HttpError::Unavailable(
+        "postgres is not configured (DATABASE_URL)",
+    ))
+}
+
+/// `GET /v1/outbox`: backlog per partition.
+pub(crate) async fn outbox(State(app): AppRef) -> HttpResult<Json<Value>> {
+    let pg = pg(&app)?;
+    let partitions = eventbus::pg::outbox_status(&pg.pool, &pg.schema).await?;
+    let backlog: i64 = partitions.iter().map(|p| p.backlog).sum();
+    let oldest = partitions
+        .iter()
+        .filter_map(|p| p.oldest_age_seconds)
+        .reduce(f64::max);
+    Ok(Json(json!({"schema": pg.schema.name(), "backlog": backlog,
+                   "oldest_age_seconds": oldest, "partitions": partitions})))
+}
+
+/// Filters shared by listing and replay.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct DlqQuery {
+    group: Option<String>,
+    #[serde(rename = "type")]
+    event_type: Option<String>,
+    key: Option<String>,
+    error_class: Option<String>,
+    since: Option<DateTime<Utc>>,
+    status: Option<String>,
+    limit: Option<i64>,
+    offset: Option<i64>,
+}
+
+impl DlqQuery {
+    fn filter(&self) -> HttpResult<DeadLetterFilter> {
+        let error_class = match &self.error_class {
+            Some(c) => Some(parse_error_class(c).ok_or_else(|| {
+                HttpError::BadRequest(format!(
+                    "error_class {c:?} is not retryable, permanent or invalid"
+                ))
+            })?),
+            None => None,
+        };
+        let status = match &self.status {
+            Some(s) => Some(DeadLetterStatus::parse(s).ok_or_else(|| {
+                HttpError::BadRequest(format!("status {s:?} is not new, replayed or discarded"))
+            })?),
+            None => None,
+        };
+        if self.limit.is_some_and(|l| !(1..=10_000).contains(&l)) {
+            return Err(HttpError::BadRequest(
+                "limit must be between 1 and 10000".into(),
+            ));
+        }
+        if self.offset.is_some_and(|o| o < 0) {
+            return Err(HttpError::BadRequest("offset must not be negative".into()));
+        }
+        Ok(DeadLetterFilter {
+            group: self.group.clone(),
+            event_type: self.event_type.clone(),
+            key: self.key.clone(),
+            error_class,
+            since: self.since,
+            status,
+            limit: self.limit,
+            offset: self.offset,
+            ..Default::default()
+        })
+    }
+}
+
+fn store(app: &AppState) -> HttpResult<DeadLetterStore> {
+    let pg = pg(app)?;
+    Ok(DeadLetterStore::new(
+        pg.pool.clone(),
+        pg.schema.clone(),
+        app.topology.clone(),
+        app.redis.clone(),
+    ))
+}
+
+/// `GET /v1/dlq`: filters, `limit` (default 100) and `offset`.
+pub(crate) async fn dlq_list(
+    State(app): AppRef,
+    q: Result<Query<DlqQuery>, QueryRejection>,
+) -> HttpResult<Json<Value>> {
+    let q = query(q)?;
+    let filter = q.filter()?;
+    let rows = store(&app)?.list(&filter).await?;
+    Ok(Json(
+        json!({"dead_letters": rows, "limit": filter.limit.unwrap_or(100), "offset": filter.offset.unwrap_or(0)}),
+    ))
+}
+
+fn parse_id(id: &str) -> HttpResult<Uuid> {
+    id.parse()
+        .map_err(|_| HttpError::BadRequest(format!("{id:?} is not a dead-letter id (a UUID)")))
+}
+
+/// `GET /v1/dlq/{id}`: one dead letter with its history.
+pub(crate) async fn dlq_show(
+    State(app): AppRef,
+    Path(id): Path<String>,
+) -> HttpResult<Json<Value>> {
+    let id = parse_id(&id)?;
+    match store(&app)?.get(id).await? {
+        Some((dl, history)) => Ok(Json(json!({"dead_letter": dl, "history": history}))),
+        None => Err(HttpError::NotFound(format!("no dead letter with id {id}"))),
+    }
+}
+
+/// The body of `POST /v1/dlq/replay`, as the CLI's flags.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct ReplayBody {
+    #[serde(default)]
+    ids: Vec<Uuid>,
+    #[serde(default)]
+    all: bool,
+    group: Option<String>,
+    #[serde(rename = "type")]
+    event_type: Option<String>,
+    key: Option<String>,
+    error_class: Option<String>,
+    since: Option<DateTime<Utc>>,
+    #[serde(default)]
+    dry_run: bool,
+    rate: Option<f64>,
+    to_group: Option<String>,
+}
+
+/// `POST /v1/dlq/replay`: ids, `all`, or filters; `dry_run` only reports.
+pub(crate) async fn dlq_replay(
+    State(app): AppRef,
+    body: Result<Bytes, BytesRejection>,
+) -> HttpResult<Json<Value>> {
+    let body: ReplayBody = serde_json::from_value(body_json(body)?)
+        .map_err(|e| HttpError::BadRequest(e.to_string()))?;
+    let mut filter = DlqQuery {
+        group: body.group,
+        event_type: body.event_type,
+        key: body.key,
+        error_class: body.error_class,
+        since: body.since,
+        ..Default::default()
+    }
+    .filter()?;
+    filter.ids = body.ids;
+    if filter.is_empty() && !body.all {
+        return Err(HttpError::BadRequest(
+            "say which dead letters: ids, \"all\": true, or filters (group, type, key, error_class, since)".into(),
+        ));
+    }
+    if body.rate.is_some_and(|r| !(r.is_finite() && r > 0.0)) {
+        return Err(HttpError::BadRequest(
+            "rate must be a positive number of events per second".into(),
+        ));
+    }
+    if body
+        .to_group
+        .as_deref()
+        .is_some_and(|g| g.is_empty() || g.chars().any(char::is_whitespace))
+    {
+        return Err(HttpError::BadRequest("to_group is not a group name".into()));
+    }
+    let report = store(&app)?
+        .replay(
+            &filter,
+            &ReplayOptions {
+                dry_run: body.dry_run,
+                rate_per_sec: body.rate,
+                to_group: body.to_group,
+                actor: ACTOR.to_owned(),
+            },
+        )
+        .await?;
+    Ok(Json(
+        serde_json::to_value(report).map_err(|_| HttpError::Internal)?,
+    ))
+}
+
+/// `POST /v1/dlq/{id}/discard`.
+pub(crate) async fn dlq_discard(
+    State(app): AppRef,
+    Path(id): Path<String>,
+) -> HttpResult<Json<Value>> {
+    let id = parse_id(&id)?;
+    let filter = DeadLetterFilter {
+        ids: vec![id],
+        ..Default::default()
+    };
+    let done = store(&app)?.discard(&filter, ACTOR, false).await?;
+    if done.is_empty() {
+        return Err(HttpError::NotFound(format!(
+            "no new dead letter with id {id}"
+        )));
+    }
+    Ok(Json(json!({"discarded": done})))
+}
+
+/// `GET /v1/schemas`: every event type and its versions.
+pub(crate) async fn schemas(State(app): AppRef) -> Json<Value> {
+    let types: Vec<Value> = app
+        .catalog
+        .types()
+        .iter()
+        .map(|t| {
+            json!({"type": t.name(), "topic": t.topic(), "partition_key": t.partition_key(),
+                   "description": t.description(),
+                   "versions": t.versions().iter().map(eventbus::catalog::SchemaVersion::version).collect::<Vec<_>>(),
+                   "latest": t.latest().version()})
+        })
+        .collect();
+    Json(json!({"origin": app.catalog.origin(), "types": types}))
+}
+
+/// `GET /v1/schemas/{type}/{version}`: the JSON Schema and its examples.
+pub(crate) async fn schema(
+    State(app): AppRef,
+    Path((event_type, version)): Path<(String, String)>,
+) -> HttpResult<Json<Value>> {
+    let v: u32 = version
+        .trim_start_matches('v')
+        .parse()
+        .map_err(|_| HttpError::BadRequest(format!("{version:?} is not a schema version")))?;
+    let s = app
+        .catalog
+        .schema(&event_type, v)
+        .ok_or_else(|| HttpError::NotFound(format!("no schema for {event_type} version {v}")))?;
+    Ok(Json(
+        json!({"type": event_type, "version": v, "schema": s.schema(), "examples": s.examples()}),
+    ))
+}
+
+/// `GET /health`: the process answers.
+pub(crate) async fn health() -> Json<Value> {
+    Json(json!({"status": "ok"}))
+}
+
+/// `GET /ready`: Redis answers, and PostgreSQL (when configured) answers
+/// with the eventbus tables in place. 503 otherwise, naming what is not.
+pub(crate) async fn ready(State(app): AppRef) -> impl IntoResponse {
+    let mut checks = serde_json::Map::new();
+    let mut conn = app.redis.clone();
+    let redis = tokio::time::timeout(
+        PROBE_TIMEOUT,
+        redis::cmd("PING").query_async::<String>(&mut conn),
+    )
+    .await;
+    let redis_ok = matches!(redis, Ok(Ok(_)));
+    checks.insert(
+        "redis".into(),
+        json!(if redis_ok { "ok" } else { "unreachable" }),
+    );
+    let mut ok = redis_ok;
+    if let Some(pg) = &app.pg {
+        let state = tokio::time::timeout(PROBE_TIMEOUT, async {
+            let mut c = pg.pool.acquire().await.map_err(|_| "unreachable")?;
+            match eventbus::pg::is_migrated(&mut c, &pg.schema).await {
+                Ok(true) => Ok(()),
+                Ok(false) => Err("not migrated"),
+                Err(_) => Err("unreachable"),
+            }
+        })
+        .await
+        .unwrap_or(Err("unreachable"));
+        ok &= state.is_ok();
+        checks.insert("postgres".into(), json!(state.err().unwrap_or("ok")));
+    }
+    let status = if ok {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (
+        status,
+        Json(json!({"status": if ok { "ready" } else { "unready" }, "checks": checks})),
+    )
+}
+
+/// `GET /metrics`: Prometheus text format.
+pub(crate) async fn metrics(State(app): AppRef) -> impl IntoResponse {
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        app.metrics.render(),
+    )
+}
+
+/// Any other path.
+pub(crate) async fn not_found() -> HttpError {
+    HttpError::NotFound("no such route".into())
+}
