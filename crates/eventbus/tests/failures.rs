@@ -449,7 +449,7 @@ async fn nothing_is_lost_when_postgres_fails_while_dead_lettering() {
         .await
         .unwrap();
     let schema = eventbus::pg::DbSchema::new("dlqpg").unwrap();
-    eventbus::pg::migrate(&mut *pool.acquire().await.unwrap(), &schema)
+    eventbus::pg::migrate(&mut pool.acquire().await.unwrap(), &schema)
         .await
         .unwrap();
     let handler = Picky::default();
