@@ -13,6 +13,8 @@ pub struct RedisServer {
     port: u16,
     dir: TempDir,
     child: Option<Child>,
+    /// Extra `redis-server` arguments (e.g. `--requirepass`, `--aclfile`).
+    extra: Vec<String>,
 }
 
 impl RedisServer {
@@ -21,6 +23,16 @@ impl RedisServer {
     /// # Panics
     /// If `redis-server` is not installed or does not come up in 10 s.
     pub fn start() -> Self {
+        Self::start_with(&[])
+    }
+
+    /// Starts a server with extra `redis-server` arguments, kept across
+    /// restarts. With `--requirepass` or `--aclfile`, readiness is checked
+    /// by the answer to `PING` being an authentication error or `PONG`.
+    ///
+    /// # Panics
+    /// As [`RedisServer::start`].
+    pub fn start_with(extra: &[&str]) -> Self {
         for _ in 0..5 {
             let dir = tempfile::Builder::new()
                 .prefix("eventbus-redis-")
@@ -30,6 +42,7 @@ impl RedisServer {
                 port: free_port(),
                 dir,
                 child: None,
+                extra: extra.iter().map(|a| (*a).to_owned()).collect(),
             };
             if server.spawn() {
                 return server;
@@ -49,6 +62,7 @@ impl RedisServer {
             .args(["--save", ""])
             .args(["--daemonize", "no"])
             .args(["--logfile", "redis.log"])
+            .args(&self.extra)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -65,8 +79,13 @@ impl RedisServer {
             }
             if let Ok(client) = redis::Client::open(self.url()) {
                 if let Ok(mut c) = client.get_connection_with_timeout(Duration::from_millis(200)) {
-                    if redis::cmd("PING").query::<String>(&mut c).is_ok() {
-                        return true;
+                    match redis::cmd("PING").query::<String>(&mut c) {
+                        Ok(_) => return true,
+                        Err(e) if e.kind() == redis::ErrorKind::AuthenticationFailed => {
+                            return true
+                        }
+                        Err(e) if e.code() == Some("NOAUTH") => return true,
+                        Err(_) => {}
                     }
                 }
             }

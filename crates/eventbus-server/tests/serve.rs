@@ -1,0 +1,262 @@
+//! `eventbus serve` as a process, over a real socket: the API answers, a
+//! request in flight when SIGTERM arrives still completes, the process
+//! exits cleanly, and no secret (Redis or PostgreSQL password, API tokens)
+//! appears anywhere in its output or its answers.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use eventbus_testkit::{
+    shared_database_url, shared_redis_url, RedisServer, TestNamespace, TestSchema,
+};
+use serde_json::{json, Value};
+
+const SENTINEL: &str = "S3ntinel-Secret-7f3a";
+const ADMIN: &str = "S3ntinel-Secret-7f3a-admin-token";
+const READ: &str = "S3ntinel-Secret-7f3a-read-token";
+
+/// `scheme://[user]:SENTINEL@host...`: the private Redis requires it,
+/// the shared PostgreSQL (trust auth) accepts any password.
+fn with_password(url: &str, user: &str) -> String {
+    let mut u = url::Url::parse(url).unwrap();
+    if u.username().is_empty() {
+        u.set_username(user).unwrap();
+    }
+    u.set_password(Some(SENTINEL)).unwrap();
+    u.to_string()
+}
+
+struct Server {
+    child: Child,
+    addr: String,
+    output: Arc<Mutex<Vec<String>>>,
+}
+
+impl Server {
+    fn start(ns: &TestNamespace, db: &TestSchema, extra_env: &[(&str, &str)]) -> Server {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_eventbus"));
+        cmd.env_clear()
+            .env("REDIS_URL", ns.url())
+            .env(
+                "DATABASE_URL",
+                with_password(&shared_database_url(), "postgres"),
+            )
+            .env("EVENT_BUS_DB_SCHEMA", db.name())
+            .env("EVENT_BUS_NAMESPACE", ns.name())
+            .env("EVENT_BUS_PARTITIONS", "4")
+            .env("EVENT_BUS_API_TOKEN", ADMIN)
+            .env("EVENT_BUS_API_READ_TOKEN", READ)
+            .env("EVENT_BUS_LOG", "debug")
+            .env("EVENT_BUS_LOG_FORMAT", "json");
+        for (k, v) in extra_env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd
+            .args(["serve", "--addr", "127.0.0.1:0"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let output = Arc::new(Mutex::new(Vec::new()));
+        let (tx, rx) = std::sync::mpsc::channel();
+        for stream in [
+            Box::new(child.stderr.take().unwrap()) as Box<dyn Read + Send>,
+            Box::new(child.stdout.take().unwrap()),
+        ] {
+            let output = output.clone();
+            let tx = tx.clone();
+            std::thread::spawn(move || {
+                for line in BufReader::new(stream).lines().map_while(Result::ok) {
+                    if let Ok(v) = serde_json::from_str::<Value>(&line) {
+                        if v["fields"]["message"] == "eventbus serve listening" {
+                            let _ = tx.send(v["fields"]["addr"].as_str().unwrap().to_owned());
+                        }
+                    }
+                    output.lock().unwrap().push(line);
+                }
+            });
+        }
+        let addr = rx
+            .recv_timeout(Duration::from_secs(60))
+            .unwrap_or_else(|_| panic!("serve did not start: {:?}", output.lock().unwrap()));
+        Server {
+            child,
+            addr,
+            output,
+        }
+    }
+
+    /// One HTTP/1.1 request; returns (status, body).
+    fn request(&self, method: &str, path: &str, token: Option<&str>, body: &str) -> (u16, String) {
+        let mut s = TcpStream::connect(&self.addr).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+        let auth = token.map_or(String::new(), |t| format!("Authorization: Bearer {t}\r\n"));
+        write!(
+            s,
+            "{method} {path} HTTP/1.1\r\nHost: x\r\n{auth}Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        )
+        .unwrap();
+        read_response(&mut s)
+    }
+
+    fn sigterm(&self) {
+        let status = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+
+    fn wait(mut self) -> (i32, Vec<String>) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                std::thread::sleep(Duration::from_millis(100));
+                let lines = self.output.lock().unwrap().clone();
+                return (status.code().unwrap_or(-1), lines);
+            }
+            if Instant::now() > deadline {
+                let _ = self.child.kill();
+                panic!("serve did not stop after SIGTERM");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+fn read_response(s: &mut TcpStream) -> (u16, String) {
+    let mut text = String::new();
+    s.read_to_string(&mut text).unwrap();
+    let status = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or_else(|| panic!("no status in {text:?}"));
+    let body = text
+        .split_once("\r\n\r\n")
+        .map_or("", |(_, b)| b)
+        .to_owned();
+    (status, body)
+}
+
+fn event() -> Value {
+    let catalog = eventbus::Catalog::embedded().unwrap();
+    let t = &catalog.types()[0];
+    let data = t.latest().examples()[0].clone();
+    let key = catalog
+        .partition_key_of(t.name(), &data)
+        .unwrap()
+        .to_owned();
+    json!({"type": t.name(), "version": t.latest().version(), "key": key, "data": data})
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn serves_over_a_socket_drains_on_sigterm_and_leaks_no_secret() {
+    let redis = RedisServer::start_with(&["--requirepass", SENTINEL]);
+    let ns = TestNamespace::new(with_password(&redis.url(), ""), "serve");
+    let db = TestSchema::new("serve").await;
+    let server = Server::start(&ns, &db, &[]);
+
+    let (s, body) = server.request("GET", "/health", None, "");
+    assert_eq!(s, 200, "{body}");
+    let (s, _) = server.request("GET", "/v1/streams", None, "");
+    assert_eq!(s, 401);
+    let (s, _) = server.request("GET", "/v1/streams", Some("S3ntinel-Secret-7f3a-wrong"), "");
+    assert_eq!(s, 401);
+    let (s, _) = server.request("POST", "/v1/events", Some(READ), &event().to_string());
+    assert_eq!(s, 403);
+    let (s, body) = server.request("POST", "/v1/events", Some(ADMIN), "{broken");
+    assert_eq!(s, 400, "{body}");
+    let (s, body) = server.request(
+        "POST",
+        "/v1/events?direct=true",
+        Some(ADMIN),
+        &event().to_string(),
+    );
+    assert_eq!(s, 201, "{body}");
+    let (s, body) = server.request("GET", "/ready", None, "");
+    assert_eq!(s, 200, "{body}");
+    let (s, body) = server.request("GET", "/metrics", Some(READ), "");
+    assert_eq!(s, 200, "{body}");
+    assert!(body.contains("eventbus_published_total"), "{body}");
+    let mut answers = body;
+
+    // A request in flight: headers and half the body sent, then SIGTERM,
+    // then the rest. It is answered, and the event is in the outbox or
+    // already relayed to the stream.
+    let payload = event().to_string();
+    let (first, rest) = payload.split_at(payload.len() / 2);
+    let mut s = TcpStream::connect(&server.addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+    write!(
+        s,
+        "POST /v1/events HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {ADMIN}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{first}",
+        payload.len()
+    )
+    .unwrap();
+    s.flush().unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    server.sigterm();
+    std::thread::sleep(Duration::from_millis(300));
+    s.write_all(rest.as_bytes()).unwrap();
+    let (status, body) = read_response(&mut s);
+    assert_eq!(status, 202, "{body}");
+    answers.push_str(&body);
+    let id = serde_json::from_str::<Value>(&body).unwrap()["events"][0]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+
+    let (code, lines) = server.wait();
+    assert_eq!(code, 0, "{lines:#?}");
+    let all = lines.join("\n");
+    assert!(all.contains("eventbus serve stopped"), "{all}");
+    assert!(
+        all.contains("request_id"),
+        "request logs carry the request id: {all}"
+    );
+    assert!(!all.contains(SENTINEL), "a secret in the output:\n{all}");
+    assert!(!answers.contains(SENTINEL));
+    let n: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+        "SELECT count(*) FROM {} WHERE event_id = '{id}'",
+        db.table("eventbus_outbox")
+    )))
+    .fetch_one(db.pool())
+    .await
+    .unwrap();
+    if n == 0 {
+        // The relay running in serve sent it (and deleted the row): the
+        // stream holds it beside the one published directly.
+        let conn = eventbus::RedisConnector::new(ns.url(), eventbus::RedisOptions::default())
+            .unwrap()
+            .shared()
+            .await
+            .unwrap();
+        let topology = ns.topology(4);
+        let topics = eventbus::admin::known_topics(&conn, &topology)
+            .await
+            .unwrap();
+        let stats = eventbus::admin::partition_stats(&conn, &topology, &topics)
+            .await
+            .unwrap();
+        assert_eq!(stats.iter().map(|p| p.length).sum::<u64>(), 2);
+    }
+}
+
+#[test]
+fn refuses_a_public_address_without_a_token() {
+    let out = Command::new(env!("CARGO_BIN_EXE_eventbus"))
+        .env_clear()
+        .env("REDIS_URL", with_password(&shared_redis_url(), ""))
+        .args(["serve", "--addr", "0.0.0.0:0"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("EVENT_BUS_API_TOKEN"), "{stderr}");
+    assert!(!stderr.contains(SENTINEL));
+}
