@@ -18,6 +18,9 @@ const SERIES: &[&str] = &[
     "eventbus_outbox_backlog",
     "eventbus_group_lag",
     "eventbus_group_pending",
+    "eventbus_published_total",
+    "eventbus_relay_lag_seconds",
+    "eventbus_relay_published_total",
 ];
 
 #[test]

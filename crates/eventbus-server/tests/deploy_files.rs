@@ -1,0 +1,274 @@
+//! Deployment files: the compose files parse and every variable they use is
+//! documented in `.env.example`; `deploy/users.acl` on a private Redis lets
+//! each user do its job and refuses everything else.
+
+use std::collections::BTreeSet;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use eventbus::{
+    ConsumerConfig, ConsumerMode, Envelope, Publisher, PublisherConfig, RedisConnector,
+    RedisOptions, Topology,
+};
+use eventbus_testkit::{Collector, RedisServer};
+use redis::aio::ConnectionManager;
+use tokio_util::sync::CancellationToken;
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+/// `${NAME}`, `${NAME:-x}`, `${NAME:?x}` in a text (`$$` escapes skipped).
+fn interpolated(text: &str) -> BTreeSet<String> {
+    let mut out = BTreeSet::new();
+    let text = text.replace("$$", "");
+    for part in text.split("${").skip(1) {
+        let name: String = part
+            .chars()
+            .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+            .collect();
+        out.insert(name);
+    }
+    out
+}
+
+#[test]
+fn compose_files_parse_and_every_variable_is_documented() {
+    let example = std::fs::read_to_string(root().join(".env.example")).unwrap();
+    let documented: BTreeSet<String> = example
+        .lines()
+        .map(|l| l.trim_start_matches("# ").trim())
+        .filter_map(|l| l.split_once('=').map(|(k, _)| k.to_owned()))
+        .filter(|k| {
+            !k.is_empty()
+                && k.chars()
+                    .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_')
+        })
+        .collect();
+    for file in [
+        "deploy/docker-compose.yml",
+        "deploy/docker-compose.prod.yml",
+    ] {
+        let text = std::fs::read_to_string(root().join(file)).unwrap();
+        let doc: serde_yaml_ng::Value =
+            serde_yaml_ng::from_str(&text).unwrap_or_else(|e| panic!("{file}: {e}"));
+        let services = doc["services"]
+            .as_mapping()
+            .unwrap_or_else(|| panic!("{file}: no services"));
+        assert!(!services.is_empty());
+        let mut used = interpolated(&text);
+        // The variables handed to the eventbus containers are eventbus's own.
+        for name in ["migrate", "eventbus"] {
+            if let Some(env) = doc["services"][name]["environment"].as_mapping() {
+                for k in env.keys() {
+                    used.insert(k.as_str().unwrap().to_owned());
+                }
+            }
+        }
+        let missing: Vec<&String> = used.iter().filter(|v| !documented.contains(*v)).collect();
+        assert!(
+            missing.is_empty(),
+            "{file} uses variables not in .env.example: {missing:?}"
+        );
+    }
+    let base = std::fs::read_to_string(root().join("deploy/docker-compose.yml")).unwrap();
+    assert!(base.contains("redis:7.2") && base.contains("postgres:15.5"));
+    let conf = std::fs::read_to_string(root().join("deploy/redis.conf")).unwrap();
+    assert!(conf.contains("maxmemory-policy noeviction"));
+    assert!(conf.contains("appendonly yes"));
+}
+
+#[test]
+fn interpolation_finds_names() {
+    let found = interpolated("a ${A} b ${B:-x} $${NOT} ${C:?err}");
+    assert_eq!(found.into_iter().collect::<Vec<_>>(), ["A", "B", "C"]);
+}
+
+async fn connect(server: &RedisServer, user: &str) -> (RedisConnector, ConnectionManager) {
+    let url = format!(
+        "redis://{user}:CHANGE-ME-{}@127.0.0.1:{}",
+        user.trim_start_matches("eventbus-"),
+        server.port()
+    );
+    let connector = RedisConnector::new(&url, RedisOptions::default()).unwrap();
+    let conn = connector.shared().await.unwrap();
+    (connector, conn)
+}
+
+/// Every command must be refused with NOPERM.
+async fn refused(conn: &ConnectionManager, user: &str, commands: &[&[&str]]) {
+    for args in commands {
+        let mut c = conn.clone();
+        let mut cmd = redis::cmd(args[0]);
+        for a in &args[1..] {
+            cmd.arg(*a);
+        }
+        let r: redis::RedisResult<redis::Value> = cmd.query_async(&mut c).await;
+        let err = r.expect_err(&format!("{user} may run {args:?}"));
+        assert!(
+            err.to_string().contains("NOPERM") || err.code() == Some("NOPERM"),
+            "{user} {args:?}: {err}"
+        );
+    }
+}
+
+fn event(catalog: &eventbus::Catalog, key_suffix: usize) -> Envelope {
+    let t = catalog
+        .get("work_item.created")
+        .unwrap_or(&catalog.types()[0]);
+    let data = t.latest().examples()[0].clone();
+    let key = catalog
+        .partition_key_of(t.name(), &data)
+        .unwrap()
+        .to_owned();
+    let mut e = Envelope::new(t.name(), format!("{key}{key_suffix}"), data);
+    e.version = t.latest().version();
+    e
+}
+
+async fn consume_one(
+    connector: RedisConnector,
+    topology: &Topology,
+    topic: &str,
+    mode: ConsumerMode,
+    group: &str,
+) {
+    let mut config = ConsumerConfig::new(group, [topic]);
+    config.mode = mode;
+    config.block = Duration::from_millis(100);
+    config.claim_idle = Duration::from_millis(400);
+    config.claim_interval = Duration::from_millis(100);
+    config.heartbeat_interval = Duration::from_millis(100);
+    config.session_timeout = Duration::from_secs(1);
+    config.shutdown_timeout = Duration::from_secs(5);
+    let collector = Collector::new();
+    let consumer =
+        eventbus::Consumer::new(connector, topology.clone(), config, collector.clone()).unwrap();
+    let stop = CancellationToken::new();
+    let running = tokio::spawn(consumer.run(stop.clone()));
+    let got = collector
+        .wait_for(Duration::from_secs(30), |d| !d.is_empty())
+        .await;
+    stop.cancel();
+    let result = running.await.unwrap();
+    assert!(
+        got,
+        "the consumer user could not consume in {mode:?} mode: {result:?}"
+    );
+    result.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn redis_acl_users_do_their_job_and_nothing_else() {
+    let acl = root().join("deploy/users.acl");
+    let server = RedisServer::start_with(&["--aclfile", acl.to_str().unwrap()]);
+    let topology = Topology::new("eventbus", 2).unwrap();
+    let catalog = Arc::new(eventbus::Catalog::embedded().unwrap());
+    let first = event(&catalog, 0);
+    let topic = eventbus::topic_of(&first.event_type).to_owned();
+    let stream = topology.stream_key(&topic, 0);
+
+    // Publisher: publishes; reads nothing, deletes nothing, no server commands.
+    let (connector, conn) = connect(&server, "eventbus-publisher").await;
+    let publisher = Publisher::connect(&connector, topology.clone(), PublisherConfig::default())
+        .await
+        .unwrap();
+    let events: Vec<Envelope> = (0..4).map(|i| event(&catalog, i)).collect();
+    publisher.publish_batch(&events).await.unwrap();
+    refused(
+        &conn,
+        "publisher",
+        &[
+            &["XREADGROUP", "GROUP", "g", "c", "STREAMS", &stream, ">"],
+            &["XACK", &stream, "g", "0-1"],
+            &["XRANGE", &stream, "-", "+"],
+            &["DEL", &stream],
+            &["XADD", "other:stream", "*", "a", "b"],
+            &["GET", "other:key"],
+            &["KEYS", "*"],
+            &["FLUSHALL"],
+            &["CONFIG", "GET", "*"],
+            &["ACL", "LIST"],
+        ],
+    )
+    .await;
+
+    // Consumer: consumes in both modes; cannot touch other keys or the server.
+    let (connector, conn) = connect(&server, "eventbus-consumer").await;
+    consume_one(
+        connector.clone(),
+        &topology,
+        &topic,
+        ConsumerMode::Ordered,
+        "ordered-group",
+    )
+    .await;
+    consume_one(
+        connector,
+        &topology,
+        &topic,
+        ConsumerMode::Unordered,
+        "unordered-group",
+    )
+    .await;
+    refused(
+        &conn,
+        "consumer",
+        &[
+            &["XADD", "other:stream", "*", "a", "b"],
+            &["SET", "other:key", "1"],
+            &["XTRIM", &stream, "MAXLEN", "0"],
+            &["KEYS", "*"],
+            &["FLUSHALL"],
+            &["CONFIG", "GET", "*"],
+            &["SCRIPT", "FLUSH"],
+            &["ACL", "LIST"],
+        ],
+    )
+    .await;
+
+    // Admin: reads and manages eventbus keys; no server-wide danger.
+    let (_, conn) = connect(&server, "eventbus-admin").await;
+    let topics = eventbus::admin::known_topics(&conn, &topology)
+        .await
+        .unwrap();
+    let stats = eventbus::admin::partition_stats(&conn, &topology, &topics)
+        .await
+        .unwrap();
+    assert_eq!(stats.iter().map(|p| p.length).sum::<u64>(), 4);
+    let mut c = conn.clone();
+    let _: String = redis::cmd("INFO")
+        .arg("memory")
+        .query_async(&mut c)
+        .await
+        .unwrap();
+    let _: i64 = redis::cmd("XTRIM")
+        .arg(&stream)
+        .arg("MAXLEN")
+        .arg("~")
+        .arg("1000")
+        .query_async(&mut c)
+        .await
+        .unwrap();
+    refused(
+        &conn,
+        "admin",
+        &[
+            &["GET", "other:key"],
+            &["KEYS", "*"],
+            &["FLUSHALL"],
+            &["CONFIG", "SET", "appendonly", "no"],
+            &["CLIENT", "KILL", "ID", "999999"],
+            &["ACL", "SETUSER", "x", "on"],
+            &["SHUTDOWN", "NOSAVE"],
+        ],
+    )
+    .await;
+
+    // Without a user, nothing (the default user is off).
+    let client = redis::Client::open(server.url()).unwrap();
+    let mut anon = client.get_multiplexed_async_connection().await.unwrap();
+    let r: redis::RedisResult<String> = redis::cmd("PING").query_async(&mut anon).await;
+    assert!(r.is_err(), "the default user answers");
+}
