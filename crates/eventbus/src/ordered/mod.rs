@@ -121,13 +121,15 @@ pub(crate) async fn run<H: Handler>(
     );
     membership.join(&conn).await?;
 
-    let read_set = Arc::new(ReadSet::new(config.read_count));
-    let reader_stop = CancellationToken::new();
-    // A read must end well within the session timeout (see `reader`).
+    // A read must end well within a lease's life: a stream is read only
+    // while its lease stays valid for longer than one read (see `reader`).
     let block = config
         .block
-        .min(config.session_timeout / 3)
+        .min(config.session_timeout / 5)
         .max(Duration::from_millis(1));
+    let epoch = Instant::now();
+    let read_set = Arc::new(ReadSet::new(config.read_count, epoch, block));
+    let reader_stop = CancellationToken::new();
     // Owned, so that the reader dies with this future even if it is dropped
     // rather than shut down (a crashed or aborted consumer).
     let mut reader = JoinSet::new();
@@ -158,7 +160,7 @@ pub(crate) async fn run<H: Handler>(
         in_flight: Arc::new(Semaphore::new(in_flight)),
         failures,
         claim_count: config.read_count.max(100),
-        epoch: Instant::now(),
+        epoch,
     });
     let mut rt = Runtime {
         ctx,

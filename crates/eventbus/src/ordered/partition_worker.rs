@@ -189,6 +189,7 @@ impl<H: Handler> WorkerContext<H> {
         let feed = Feed {
             tx,
             queued: Arc::default(),
+            valid_until: part.valid_until.clone(),
         };
         self.read_set
             .add(&self.conn, &part.stream, feed.clone())
@@ -409,6 +410,14 @@ impl<H: Handler> WorkerContext<H> {
                 self.stats.delivered.fetch_add(1, Ordering::Relaxed);
                 tokio::select! {
                     _ = part.abort.cancelled() => return false,
+                    // The handler is dropped (an --exec command killed, a
+                    // transaction rolled back): past its local deadline the
+                    // lease may already be someone else's.
+                    _ = self.lease_lapses(part) => {
+                        tracing::warn!(stream = %part.stream, entry_id = %id,
+                                       "lease lapsed while handling (renewals failing or this process was paused); abandoning the entry");
+                        return false;
+                    }
                     r = self.failures.attempt(&self.handler, delivery) => r,
                 }
             };
@@ -530,6 +539,19 @@ impl<H: Handler> WorkerContext<H> {
             {
                 return false;
             }
+        }
+    }
+
+    /// Resolves once the lease's local deadline has passed (renewals keep
+    /// pushing it out).
+    async fn lease_lapses(&self, part: &OwnedPartition) {
+        loop {
+            let now = self.epoch.elapsed().as_millis() as u64;
+            let until = part.valid_until.load(Ordering::Acquire);
+            if now >= until {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(until - now)).await;
         }
     }
 

@@ -10,16 +10,26 @@
 //! can be delivered to this member, so releasing the lease is safe (the next
 //! owner takes over everything pending first, see `partition_worker`).
 //!
+//! Fencing by time: a blocking read cannot run inside a script that checks
+//! the lease token, so a stream is included in a read only while its lease
+//! is locally known to stay valid for longer than the read can block (the
+//! local deadline is set from before each renewal was sent, with a margin;
+//! `block` is at most a fifth of the session timeout). A member that was
+//! paused past its lease therefore never reads that stream again: whatever
+//! it was delivered before lies pending and is taken over, in order, by the
+//! next owner, and nothing new can be delivered to it.
+//!
 //! Backpressure: a stream whose queue holds `limit` entries is left out of
 //! reads until its worker catches up.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use redis::aio::ConnectionManager;
 use tokio::sync::{mpsc, watch, Notify};
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::connection::{backoff, RedisConnector};
@@ -32,6 +42,8 @@ pub(crate) struct Feed {
     pub(crate) tx: mpsc::UnboundedSender<RawEntry>,
     /// Entries sent and not yet taken by the worker.
     pub(crate) queued: Arc<AtomicUsize>,
+    /// The lease's local deadline (ms after the runtime's epoch).
+    pub(crate) valid_until: Arc<AtomicU64>,
 }
 
 /// What the reader is doing, for [`ReadSet::remove`].
@@ -50,16 +62,22 @@ pub(crate) struct ReadSet {
     /// `CLIENT ID` of the reader's connection (0 until known).
     client_id: AtomicI64,
     limit: usize,
+    epoch: Instant,
+    block: Duration,
 }
 
 impl ReadSet {
-    pub(crate) fn new(limit: usize) -> Self {
+    /// A read set; `epoch` is the clock origin of the feeds' lease
+    /// deadlines, `block` the longest a read blocks.
+    pub(crate) fn new(limit: usize, epoch: Instant, block: Duration) -> Self {
         ReadSet {
             inner: Mutex::new((0, BTreeMap::new())),
             changed: Notify::new(),
             state: watch::Sender::new(ReaderState::default()),
             client_id: AtomicI64::new(0),
             limit,
+            epoch,
+            block,
         }
     }
 
@@ -109,15 +127,20 @@ impl ReadSet {
         }
     }
 
-    /// The streams to read now (queues not full). Marks the read as in
+    /// The streams to read now (queues not full, leases valid for longer
+    /// than the read may block). Marks the read as in
     /// flight under the same lock [`ReadSet::remove`] takes, so a removal
     /// either comes before this snapshot or waits for the read to end.
     fn begin_read(&self) -> Vec<String> {
         let inner = self.inner.lock().expect("read set poisoned");
+        let horizon = (self.epoch.elapsed() + self.block).as_millis() as u64;
         let streams: Vec<String> = inner
             .1
             .iter()
-            .filter(|(_, f)| f.queued.load(Ordering::Acquire) < self.limit)
+            .filter(|(_, f)| {
+                f.queued.load(Ordering::Acquire) < self.limit
+                    && f.valid_until.load(Ordering::Acquire) > horizon
+            })
             .map(|(s, _)| s.clone())
             .collect();
         let in_flight = (!streams.is_empty()).then_some(inner.0);
