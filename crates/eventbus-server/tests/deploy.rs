@@ -19,6 +19,8 @@ const SERIES: &[&str] = &[
     "eventbus_group_lag",
     "eventbus_group_pending",
     "eventbus_published_total",
+    "eventbus_consumed_total",
+    "eventbus_handler_duration_seconds",
     "eventbus_relay_lag_seconds",
     "eventbus_relay_published_total",
 ];

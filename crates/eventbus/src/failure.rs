@@ -7,6 +7,9 @@
 //! the delivery count reaches `max_attempts` → dead letter. A dead letter is
 //! written before the entry is acknowledged; if writing fails the entry
 //! stays pending and is dead-lettered later (never dropped).
+//!
+//! Every attempt is measured: `eventbus_handler_duration_seconds{group,type}`
+//! and `eventbus_consumed_total{group,type,outcome}` (`ok`, or the error class).
 
 use std::time::Duration;
 
@@ -41,7 +44,12 @@ impl FailureHandling {
         handler: &H,
         delivery: Delivery,
     ) -> Result<(), HandlerError> {
-        match self.policy.attempt_timeout {
+        let labels = [
+            ("group", delivery.group.clone()),
+            ("type", delivery.envelope.event_type.clone()),
+        ];
+        let started = std::time::Instant::now();
+        let result = match self.policy.attempt_timeout {
             Some(t) => match tokio::time::timeout(t, handler.handle(delivery)).await {
                 Ok(r) => r,
                 Err(_) => Err(HandlerError::retryable(format!(
@@ -49,7 +57,17 @@ impl FailureHandling {
                 ))),
             },
             None => handler.handle(delivery).await,
-        }
+        };
+        metrics::histogram!("eventbus_handler_duration_seconds", &labels)
+            .record(started.elapsed().as_secs_f64());
+        let outcome = match &result {
+            Ok(()) => "ok",
+            Err(e) => e.class.as_str(),
+        };
+        let [(_, group), (_, event_type)] = labels;
+        metrics::counter!("eventbus_consumed_total", "group" => group, "type" => event_type, "outcome" => outcome)
+            .increment(1);
+        result
     }
 
     /// Retry or dead letter, after delivery number `attempt` (1-based) failed.

@@ -588,12 +588,44 @@ async fn metrics_hold_the_named_series() {
     assert_eq!(s, StatusCode::ACCEPTED);
     publish_direct_with_group(&f).await;
     dead_letter(&f).await;
+    // A consumer handles the direct event: consumed and handler duration.
+    let topic = valid_event()["type"]
+        .as_str()
+        .unwrap()
+        .split('.')
+        .next()
+        .unwrap()
+        .to_owned();
+    let mut config = eventbus::ConsumerConfig::new("metered", [topic]);
+    config.mode = eventbus::ConsumerMode::Unordered;
+    config.block = std::time::Duration::from_millis(100);
+    let collector = eventbus_testkit::Collector::new();
+    let connector =
+        eventbus::RedisConnector::new(f.ns.url(), eventbus::RedisOptions::default()).unwrap();
+    let consumer = eventbus::Consumer::new(
+        connector,
+        f.state.topology.clone(),
+        config,
+        collector.clone(),
+    )
+    .unwrap();
+    let stop = tokio_util::sync::CancellationToken::new();
+    let running = tokio::spawn(consumer.run(stop.clone()));
+    assert!(
+        collector
+            .wait_for(std::time::Duration::from_secs(30), |d| !d.is_empty())
+            .await
+    );
+    stop.cancel();
+    running.await.unwrap().unwrap();
     super::metrics::refresh_once(&f.state).await.unwrap();
     let (s, text, _) = f.call(Method::GET, "/metrics", Some(READ), None).await;
     assert_eq!(s, StatusCode::OK);
     let text = text.as_str().unwrap().to_owned();
     for series in [
         "eventbus_published_total",
+        "eventbus_consumed_total",
+        "eventbus_handler_duration_seconds_bucket",
         "eventbus_dead_letters_total",
         "eventbus_dlq_depth",
         "eventbus_outbox_backlog",
