@@ -321,16 +321,38 @@ fn recorder(file: &std::path::Path) -> String {
     )
 }
 
+/// A file of handled events written by [`recorder`] commands.
+struct Recording {
+    _dir: tempfile::TempDir,
+    file: std::path::PathBuf,
+    exec: String,
+}
+
+impl Recording {
+    fn new() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("handled");
+        let exec = recorder(&file);
+        Recording {
+            _dir: dir,
+            file,
+            exec,
+        }
+    }
+
+    fn handler(&self) -> [&str; 2] {
+        ["--exec", self.exec.as_str()]
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn per_key_order_holds_while_members_join_leave_and_are_killed() {
     const KEYS: usize = 50;
     const PER_KEY: usize = 200;
     let w = Watcher::new(namespace()).await;
     let ns = &w.ns;
-    let dir = tempfile::tempdir().unwrap();
-    let file = dir.path().join("handled");
-    let exec = recorder(&file);
-    let handler = ["--exec", exec.as_str()];
+    let rec = Recording::new();
+    let handler = rec.handler();
 
     let mut members: Vec<Option<Child>> = vec![
         Some(member(ns, "o1", &handler)),
@@ -363,7 +385,7 @@ async fn per_key_order_holds_while_members_join_leave_and_are_killed() {
     }
     feeder.await.expect("feeder");
 
-    let lines = wait_handled(&file, KEYS * PER_KEY).await;
+    let lines = wait_handled(&rec.file, KEYS * PER_KEY).await;
     for m in members.into_iter().flatten() {
         leave(m);
     }
@@ -464,10 +486,8 @@ async fn a_frozen_member_is_fenced_and_order_holds() {
     const PER_KEY: usize = 100;
     let w = Watcher::new(namespace()).await;
     let ns = &w.ns;
-    let dir = tempfile::tempdir().unwrap();
-    let file = dir.path().join("handled");
-    let exec = recorder(&file);
-    let handler = ["--exec", exec.as_str()];
+    let rec = Recording::new();
+    let handler = rec.handler();
     let frozen = member(ns, "z1", &handler);
     let other = member(ns, "z2", &handler);
     w.settled(&["z1", "z2"], Duration::from_secs(30)).await;
@@ -482,7 +502,7 @@ async fn a_frozen_member_is_fenced_and_order_holds() {
     w.settled(&["z1", "z2"], Duration::from_secs(30)).await;
     let frozen_pid = frozen.id().to_string();
     feeder.await.expect("feeder");
-    let lines = wait_handled(&file, KEYS * PER_KEY).await;
+    let lines = wait_handled(&rec.file, KEYS * PER_KEY).await;
     leave(frozen);
     leave(other);
     // A late line: the frozen member's, for an event some other line
