@@ -15,4 +15,9 @@ pub(crate) struct ServeArgs {
     /// Do not run the outbox relay in this process (run `eventbus relay` elsewhere).
     #[arg(long)]
     pub(crate) no_relay: bool,
+    /// Also run the consumers listed in this JSON file:
+    /// {"consumers": [{"name": "billing", "args": ["--group", "billing", "--exec", "./handle.sh"]}]}
+    /// where `args` are `eventbus consume` flags (sinks, group, mode, retry policy).
+    #[arg(long, value_name = "FILE")]
+    pub(crate) consumers: Option<std::path::PathBuf>,
 }

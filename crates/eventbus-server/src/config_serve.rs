@@ -170,7 +170,7 @@ mod tests {
         let args = ServeArgs {
             addr: Some("127.0.0.1:9999".parse().unwrap()),
             body_limit: Some(10),
-            no_relay: false,
+            ..ServeArgs::default()
         };
         let s = load(
             &args,

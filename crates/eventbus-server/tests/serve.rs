@@ -36,7 +36,12 @@ struct Server {
 }
 
 impl Server {
-    fn start(ns: &TestNamespace, db: &TestSchema, extra_env: &[(&str, &str)]) -> Server {
+    fn start(
+        ns: &TestNamespace,
+        db: &TestSchema,
+        extra_env: &[(&str, &str)],
+        extra_args: &[&str],
+    ) -> Server {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_eventbus"));
         cmd.env_clear()
             .env("REDIS_URL", ns.url())
@@ -56,6 +61,7 @@ impl Server {
         }
         let mut child = cmd
             .args(["serve", "--addr", "127.0.0.1:0"])
+            .args(extra_args)
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
@@ -159,7 +165,7 @@ async fn serves_over_a_socket_drains_on_sigterm_and_leaks_no_secret() {
     let redis = RedisServer::start_with(&["--requirepass", SENTINEL]);
     let ns = TestNamespace::new(with_password(&redis.url(), ""), "serve");
     let db = TestSchema::new("serve").await;
-    let server = Server::start(&ns, &db, &[]);
+    let server = Server::start(&ns, &db, &[], &[]);
 
     let (s, body) = server.request("GET", "/health", None, "");
     assert_eq!(s, 200, "{body}");
@@ -259,4 +265,90 @@ fn refuses_a_public_address_without_a_token() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("EVENT_BUS_API_TOKEN"), "{stderr}");
     assert!(!stderr.contains(SENTINEL));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn runs_the_consumers_of_its_config_file() {
+    let ns = TestNamespace::new(shared_redis_url(), "serve");
+    let db = TestSchema::new("serve").await;
+    let out = tempfile::tempdir().unwrap();
+    let config = out.path().join("consumers.json");
+    let handled = out.path().join("handled");
+    std::fs::create_dir(&handled).unwrap();
+    std::fs::write(
+        &config,
+        json!({"consumers": [{"name": "files", "args": [
+            "--group", "files", "--unordered", "--block", "100ms",
+            "--exec", "cat > \"$OUT/$EVENTBUS_EVENT_ID\""
+        ]}]})
+        .to_string(),
+    )
+    .unwrap();
+    let server = Server::start(
+        &ns,
+        &db,
+        &[
+            ("OUT", handled.to_str().unwrap()),
+            ("PATH", &std::env::var("PATH").unwrap_or_default()),
+        ],
+        &["--consumers", config.to_str().unwrap()],
+    );
+    let mut ids = Vec::new();
+    for _ in 0..3 {
+        let (s, body) = server.request(
+            "POST",
+            "/v1/events?direct=true",
+            Some(ADMIN),
+            &event().to_string(),
+        );
+        assert_eq!(s, 201, "{body}");
+        let v: Value = serde_json::from_str(&body).unwrap();
+        ids.push(v["events"][0]["id"].as_str().unwrap().to_owned());
+    }
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while ids.iter().any(|id| !handled.join(id).exists()) {
+        assert!(
+            Instant::now() < deadline,
+            "the consumer did not handle every event: {:?}",
+            server.output.lock().unwrap()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let (s, metrics) = server.request("GET", "/metrics", Some(READ), "");
+    assert_eq!(s, 200);
+    assert!(metrics.contains("eventbus_consumed_total"), "{metrics}");
+    assert!(
+        metrics.contains("eventbus_handler_duration_seconds"),
+        "{metrics}"
+    );
+    let envelope: Value =
+        serde_json::from_str(&std::fs::read_to_string(handled.join(&ids[0])).unwrap()).unwrap();
+    assert_eq!(envelope["id"], ids[0].as_str());
+    server.sigterm();
+    let (code, lines) = server.wait();
+    assert_eq!(code, 0, "{lines:#?}");
+    assert!(
+        lines.iter().any(|l| l.contains("consumer stopped")),
+        "{lines:#?}"
+    );
+    ns.cleanup();
+}
+
+#[test]
+fn refuses_a_bad_consumers_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("consumers.json");
+    std::fs::write(
+        &config,
+        r#"{"consumers": [{"name": "x", "args": ["--exec", "true"]}]}"#,
+    )
+    .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_eventbus"))
+        .env_clear()
+        .args(["serve", "--consumers", config.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("--group is required"), "{stderr}");
 }

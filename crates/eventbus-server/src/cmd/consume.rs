@@ -29,6 +29,18 @@ const EXIT_PERMANENT: i32 = 65;
 
 /// Runs `eventbus consume`.
 pub(crate) async fn run(args: ConsumeArgs, settings: &Settings) -> Result<()> {
+    run_with(args, settings, super::shutdown_on_signal(), true).await
+}
+
+/// Runs one consumer until `shutdown` (which `--max-events` may cancel:
+/// pass a child token when others share it); `alerts`: also run the
+/// dead-letter alerter (`eventbus serve` runs one for all its consumers).
+pub(crate) async fn run_with(
+    args: ConsumeArgs,
+    settings: &Settings,
+    shutdown: CancellationToken,
+    alerts: bool,
+) -> Result<()> {
     let group = args
         .group
         .clone()
@@ -68,7 +80,6 @@ pub(crate) async fn run(args: ConsumeArgs, settings: &Settings) -> Result<()> {
         }
     }
 
-    let shutdown = super::shutdown_on_signal();
     if let Some(statement) = &args.sql {
         return super::consume_sql::run(
             statement.clone(),
@@ -132,7 +143,11 @@ pub(crate) async fn run(args: ConsumeArgs, settings: &Settings) -> Result<()> {
         !args.no_validate,
         args.upcast,
     )?;
-    if let Some(alert) = settings.alert.config(&settings.namespace) {
+    if let Some(alert) = settings
+        .alert
+        .config(&settings.namespace)
+        .filter(|_| alerts)
+    {
         // Watches the dead-letter queue while this consumer runs.
         let source = if settings.pg.has_database() {
             eventbus::alert::DlqSource::Postgres(

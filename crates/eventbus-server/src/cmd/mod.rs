@@ -13,6 +13,7 @@ mod publish;
 mod relay;
 mod schemas;
 mod serve;
+mod serve_consumers;
 mod streams;
 mod tail;
 

@@ -1,10 +1,13 @@
 //! `eventbus serve`: the HTTP admin API, the outbox relay (with
-//! `DATABASE_URL`) and the dead-letter alerter (with
-//! `EVENT_BUS_ALERT_WEBHOOK_URL`) in one process.
+//! `DATABASE_URL`), the dead-letter alerter (with
+//! `EVENT_BUS_ALERT_WEBHOOK_URL`) and the consumers of `--consumers FILE`
+//! in one process.
 //!
 //! Shutdown: the first SIGINT/SIGTERM cancels one token. The HTTP server
 //! stops accepting and finishes the requests in flight; the relay finishes
-//! its batch; the alerter and the gauge task stop at their next tick. All of
+//! its batch; consumers finish the handlers they started (up to their
+//! shutdown timeout) and acknowledge them; the alerter and the gauge task
+//! stop at their next tick. All of
 //! them are owned by a `JoinSet`, and `run` returns once every one ended.
 
 use std::time::Duration;
@@ -25,6 +28,10 @@ const GAUGE_INTERVAL: Duration = Duration::from_secs(5);
 /// Runs `eventbus serve`.
 pub(crate) async fn run(args: ServeArgs, settings: &Settings) -> Result<()> {
     let serve = ServeSettings::load(&args, &Env::from_process())?;
+    let consumers = match &args.consumers {
+        Some(path) => super::serve_consumers::load(path)?,
+        None => Vec::new(),
+    };
     let addr = serve.addr.expect("load sets the address");
     let topology = settings.topology()?;
     let connector = settings.connector()?;
@@ -105,6 +112,19 @@ pub(crate) async fn run(args: ServeArgs, settings: &Settings) -> Result<()> {
         GAUGE_INTERVAL,
         shutdown.clone(),
     ));
+
+    for (name, consume) in consumers {
+        // A child token: `--max-events` ends this consumer, not the server.
+        let token = shutdown.child_token();
+        let settings = settings.clone();
+        tasks.spawn(async move {
+            tracing::info!(consumer = %name, "starting consumer");
+            match super::consume::run_with(consume, &settings, token, false).await {
+                Ok(()) => tracing::info!(consumer = %name, "consumer stopped"),
+                Err(e) => tracing::error!(consumer = %name, error = %e, "consumer failed"),
+            }
+        });
+    }
 
     let router = http::router(state, &options);
     tracing::info!(
