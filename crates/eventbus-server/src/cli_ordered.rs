@@ -23,8 +23,9 @@ pub(crate) struct MembershipArgs {
     /// to --concurrency events at once, in no particular order.
     #[arg(long, help_heading = "Consumer mode")]
     pub(crate) unordered: bool,
-    /// Ordered mode: a stable member id (static membership). Restarted within
-    /// the session timeout, the member gets its partitions back at once.
+    /// Ordered mode: a stable member id (static membership). Stopping keeps
+    /// the member's partitions waiting for it (no rebalance) until the session
+    /// timeout; restarted within it, it resumes exactly those partitions.
     #[arg(long, value_name = "ID", value_parser = parse_member_id,
           conflicts_with_all = ["consumer", "unordered"], help_heading = "Consumer mode")]
     pub(crate) member_id: Option<String>,
@@ -97,6 +98,7 @@ impl MembershipArgs {
         config.mode = self.mode();
         if let Some(id) = &self.member_id {
             config.consumer_name = Some(id.clone());
+            config.static_membership = true;
         }
         config.heartbeat_interval = self.heartbeat.unwrap_or(env.heartbeat);
         config.session_timeout = self.session_timeout.unwrap_or(env.session_timeout);
@@ -226,6 +228,7 @@ mod tests {
         let mut c = ConsumerConfig::new("g", ["t"]);
         args.apply(&env, &mut c).unwrap();
         assert_eq!(c.consumer_name.as_deref(), Some("m1"));
+        assert!(c.static_membership);
         assert_eq!(c.max_partitions_in_flight, Some(3));
         assert_eq!(c.session_timeout, Duration::from_secs(10));
         let args = consume(&["--session-timeout", "2s"]).unwrap().membership;

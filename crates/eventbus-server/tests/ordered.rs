@@ -24,15 +24,26 @@ use common::*;
 const SESSION: Duration = Duration::from_secs(2);
 const HEARTBEAT: Duration = Duration::from_millis(200);
 
-/// Starts `eventbus consume` as member `id` of group `g` on topic `work_item`.
+/// Starts `eventbus consume` as member `id` (`--consumer id`: a dynamic
+/// member, which releases its partitions when it stops) of group `g` on
+/// topic `work_item`.
 fn member(ns: &TestNamespace, id: &str, handler: &[&str]) -> Child {
+    start_member(ns, "--consumer", id, handler)
+}
+
+/// Starts a static member (`--member-id id`).
+fn static_member(ns: &TestNamespace, id: &str, handler: &[&str]) -> Child {
+    start_member(ns, "--member-id", id, handler)
+}
+
+fn start_member(ns: &TestNamespace, id_flag: &str, id: &str, handler: &[&str]) -> Child {
     let mut args = vec![
         "consume",
         "--group",
         "g",
         "--topics",
         "work_item",
-        "--member-id",
+        id_flag,
         id,
         "--heartbeat",
         "200ms",
@@ -104,6 +115,32 @@ impl Watcher {
             .into_iter()
             .map(|p| (p.partition, p.owner))
             .collect()
+    }
+
+    /// Polls until `static-a` owns exactly `mine` again (balanced with
+    /// `static-b`), failing if `static-b` ever holds one of them.
+    async fn back_to(&self, mine: &BTreeSet<u32>, within: Duration) {
+        let deadline = Instant::now() + within;
+        loop {
+            let owners = self.owners().await;
+            for p in mine {
+                assert_ne!(
+                    owners.get(p).and_then(|o| o.as_deref()),
+                    Some("static-b"),
+                    "b took partition {p}"
+                );
+            }
+            if let Some(now) = balanced(&owners, &["static-a", "static-b"]) {
+                if owned_by(&now, "static-a") == *mine {
+                    return;
+                }
+            }
+            assert!(
+                Instant::now() < deadline,
+                "a did not get its partitions back: {owners:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
     }
 
     /// Polls until every partition is owned by one of `members` and the
@@ -269,45 +306,38 @@ async fn a_static_member_restarted_within_the_timeout_keeps_its_partitions() {
     let w = Watcher::new(namespace()).await;
     let ns = &w.ns;
     let idle = ["--exec", "cat > /dev/null"];
-    let a = member(ns, "static-a", &idle);
-    let b = member(ns, "static-b", &idle);
+    let a = static_member(ns, "static-a", &idle);
+    let b = static_member(ns, "static-b", &idle);
     let before = w
         .settled(&["static-a", "static-b"], Duration::from_secs(30))
         .await;
     let mine = owned_by(&before, "static-a");
 
+    // Killed, or stopped cleanly: either way, restarted within the session
+    // timeout, it gets exactly its partitions back and b never takes one.
     kill(a);
-    let a = member(ns, "static-a", &idle);
-    // Watch until the restarted member is back on its partitions, checking
-    // that b never took one of them meanwhile.
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let owners = w.owners().await;
-        for p in &mine {
-            assert_ne!(
-                owners[p].as_deref(),
-                Some("static-b"),
-                "b took partition {p}"
-            );
-        }
-        if let Some(now) = balanced(&owners, &["static-a", "static-b"]) {
-            if owned_by(&now, "static-a") == mine {
-                break;
-            }
-        }
-        assert!(
-            Instant::now() < deadline,
-            "a did not get its partitions back: {owners:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    // And it stays that way past the session timeout of the old process.
+    let a = static_member(ns, "static-a", &idle);
+    w.back_to(&mine, Duration::from_secs(30)).await;
+    leave(a);
+    let a = static_member(ns, "static-a", &idle);
+    w.back_to(&mine, Duration::from_secs(30)).await;
+    // And it stays that way past the session timeout of the old processes.
     tokio::time::sleep(SESSION + Duration::from_millis(500)).await;
     let later = w
         .settled(&["static-a", "static-b"], Duration::from_secs(5))
         .await;
     assert_eq!(owned_by(&later, "static-a"), mine);
+
+    // A static member that does not come back: its partitions move once
+    // the session times out, not before.
+    let started = Instant::now();
     leave(a);
+    w.settled(&["static-b"], Duration::from_secs(30)).await;
+    let took = started.elapsed();
+    assert!(
+        took >= SESSION - HEARTBEAT - Duration::from_millis(100),
+        "a stopped static member's partitions moved after {took:?}, before its session timed out"
+    );
     leave(b);
 }
 

@@ -91,6 +91,14 @@ pub struct ConsumerConfig {
     /// Ordered mode: partitions handling an entry at the same moment.
     /// Default `None`: every owned partition.
     pub max_partitions_in_flight: Option<usize>,
+    /// Ordered mode, static membership (Kafka's `group.instance.id`): on
+    /// shutdown the member finishes its running handlers but keeps its
+    /// leases and its place in the group, so a restart with the same
+    /// `consumer_name` within `session_timeout` resumes exactly its
+    /// partitions without a rebalance; if it does not come back, they move
+    /// when the session times out. Default false: a member leaving releases
+    /// its partitions at once.
+    pub static_membership: bool,
     /// Attempts, backoff and attempt timeout before an event is
     /// dead-lettered (both modes).
     pub retry: crate::retry::RetryPolicy,
@@ -119,6 +127,7 @@ impl ConsumerConfig {
             heartbeat_interval: Duration::from_secs(1),
             session_timeout: Duration::from_secs(10),
             max_partitions_in_flight: None,
+            static_membership: false,
             retry: crate::retry::RetryPolicy::default(),
         }
     }

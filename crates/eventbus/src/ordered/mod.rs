@@ -35,7 +35,7 @@ pub(crate) mod reader;
 pub(crate) mod view;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -161,6 +161,7 @@ pub(crate) async fn run<H: Handler>(
         failures,
         claim_count: config.read_count.max(100),
         epoch,
+        keep_leases: AtomicBool::new(false),
     });
     let mut rt = Runtime {
         ctx,
@@ -189,7 +190,10 @@ pub(crate) async fn run<H: Handler>(
         }
     };
 
-    // Drain: release everything (handlers finish), then leave.
+    // Drain: stop every partition (handlers finish), then leave. A static
+    // member keeps its leases and membership for its restart instead.
+    let keep = config.static_membership;
+    rt.ctx.keep_leases.store(keep, Ordering::Release);
     for part in rt.owned.values() {
         part.release.cancel();
     }
@@ -215,10 +219,15 @@ pub(crate) async fn run<H: Handler>(
     }
     reader_stop.cancel();
     while reader.join_next().await.is_some() {}
-    if let Err(e) = rt.membership.leave(&conn).await {
-        tracing::warn!(member = %name, error = %e, "leaving the group failed; the others notice after the session timeout");
+    if keep {
+        tracing::info!(group = %config.group, member = %name, session_timeout = ?config.session_timeout,
+                       "static member stopped; its partitions wait for its restart until the session times out");
+    } else {
+        if let Err(e) = rt.membership.leave(&conn).await {
+            tracing::warn!(member = %name, error = %e, "leaving the group failed; the others notice after the session timeout");
+        }
+        tracing::info!(group = %config.group, member = %name, "ordered consumer left its group");
     }
-    tracing::info!(group = %config.group, member = %name, "ordered consumer left its group");
     result
 }
 

@@ -29,7 +29,7 @@
 
 use std::collections::VecDeque;
 use std::panic::AssertUnwindSafe;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -109,6 +109,9 @@ pub(crate) struct WorkerContext<H> {
     pub(crate) claim_count: usize,
     /// The runtime's clock origin for lease deadlines.
     pub(crate) epoch: Instant,
+    /// Set when a static member shuts down: released workers leave their
+    /// lease to expire instead of deleting it.
+    pub(crate) keep_leases: AtomicBool,
 }
 
 /// One owned partition.
@@ -133,6 +136,8 @@ pub(crate) enum Ended {
     Released,
     /// Stopped without the lease (lost, or release failed).
     Lost,
+    /// Stopped, the lease left to expire (a static member shutting down).
+    Kept,
 }
 
 impl<H: Handler> WorkerContext<H> {
@@ -149,6 +154,9 @@ impl<H: Handler> WorkerContext<H> {
         self.read_set.remove(&self.conn, &part.stream).await;
         if ended == Ended::Lost || part.abort.is_cancelled() {
             return Ended::Lost;
+        }
+        if self.keep_leases.load(Ordering::Acquire) {
+            return Ended::Kept;
         }
         match self
             .scripts
