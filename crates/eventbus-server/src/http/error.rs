@@ -31,9 +31,9 @@ pub(crate) enum HttpError {
     /// Nothing at this path or with this id.
     #[error("{0}")]
     NotFound(String),
-    /// The body is larger than the limit.
-    #[error("the request body is larger than {0} bytes")]
-    TooLarge(usize),
+    /// The body is larger than the limit (`EVENT_BUS_HTTP_BODY_LIMIT`).
+    #[error("the request body is larger than the limit (EVENT_BUS_HTTP_BODY_LIMIT)")]
+    TooLarge,
     /// A backing service is down or not ready.
     #[error("{0}")]
     Unavailable(&'static str),
@@ -51,7 +51,7 @@ impl HttpError {
             HttpError::Unauthorized => StatusCode::UNAUTHORIZED,
             HttpError::Forbidden => StatusCode::FORBIDDEN,
             HttpError::NotFound(_) => StatusCode::NOT_FOUND,
-            HttpError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            HttpError::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             HttpError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             HttpError::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -64,7 +64,7 @@ impl HttpError {
             HttpError::Unauthorized => "unauthorized",
             HttpError::Forbidden => "forbidden",
             HttpError::NotFound(_) => "not_found",
-            HttpError::TooLarge(_) => "payload_too_large",
+            HttpError::TooLarge => "payload_too_large",
             HttpError::Unavailable(_) => "unavailable",
             HttpError::Internal => "internal",
         }

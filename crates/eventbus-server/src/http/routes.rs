@@ -74,7 +74,7 @@ pub(crate) struct PublishQuery {
 fn body_json(body: Result<Bytes, BytesRejection>) -> HttpResult<Value> {
     let bytes = body.map_err(|r| {
         if r.status() == StatusCode::PAYLOAD_TOO_LARGE {
-            HttpError::TooLarge(0)
+            HttpError::TooLarge
         } else {
             HttpError::BadRequest(r.body_text())
         }
