@@ -154,6 +154,9 @@ pub struct Params {
     /// Print JSON instead of a table.
     #[arg(long)]
     pub json: bool,
+    /// Also write the report as JSON to this file.
+    #[arg(long, value_name = "PATH")]
+    pub json_out: Option<PathBuf>,
     /// Internal: run as the soak's consumer process in this namespace.
     #[arg(long, hide = true, value_name = "NS")]
     pub soak_consumer: Option<String>,
@@ -467,7 +470,7 @@ pub async fn run(target: Target, params: Params) -> Result<Option<Report>, Strin
     }
     ctx.cleanup(&ctx.ns).await;
     let p = &ctx.params;
-    Ok(Some(Report {
+    let report = Report {
         date,
         machine: machine(),
         load_before,
@@ -484,7 +487,12 @@ pub async fn run(target: Target, params: Params) -> Result<Option<Report>, Strin
             "soak_rate": p.soak_rate,
         }),
         sections,
-    }))
+    };
+    if let Some(path) = &p.json_out {
+        let json = serde_json::to_string_pretty(&report).expect("a report serializes");
+        std::fs::write(path, json).map_err(|e| format!("{}: {e}", path.display()))?;
+    }
+    Ok(Some(report))
 }
 
 /// Now in UTC, RFC 3339, to the second.
