@@ -76,6 +76,12 @@ impl DbSchema {
 }
 
 /// Opens a connection pool. `application_name` shows in `pg_stat_activity`.
+///
+/// TLS is used when the URL asks for it (`sslmode=require`, `verify-ca`,
+/// `verify-full`; `sslrootcert=` for a private CA). Without `sslmode`, the
+/// connection is plain: libpq's default `prefer` would negotiate TLS
+/// without checking anything (no protection against interception) while
+/// making every connection slower, so TLS is opt-in and then meant.
 pub async fn connect_pool(
     url: &str,
     max_connections: u32,
@@ -88,6 +94,15 @@ pub async fn connect_pool(
             first_line(&e)
         ))
     })?;
+    let asks_tls = url::Url::parse(url).is_ok_and(|u| {
+        u.query_pairs()
+            .any(|(k, _)| k == "sslmode" || k == "ssl-mode")
+    });
+    let options = if asks_tls {
+        options
+    } else {
+        options.ssl_mode(sqlx::postgres::PgSslMode::Disable)
+    };
     let options = options.application_name(application_name);
     PgPoolOptions::new()
         .max_connections(max_connections)
