@@ -14,6 +14,7 @@
 use std::time::Duration;
 
 use redis::aio::ConnectionManager;
+use tracing::Instrument;
 use uuid::Uuid;
 
 use crate::deadletter::{DeadLetterWriter, Failure};
@@ -48,16 +49,28 @@ impl FailureHandling {
             ("group", delivery.group.clone()),
             ("type", delivery.envelope.event_type.clone()),
         ];
+        // Every log line written while the handler runs (its own, an exec
+        // sink's, a timeout's) carries the event's id, type and group.
+        let span = tracing::info_span!(
+            "event",
+            event_id = %delivery.envelope.id,
+            event_type = %delivery.envelope.event_type,
+            group = %delivery.group,
+        );
         let started = std::time::Instant::now();
-        let result = match self.policy.attempt_timeout {
-            Some(t) => match tokio::time::timeout(t, handler.handle(delivery)).await {
-                Ok(r) => r,
-                Err(_) => Err(HandlerError::retryable(format!(
-                    "attempt timed out after {t:?}"
-                ))),
-            },
-            None => handler.handle(delivery).await,
-        };
+        let result = async {
+            match self.policy.attempt_timeout {
+                Some(t) => match tokio::time::timeout(t, handler.handle(delivery)).await {
+                    Ok(r) => r,
+                    Err(_) => Err(HandlerError::retryable(format!(
+                        "attempt timed out after {t:?}"
+                    ))),
+                },
+                None => handler.handle(delivery).await,
+            }
+        }
+        .instrument(span)
+        .await;
         metrics::histogram!("eventbus_handler_duration_seconds", &labels)
             .record(started.elapsed().as_secs_f64());
         let outcome = match &result {
