@@ -191,6 +191,23 @@ async fn serves_over_a_socket_drains_on_sigterm_and_leaks_no_secret() {
     assert!(body.contains("eventbus_published_total"), "{body}");
     let mut answers = body;
 
+    // Through the outbox: the relay running inside serve drains it.
+    let (s, body) = server.request("POST", "/v1/events", Some(ADMIN), &event().to_string());
+    assert_eq!(s, 202, "{body}");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (s, body) = server.request("GET", "/v1/outbox", Some(READ), "");
+        assert_eq!(s, 200, "{body}");
+        if serde_json::from_str::<Value>(&body).unwrap()["backlog"] == 0 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the relay in serve did not drain the outbox: {body}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+
     // A request in flight: headers and half the body sent, then SIGTERM,
     // then the rest. It is answered, and the event is in the outbox or
     // already relayed to the stream.
@@ -236,7 +253,7 @@ async fn serves_over_a_socket_drains_on_sigterm_and_leaks_no_secret() {
     .unwrap();
     if n == 0 {
         // The relay running in serve sent it (and deleted the row): the
-        // stream holds it beside the one published directly.
+        // streams hold it beside the direct one and the first relayed one.
         let conn = eventbus::RedisConnector::new(ns.url(), eventbus::RedisOptions::default())
             .unwrap()
             .shared()
@@ -249,7 +266,7 @@ async fn serves_over_a_socket_drains_on_sigterm_and_leaks_no_secret() {
         let stats = eventbus::admin::partition_stats(&conn, &topology, &topics)
             .await
             .unwrap();
-        assert_eq!(stats.iter().map(|p| p.length).sum::<u64>(), 2);
+        assert_eq!(stats.iter().map(|p| p.length).sum::<u64>(), 3);
     }
 }
 
