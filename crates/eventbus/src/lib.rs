@@ -57,17 +57,17 @@ mod connection;
 mod consumer;
 mod envelope;
 mod error;
+mod failure;
 mod handler;
 mod ordered;
 mod publisher;
 mod reply;
-mod failure;
 mod retry;
 
 pub mod admin;
 pub mod alert;
-pub mod deadletter;
 pub mod catalog;
+pub mod deadletter;
 pub mod pg;
 pub mod topology;
 
