@@ -5,6 +5,7 @@
 //! processes get a generous deadline only so a hang fails the test instead
 //! of blocking the run; nothing here asserts speed.
 
+#[allow(dead_code)] // each test file uses some of the helpers
 mod common;
 
 use std::collections::{BTreeMap, HashSet};

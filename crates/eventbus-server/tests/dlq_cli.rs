@@ -2,26 +2,15 @@
 //! events, `dlq list/show/replay/discard/purge` act on them, and every bad
 //! input is refused with a clear message.
 
-use std::process::{Command, Output, Stdio};
+#[allow(dead_code)] // each test file uses some of the helpers
+mod common;
+
+use std::process::{Command, Output};
 
 use eventbus_testkit::{shared_redis_url, TestNamespace, TestSchema};
 
 fn eventbus(ns: &TestNamespace, db: &TestSchema) -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_eventbus"));
-    for (k, _) in std::env::vars() {
-        if k.starts_with("EVENT_BUS_") || k.starts_with("REDIS_") || k == "DATABASE_URL" {
-            c.env_remove(k);
-        }
-    }
-    c.env("REDIS_URL", ns.url())
-        .env("EVENT_BUS_NAMESPACE", ns.name())
-        .env("EVENT_BUS_PARTITIONS", "4")
-        .env("DATABASE_URL", db.url())
-        .env("EVENT_BUS_DB_SCHEMA", db.name())
-        .env("EVENT_BUS_LOG", "warn")
-        .env("EVENT_BUS_LOG_FORMAT", "json")
-        .stdin(Stdio::null());
-    c
+    common::eventbus_pg(ns, db.url(), db.name(), 4)
 }
 
 fn run(mut c: Command, args: &[&str]) -> Output {

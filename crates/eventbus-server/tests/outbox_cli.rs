@@ -2,6 +2,9 @@
 //! --via-outbox, relay, consume --inbox (--exec and --sql), bad input, several
 //! relays at once, and crash tests with SIGKILL.
 
+#[allow(dead_code)] // each test file uses some of the helpers
+mod common;
+
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::os::unix::process::ExitStatusExt;
 use std::path::Path;
@@ -15,21 +18,7 @@ const WAIT: Duration = Duration::from_secs(120);
 
 /// The binary with a clean environment, pointed at a namespace and a schema.
 fn eventbus(ns: &TestNamespace, db: &str, schema: &str) -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_eventbus"));
-    for (k, _) in std::env::vars() {
-        if k.starts_with("EVENT_BUS_") || k.starts_with("REDIS_") || k == "DATABASE_URL" {
-            c.env_remove(k);
-        }
-    }
-    c.env("REDIS_URL", ns.url())
-        .env("EVENT_BUS_NAMESPACE", ns.name())
-        .env("EVENT_BUS_PARTITIONS", "8")
-        .env("DATABASE_URL", db)
-        .env("EVENT_BUS_DB_SCHEMA", schema)
-        .env("EVENT_BUS_LOG", "warn")
-        .env("EVENT_BUS_LOG_FORMAT", "json")
-        .stdin(Stdio::null());
-    c
+    common::eventbus_pg(ns, db, schema, 8)
 }
 
 fn run(mut c: Command) -> Output {

@@ -4,6 +4,9 @@
 //! Unordered mode leaves nothing pending; ordered mode leaves only entries it
 //! read ahead and never started, for the next owner to take over.
 
+#[allow(dead_code)] // each test file uses some of the helpers
+mod common;
+
 use std::collections::HashSet;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -11,7 +14,7 @@ use std::time::{Duration, Instant};
 use eventbus_testkit::{shared_redis_url, TestNamespace};
 
 fn eventbus(ns: &TestNamespace) -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_eventbus"));
+    let mut c = common::bare_eventbus();
     c.env("REDIS_URL", ns.url())
         .env("EVENT_BUS_NAMESPACE", ns.name())
         .env("EVENT_BUS_PARTITIONS", "4")

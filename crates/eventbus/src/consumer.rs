@@ -259,6 +259,19 @@ struct Shared<H> {
     alive: CancellationToken,
 }
 
+impl<H> Shared<H> {
+    /// Where entry `id` of stream `idx` was read, for its dead letter.
+    fn source<'a>(&'a self, idx: usize, id: &'a str) -> crate::failure::Source<'a> {
+        crate::failure::Source {
+            group: &self.group,
+            consumer: &self.name,
+            stream: &self.streams[idx],
+            partition: self.routes[idx].1,
+            entry_id: id,
+        }
+    }
+}
+
 /// The `topic` of deliveries read from a group's replay stream.
 pub(crate) const REPLAY_TOPIC: &str = "_replay";
 
@@ -331,54 +344,63 @@ impl<H: Handler> Consumer<H> {
         let replay = topology.replay_stream(&config.group);
         ensure_groups(&conn, std::slice::from_ref(&replay), &config.group).await?;
         if config.mode == ConsumerMode::Ordered {
+            // Partitions and replays run side by side; either ending (an
+            // error) ends the other. A child token, so that this never
+            // cancels the caller's token, which others may share.
+            let both = shutdown.child_token();
             let handler = Arc::new(handler);
             let replays = run_unordered(
                 connector.clone(),
+                conn.clone(),
                 config.clone(),
                 name.clone(),
                 handler.clone(),
                 stats.clone(),
                 failures.clone(),
                 vec![(replay, (REPLAY_TOPIC.to_owned(), 0))],
-                shutdown.clone(),
+                both.clone(),
             );
             let partitions = crate::ordered::run(
                 connector,
+                conn,
                 topology,
                 config,
                 name,
                 handler,
                 stats,
                 failures,
-                shutdown.clone(),
+                both.clone(),
             );
-            // Either ending ends both.
-            let partitions = async {
-                let r = partitions.await;
-                shutdown.cancel();
-                r
-            };
-            let replays = async {
-                let r = replays.await;
-                shutdown.cancel();
-                r
-            };
-            let (a, b) = tokio::join!(partitions, replays);
+            let (a, b) = tokio::join!(
+                cancel_when_done(partitions, &both),
+                cancel_when_done(replays, &both)
+            );
             return a.and(b);
         }
         let mut streams = prepare_streams(&conn, &topology, &config).await?;
         streams.push((replay, (REPLAY_TOPIC.to_owned(), 0)));
         run_unordered(
-            connector, config, name, handler, stats, failures, streams, shutdown,
+            connector, conn, config, name, handler, stats, failures, streams, shutdown,
         )
         .await
     }
+}
+
+/// Awaits `fut`, then cancels `token`.
+async fn cancel_when_done<T>(
+    fut: impl std::future::Future<Output = T>,
+    token: &CancellationToken,
+) -> T {
+    let out = fut.await;
+    token.cancel();
+    out
 }
 
 /// The competing-consumers runtime over `streams` (key, (topic, partition)).
 #[allow(clippy::too_many_arguments)]
 async fn run_unordered<H: Handler>(
     connector: RedisConnector,
+    conn: ConnectionManager,
     config: ConsumerConfig,
     name: String,
     handler: H,
@@ -387,77 +409,76 @@ async fn run_unordered<H: Handler>(
     streams: Vec<(String, (String, u32))>,
     shutdown: CancellationToken,
 ) -> Result<()> {
+    // Our own token: draining cancels it, never the caller's.
+    let shutdown = shutdown.child_token();
+    let (streams, routes): (Vec<String>, Vec<(String, u32)>) = streams.into_iter().unzip();
+
+    let (ack_tx, ack_rx) = mpsc::unbounded_channel();
+    let shared = Arc::new(Shared {
+        handler,
+        group: config.group.clone(),
+        name: name.clone(),
+        streams: streams.clone(),
+        routes,
+        semaphore: Arc::new(Semaphore::new(config.concurrency)),
+        inflight: Mutex::new(HashSet::new()),
+        ack_tx,
+        stats: stats.clone(),
+        tracker: TaskTracker::new(),
+        failures,
+        conn: conn.clone(),
+        claim_idle: config.claim_idle,
+        alive: shutdown.child_token(),
+    });
+    // Tasks that outlive this function (a retry waiting out its backoff)
+    // stop when it ends, even when it is dropped rather than shut down.
+    let _alive = shared.alive.clone().drop_guard();
+    let acker = tokio::spawn(run_acker(
+        conn.clone(),
+        config.group.clone(),
+        streams.clone(),
+        ack_rx,
+        config.ack_batch,
+        stats.clone(),
+    ));
+    // `alive`, not `shutdown`: the claimer must also stop if this
+    // runtime is dropped (aborted) rather than shut down.
+    let claimer = tokio::spawn(run_claimer(
+        shared.clone(),
+        conn.clone(),
+        config.clone(),
+        shared.alive.clone(),
+    ));
+    tracing::info!(group = %config.group, consumer = %name, streams = streams.len(), "consumer started");
+
+    let read_result = run_reader(&shared, &connector, &conn, &config, &shutdown).await;
+
+    // Drain: no new reads or claims, wait for in-flight handlers.
+    shutdown.cancel();
+    let _ = claimer.await;
+    shared.tracker.close();
+    if tokio::time::timeout(config.shutdown_timeout, shared.tracker.wait())
+        .await
+        .is_err()
     {
-        let conn = connector.shared().await?;
-        let (streams, routes): (Vec<String>, Vec<(String, u32)>) = streams.into_iter().unzip();
-
-        let (ack_tx, ack_rx) = mpsc::unbounded_channel();
-        let shared = Arc::new(Shared {
-            handler,
-            group: config.group.clone(),
-            name: name.clone(),
-            streams: streams.clone(),
-            routes,
-            semaphore: Arc::new(Semaphore::new(config.concurrency)),
-            inflight: Mutex::new(HashSet::new()),
-            ack_tx,
-            stats: stats.clone(),
-            tracker: TaskTracker::new(),
-            failures,
-            conn: conn.clone(),
-            claim_idle: config.claim_idle,
-            alive: shutdown.child_token(),
-        });
-        // Tasks that outlive this function (a retry waiting out its backoff)
-        // stop when it ends, even when it is dropped rather than shut down.
-        let _alive = shared.alive.clone().drop_guard();
-        let acker = tokio::spawn(run_acker(
-            conn.clone(),
-            config.group.clone(),
-            streams.clone(),
-            ack_rx,
-            config.ack_batch,
-            stats.clone(),
-        ));
-        // `alive`, not `shutdown`: the claimer must also stop if this
-        // runtime is dropped (aborted) rather than shut down.
-        let claimer = tokio::spawn(run_claimer(
-            shared.clone(),
-            conn.clone(),
-            config.clone(),
-            shared.alive.clone(),
-        ));
-        tracing::info!(group = %config.group, consumer = %name, streams = streams.len(), "consumer started");
-
-        let read_result = run_reader(&shared, &connector, &conn, &config, &shutdown).await;
-
-        // Drain: no new reads or claims, wait for in-flight handlers.
-        shutdown.cancel();
-        let _ = claimer.await;
-        shared.tracker.close();
-        if tokio::time::timeout(config.shutdown_timeout, shared.tracker.wait())
-            .await
-            .is_err()
-        {
-            tracing::warn!(
-                consumer = %name,
-                still_running = shared.tracker.len(),
-                "shutdown deadline passed; abandoned handlers' entries stay pending and will be claimed"
-            );
-        }
-        drop(shared);
-        // The acker ends when every sender is gone; abandoned handlers may
-        // still hold one, so bound the wait.
-        let mut acker = acker;
-        if tokio::time::timeout(Duration::from_secs(5), &mut acker)
-            .await
-            .is_err()
-        {
-            acker.abort();
-        }
-        tracing::info!(group = %config.group, consumer = %name, "consumer stopped");
-        read_result
+        tracing::warn!(
+            consumer = %name,
+            still_running = shared.tracker.len(),
+            "shutdown deadline passed; abandoned handlers' entries stay pending and will be claimed"
+        );
     }
+    drop(shared);
+    // The acker ends when every sender is gone; abandoned handlers may
+    // still hold one, so bound the wait.
+    let mut acker = acker;
+    if tokio::time::timeout(Duration::from_secs(5), &mut acker)
+        .await
+        .is_err()
+    {
+        acker.abort();
+    }
+    tracing::info!(group = %config.group, consumer = %name, "consumer stopped");
+    read_result
 }
 
 /// Every partition stream of the consumer's topics with its `(topic,
@@ -664,18 +685,9 @@ async fn dispatch<H: Handler>(
         Ok(e) => e,
         Err(err) => {
             shared.stats.invalid.fetch_add(1, Ordering::Relaxed);
-            let (_, partition) = shared.routes[idx];
             let written = shared
                 .failures
-                .dead_letter_undecodable(
-                    &shared.conn,
-                    &shared.group,
-                    &shared.name,
-                    &shared.streams[idx],
-                    partition,
-                    &id,
-                    &err.to_string(),
-                )
+                .dead_letter_undecodable(&shared.conn, &shared.source(idx, &id), &err.to_string())
                 .await;
             match written {
                 Ok(_) => {
@@ -729,7 +741,6 @@ async fn dispatch<H: Handler>(
         let s = task_shared;
         let event_id = delivery.envelope.id;
         let event_type = delivery.envelope.event_type.clone();
-        let kept = delivery.clone();
         let outcome = s.failures.attempt(&s.handler, delivery).await;
         drop(permit);
         let err = match outcome {
@@ -747,7 +758,13 @@ async fn dispatch<H: Handler>(
                 if class == crate::ErrorClass::Invalid {
                     s.stats.rejected.fetch_add(1, Ordering::Relaxed);
                 }
-                match s.failures.dead_letter(&kept, attempt, class, &err.message).await {
+                // The handler consumed the delivery: the dead letter reads the
+                // event back from the stream (rare path; nothing copied per event).
+                let written = s
+                    .failures
+                    .dead_letter_entry(&s.conn, &s.source(idx, &id), attempt, class, &err.message)
+                    .await;
+                match written {
                     Ok(_) => {
                         s.stats.dead_lettered.fetch_add(1, Ordering::Relaxed);
                         let _ = s.ack_tx.send((idx, id.clone()));

@@ -99,49 +99,34 @@ impl FailureHandling {
             .increment(1);
     }
 
-    /// Writes the dead letter of a delivery. `Err` means it may not be
-    /// written: do not acknowledge.
+    /// Writes the dead letter of an event read from `at`. `Err` means it
+    /// may not be written: do not acknowledge.
     pub(crate) async fn dead_letter(
         &self,
-        d: &Delivery,
+        envelope: Envelope,
+        at: &Source<'_>,
         attempts: u64,
         class: ErrorClass,
         message: &str,
     ) -> crate::Result<Uuid> {
         self.writer
-            .record(&Failure {
-                envelope: d.envelope.clone(),
-                group: d.group.clone(),
-                consumer: d.consumer.clone(),
-                stream: d.stream.clone(),
-                partition: d.partition,
-                entry_id: d.entry_id.clone(),
-                attempts,
-                class,
-                message: message.to_owned(),
-                first_failed_at: None,
-            })
+            .record(&at.failure(envelope, attempts, class, message))
             .await
     }
 
-    /// Dead-letters an entry that is not a valid envelope, as `invalid`: the
-    /// raw fields (read again from the stream) go into a placeholder
-    /// envelope of type `_invalid.undecodable`.
-    #[allow(clippy::too_many_arguments)]
+    /// Dead-letters an entry that is not (or no longer) a valid envelope, as
+    /// `invalid`: its raw fields, read again from the stream, go into a
+    /// placeholder envelope of type `_invalid.undecodable`.
     pub(crate) async fn dead_letter_undecodable(
         &self,
         conn: &ConnectionManager,
-        group: &str,
-        consumer: &str,
-        stream: &str,
-        partition: u32,
-        entry_id: &str,
+        at: &Source<'_>,
         error: &str,
     ) -> crate::Result<Uuid> {
         let raw: Vec<(String, Vec<(String, String)>)> = redis::cmd("XRANGE")
-            .arg(stream)
-            .arg(entry_id)
-            .arg(entry_id)
+            .arg(at.stream)
+            .arg(at.entry_id)
+            .arg(at.entry_id)
             .query_async(&mut conn.clone())
             .await
             .unwrap_or_default();
@@ -152,39 +137,107 @@ impl FailureHandling {
             .collect();
         let mut envelope = Envelope::new(
             "_invalid.undecodable",
-            entry_id,
-            serde_json::json!({"stream": stream, "entry_id": entry_id, "fields": fields, "error": error}),
+            at.entry_id,
+            serde_json::json!({"stream": at.stream, "entry_id": at.entry_id, "fields": fields, "error": error}),
         );
         // Stable per entry, so dead-lettering it again updates the same row.
-        envelope.id = stable_id(stream, entry_id);
-        self.writer
-            .record(&Failure {
-                envelope,
-                group: group.to_owned(),
-                consumer: consumer.to_owned(),
-                stream: stream.to_owned(),
-                partition,
-                entry_id: entry_id.to_owned(),
-                attempts: 1,
-                class: ErrorClass::Invalid,
-                message: error.to_owned(),
-                first_failed_at: None,
-            })
+        envelope.id = stable_id(at.stream, at.entry_id);
+        self.dead_letter(envelope, at, 1, ErrorClass::Invalid, error)
             .await
+    }
+
+    /// Dead-letters an entry whose delivery the handler consumed: the event
+    /// is read again from the stream (only on this rare path, so handling
+    /// never copies an envelope it might need later). An entry gone or no
+    /// longer decodable is dead-lettered as undecodable.
+    pub(crate) async fn dead_letter_entry(
+        &self,
+        conn: &ConnectionManager,
+        at: &Source<'_>,
+        attempts: u64,
+        class: ErrorClass,
+        message: &str,
+    ) -> crate::Result<Uuid> {
+        match fetch_entry(conn, at.stream, at.entry_id)
+            .await
+            .map(|e| e.decoded)
+        {
+            Some(Ok(envelope)) => {
+                self.dead_letter(envelope, at, attempts, class, message)
+                    .await
+            }
+            _ => {
+                let why = format!(
+                    "{message} (and the entry could not be read back: {} {})",
+                    at.stream, at.entry_id
+                );
+                self.dead_letter_undecodable(conn, at, &why).await
+            }
+        }
+    }
+}
+
+/// Where a failed entry was read, for its dead letter.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Source<'a> {
+    pub(crate) group: &'a str,
+    pub(crate) consumer: &'a str,
+    pub(crate) stream: &'a str,
+    pub(crate) partition: u32,
+    pub(crate) entry_id: &'a str,
+}
+
+impl Source<'_> {
+    fn failure(
+        &self,
+        envelope: Envelope,
+        attempts: u64,
+        class: ErrorClass,
+        message: &str,
+    ) -> Failure {
+        Failure {
+            envelope,
+            group: self.group.to_owned(),
+            consumer: self.consumer.to_owned(),
+            stream: self.stream.to_owned(),
+            partition: self.partition,
+            entry_id: self.entry_id.to_owned(),
+            attempts,
+            class,
+            message: message.to_owned(),
+            first_failed_at: None,
+        }
+    }
+}
+
+/// One stream entry by id (`XRANGE id id`); `None` if it is gone.
+pub(crate) async fn fetch_entry(
+    conn: &ConnectionManager,
+    stream: &str,
+    id: &str,
+) -> Option<crate::reply::RawEntry> {
+    let v: redis::Value = redis::cmd("XRANGE")
+        .arg(stream)
+        .arg(id)
+        .arg(id)
+        .query_async(&mut conn.clone())
+        .await
+        .ok()?;
+    first_entry(v)
+}
+
+fn first_entry(v: redis::Value) -> Option<crate::reply::RawEntry> {
+    match v {
+        redis::Value::Array(items) => items.iter().find_map(crate::reply::parse_entry),
+        _ => None,
     }
 }
 
 /// A UUID derived from a stream entry (two FNV-1a 64-bit hashes).
 fn stable_id(stream: &str, entry_id: &str) -> Uuid {
-    let fnv = |seed: u64| {
-        let mut h = seed;
-        for b in stream.bytes().chain([0]).chain(entry_id.bytes()) {
-            h ^= u64::from(b);
-            h = h.wrapping_mul(0x0100_0000_01b3);
-        }
-        h
-    };
-    let (a, b) = (fnv(0xcbf2_9ce4_8422_2325), fnv(0x8422_2325_cbf2_9ce4));
+    let bytes = || stream.bytes().chain([0]).chain(entry_id.bytes());
+    let a = crate::topology::fnv1a64(crate::topology::FNV_OFFSET, bytes());
+    let b = crate::topology::fnv1a64(0x8422_2325_cbf2_9ce4, bytes());
     Uuid::from_u128((u128::from(a) << 64) | u128::from(b))
 }
 
@@ -236,10 +289,7 @@ pub(crate) async fn reclaim(
         .query_async(&mut conn.clone())
         .await
         .ok()?;
-    match v {
-        redis::Value::Array(items) => items.iter().find_map(crate::reply::parse_entry),
-        _ => None,
-    }
+    first_entry(v)
 }
 
 /// Resets the idle time of our pending entry without counting a delivery

@@ -153,6 +153,17 @@ pub fn partition_for(key: &str, partitions: u32) -> u32 {
     (murmur2(key.as_bytes()) & 0x7fff_ffff) % partitions
 }
 
+/// The FNV-1a 64-bit offset basis.
+pub(crate) const FNV_OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
+
+/// FNV-1a, 64-bit, from `seed` (normally [`FNV_OFFSET`]): stable and
+/// dependency-free, for checksums and derived ids (not for partitioning).
+pub(crate) fn fnv1a64(seed: u64, bytes: impl IntoIterator<Item = u8>) -> u64 {
+    bytes.into_iter().fold(seed, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    })
+}
+
 /// MurmurHash2, 32-bit, seed `0x9747b28c`, as in Kafka's `Utils.murmur2`.
 pub fn murmur2(data: &[u8]) -> u32 {
     const SEED: u32 = 0x9747_b28c;

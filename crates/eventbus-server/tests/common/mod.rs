@@ -13,24 +13,39 @@ use serde_json::{json, Value};
 /// Longest any single command may run before the test calls it hung.
 pub(crate) const HANG: Duration = Duration::from_secs(120);
 
-/// The settings the binary may read from the environment; tests set their own.
-const ENV_VARS: &[&str] = &[
-    "REDIS_URL",
-    "REDIS_HOST",
-    "REDIS_PORT",
-    "REDIS_USERNAME",
-    "REDIS_PASSWORD",
-    "REDIS_DB",
-    "EVENT_BUS_NAMESPACE",
-    "EVENT_BUS_PARTITIONS",
-    "EVENT_BUS_CONSUMER_GROUP",
-    "EVENT_BUS_MAX_LEN",
-    "EVENT_BUS_LOG",
-    "EVENT_BUS_LOG_FORMAT",
-    "EVENT_BUS_SCHEMA_DIR",
-    "EVENT_BUS_HEARTBEAT_MS",
-    "EVENT_BUS_SESSION_TIMEOUT_MS",
-];
+/// The binary with none of this machine's eventbus settings: every
+/// `EVENT_BUS_*`, `REDIS_*` and `DATABASE_URL` variable is removed (by prefix,
+/// so a setting added later is covered too), and it logs warnings as JSON.
+pub(crate) fn bare_eventbus() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_eventbus"));
+    for (k, _) in std::env::vars_os() {
+        let k = k.to_string_lossy();
+        if k.starts_with("EVENT_BUS_") || k.starts_with("REDIS_") || k == "DATABASE_URL" {
+            c.env_remove(k.as_ref());
+        }
+    }
+    c.env("EVENT_BUS_LOG", "warn")
+        .env("EVENT_BUS_LOG_FORMAT", "json")
+        .stdin(Stdio::null());
+    c
+}
+
+/// The binary pointed at a namespace (with `partitions` per topic) and a
+/// PostgreSQL schema.
+pub(crate) fn eventbus_pg(
+    ns: &TestNamespace,
+    database_url: &str,
+    schema: &str,
+    partitions: u32,
+) -> Command {
+    let mut c = bare_eventbus();
+    c.env("REDIS_URL", ns.url())
+        .env("EVENT_BUS_NAMESPACE", ns.name())
+        .env("EVENT_BUS_PARTITIONS", partitions.to_string())
+        .env("DATABASE_URL", database_url)
+        .env("EVENT_BUS_DB_SCHEMA", schema);
+    c
+}
 
 pub(crate) fn namespace() -> TestNamespace {
     TestNamespace::new(shared_redis_url(), "cli")
@@ -38,14 +53,9 @@ pub(crate) fn namespace() -> TestNamespace {
 
 /// The binary, pointed at the namespace, with a clean environment.
 pub(crate) fn eventbus(ns: &TestNamespace, args: &[&str]) -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_eventbus"));
-    for var in ENV_VARS {
-        c.env_remove(var);
-    }
+    let mut c = bare_eventbus();
     c.env("REDIS_URL", ns.url())
         .env("EVENT_BUS_NAMESPACE", ns.name())
-        .env("EVENT_BUS_LOG", "warn")
-        .env("EVENT_BUS_LOG_FORMAT", "json")
         .args(args);
     c
 }

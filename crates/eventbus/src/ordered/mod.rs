@@ -96,6 +96,7 @@ struct Runtime<H> {
 #[allow(clippy::too_many_arguments)]
 pub(crate) async fn run<H: Handler>(
     connector: RedisConnector,
+    conn: ConnectionManager,
     topology: Topology,
     config: ConsumerConfig,
     name: String,
@@ -104,7 +105,6 @@ pub(crate) async fn run<H: Handler>(
     failures: Arc<crate::failure::FailureHandling>,
     shutdown: CancellationToken,
 ) -> Result<()> {
-    let conn = connector.shared().await?;
     let streams: BTreeMap<PartitionId, String> = prepare_streams(&conn, &topology, &config)
         .await?
         .into_iter()

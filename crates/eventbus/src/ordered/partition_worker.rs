@@ -352,11 +352,7 @@ impl<H: Handler> WorkerContext<H> {
                         .failures
                         .dead_letter_undecodable(
                             &self.conn,
-                            &self.group,
-                            &self.consumer,
-                            &part.stream,
-                            part.partition,
-                            &id,
+                            &self.source(part, &id),
                             &err.to_string(),
                         )
                         .await;
@@ -409,7 +405,6 @@ impl<H: Handler> WorkerContext<H> {
                 consumer: self.consumer.clone(),
                 redelivered: claimed || attempt > 1,
             };
-            let kept = delivery.clone();
             let outcome = {
                 let _permit = tokio::select! {
                     _ = part.abort.cancelled() => return false,
@@ -446,7 +441,13 @@ impl<H: Handler> WorkerContext<H> {
                         // The partition moves on only once the dead letter is written.
                         match self
                             .failures
-                            .dead_letter(&kept, attempt, class, &err.message)
+                            .dead_letter(
+                                envelope.clone(),
+                                &self.source(part, &id),
+                                attempt,
+                                class,
+                                &err.message,
+                            )
                             .await
                         {
                             Ok(_) => {
@@ -497,6 +498,17 @@ impl<H: Handler> WorkerContext<H> {
                     attempt += 1;
                 }
             }
+        }
+    }
+
+    /// Where entry `id` of this partition was read, for its dead letter.
+    fn source<'a>(&'a self, part: &'a OwnedPartition, id: &'a str) -> crate::failure::Source<'a> {
+        crate::failure::Source {
+            group: &self.group,
+            consumer: &self.consumer,
+            stream: &part.stream,
+            partition: part.partition,
+            entry_id: id,
         }
     }
 

@@ -153,22 +153,13 @@ pub async fn inbox_contains<'c>(
 /// redelivered (claim idle time × attempts, plus any dead-letter replay
 /// window): a row deleted earlier lets a late redelivery run its handler again.
 pub async fn cleanup_inbox(pool: &PgPool, schema: &DbSchema, retention: Duration) -> Result<u64> {
-    let table = schema.table("eventbus_inbox");
-    let sql = format!(
-        "DELETE FROM {table} WHERE ctid IN (SELECT ctid FROM {table} \
-         WHERE handled_at < now() - make_interval(secs => $1) LIMIT 10000)"
-    );
-    let mut total = 0;
-    loop {
-        let n = sqlx::query(safe(&sql))
-            .bind(retention.as_secs_f64())
-            .execute(pool)
-            .await
-            .map_err(|e| db_error(schema, e))?
-            .rows_affected();
-        total += n;
-        if n < 10_000 {
-            return Ok(total);
-        }
-    }
+    super::delete_older_than(
+        pool,
+        schema,
+        "eventbus_inbox",
+        "handled_at",
+        retention,
+        10_000,
+    )
+    .await
 }

@@ -39,12 +39,8 @@ pub fn migrations() -> &'static [Migration] {
 }
 
 fn checksum(sql: &str) -> String {
-    // FNV-1a 64: stable and dependency-free; this guards against edits, not attacks.
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in sql.bytes() {
-        h ^= u64::from(b);
-        h = h.wrapping_mul(0x0100_0000_01b3);
-    }
+    // Guards against edits, not attacks.
+    let h = crate::topology::fnv1a64(crate::topology::FNV_OFFSET, sql.bytes());
     format!("{h:016x}")
 }
 

@@ -127,6 +127,37 @@ fn first_line(e: &impl std::fmt::Display) -> String {
     e.to_string().lines().next().unwrap_or_default().to_owned()
 }
 
+/// Deletes the rows of `table` whose `column` is older than `age`, at most
+/// `batch` per statement (short transactions, no long lock on a busy
+/// queue table), until none are left. Returns how many were deleted.
+pub(crate) async fn delete_older_than(
+    pool: &PgPool,
+    schema: &DbSchema,
+    table: &str,
+    column: &str,
+    age: Duration,
+    batch: u64,
+) -> Result<u64> {
+    let table = schema.table(table);
+    let sql = format!(
+        "DELETE FROM {table} WHERE ctid IN (SELECT ctid FROM {table} \
+         WHERE {column} < now() - make_interval(secs => $1) LIMIT {batch})"
+    );
+    let mut total = 0;
+    loop {
+        let n = sqlx::query(safe(&sql))
+            .bind(age.as_secs_f64())
+            .execute(pool)
+            .await
+            .map_err(|e| db_error(schema, e))?
+            .rows_affected();
+        total += n;
+        if n < batch {
+            return Ok(total);
+        }
+    }
+}
+
 /// Maps "relation does not exist" (42P01) and "schema does not exist"
 /// (3F000) to [`Error::NotMigrated`], everything else to [`Error::Database`].
 pub(crate) fn db_error(schema: &DbSchema, e: sqlx::Error) -> Error {

@@ -382,25 +382,19 @@ async fn sleep_or_stop(d: Duration, shutdown: &CancellationToken) {
 
 /// Deletes published rows older than the retention, in small batches.
 async fn cleanup_published(relay: Relay, retention: Duration, shutdown: CancellationToken) {
-    let table = relay.schema.table("eventbus_outbox");
-    let sql = format!(
-        "DELETE FROM {table} WHERE id IN (SELECT id FROM {table} \
-         WHERE published_at IS NOT NULL AND published_at < now() - make_interval(secs => $1) LIMIT 5000)"
-    );
     loop {
-        loop {
-            match sqlx::query(safe(&sql))
-                .bind(retention.as_secs_f64())
-                .execute(&relay.pool)
-                .await
-            {
-                Ok(done) if done.rows_affected() == 5000 => continue,
-                Ok(_) => break,
-                Err(e) => {
-                    tracing::warn!(error = %e, "outbox retention cleanup failed");
-                    break;
-                }
-            }
+        // `published_at IS NULL` rows never match the age condition.
+        let deleted = super::delete_older_than(
+            &relay.pool,
+            &relay.schema,
+            "eventbus_outbox",
+            "published_at",
+            retention,
+            5000,
+        )
+        .await;
+        if let Err(e) = deleted {
+            tracing::warn!(error = %e, "outbox retention cleanup failed");
         }
         tokio::select! {
             _ = shutdown.cancelled() => return,
