@@ -41,8 +41,8 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicU32, Ordering};
 
 use clap::Args;
+use eventbus::RedisConn;
 use eventbus::{ConsumerMode, RedisConnector, RedisOptions, Topology};
-use redis::aio::ConnectionManager;
 
 pub use measure::{CpuPerMillion, Latency};
 pub use peers::PeerSetup;
@@ -183,7 +183,7 @@ pub(crate) struct Ctx {
     pub(crate) params: Params,
     pub(crate) redis: RedisConnector,
     /// For `INFO`, cleanup and the meters.
-    pub(crate) conn: ConnectionManager,
+    pub(crate) conn: RedisConn,
     /// This run's namespace prefix.
     pub(crate) ns: String,
     ids: AtomicU32,
@@ -255,7 +255,7 @@ fn machine() -> String {
     format!("{cores} cores, {cpu}{mem}")
 }
 
-async fn redis_version(conn: &ConnectionManager) -> String {
+async fn redis_version(conn: &RedisConn) -> String {
     let info: String = redis::cmd("INFO")
         .arg("server")
         .query_async(&mut conn.clone())

@@ -16,6 +16,7 @@
 //! - **Peak RSS**: `VmHWM` from `/proc/self/status`, reset before each
 //!   scenario by writing `5` to `/proc/self/clear_refs`.
 
+use eventbus::RedisConn;
 use std::time::Instant;
 
 use hdrhistogram::Histogram;
@@ -68,7 +69,7 @@ fn postgres_cpu() -> f64 {
 }
 
 /// Redis's own CPU seconds (`INFO cpu`), or `None` if it cannot be read.
-async fn redis_cpu(conn: &mut redis::aio::ConnectionManager) -> Option<f64> {
+async fn redis_cpu(conn: &mut RedisConn) -> Option<f64> {
     let info: String = redis::cmd("INFO").arg("cpu").query_async(conn).await.ok()?;
     let field = |name: &str| -> Option<f64> {
         info.lines()
@@ -153,7 +154,7 @@ pub(crate) struct Meter {
     own: (f64, f64),
     redis: Option<f64>,
     postgres: f64,
-    conn: redis::aio::ConnectionManager,
+    conn: RedisConn,
     rss_reset: bool,
 }
 
@@ -191,7 +192,7 @@ impl Usage {
 
 impl Meter {
     /// Starts measuring. `conn` reads Redis's CPU counters.
-    pub(crate) async fn start(conn: &redis::aio::ConnectionManager) -> Self {
+    pub(crate) async fn start(conn: &RedisConn) -> Self {
         let mut conn = conn.clone();
         let rss_reset = reset_peak_rss();
         let redis = redis_cpu(&mut conn).await;

@@ -7,12 +7,12 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use eventbus::RedisConn;
 use eventbus::{
     ConsumerConfig, ConsumerMode, Envelope, Publisher, PublisherConfig, RedisConnector,
     RedisOptions, Topology,
 };
 use eventbus_testkit::{Collector, RedisServer};
-use redis::aio::ConnectionManager;
 use tokio_util::sync::CancellationToken;
 
 fn root() -> PathBuf {
@@ -85,7 +85,7 @@ fn interpolation_finds_names() {
     assert_eq!(found.into_iter().collect::<Vec<_>>(), ["A", "B", "C"]);
 }
 
-async fn connect(server: &RedisServer, user: &str) -> (RedisConnector, ConnectionManager) {
+async fn connect(server: &RedisServer, user: &str) -> (RedisConnector, RedisConn) {
     let url = format!(
         "redis://{user}:CHANGE-ME-{}@127.0.0.1:{}",
         user.trim_start_matches("eventbus-"),
@@ -97,7 +97,7 @@ async fn connect(server: &RedisServer, user: &str) -> (RedisConnector, Connectio
 }
 
 /// Every command must be refused with NOPERM.
-async fn refused(conn: &ConnectionManager, user: &str, commands: &[&[&str]]) {
+async fn refused(conn: &RedisConn, user: &str, commands: &[&[&str]]) {
     for args in commands {
         let mut c = conn.clone();
         let mut cmd = redis::cmd(args[0]);

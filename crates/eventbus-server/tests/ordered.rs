@@ -84,7 +84,7 @@ fn kill(mut child: Child) {
 }
 
 struct Watcher {
-    conn: redis::aio::ConnectionManager,
+    conn: eventbus::RedisConn,
     ns: TestNamespace,
 }
 

@@ -4,7 +4,7 @@
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use redis::aio::ConnectionManager;
+use crate::connection::RedisConn;
 use redis::Value;
 use serde::Serialize;
 
@@ -47,10 +47,7 @@ pub struct PartitionStats {
 }
 
 /// The topics known in the namespace (registered by publishers and consumers).
-pub async fn known_topics(
-    conn: &ConnectionManager,
-    topology: &Topology,
-) -> Result<BTreeSet<String>> {
+pub async fn known_topics(conn: &RedisConn, topology: &Topology) -> Result<BTreeSet<String>> {
     let topics: BTreeSet<String> = redis::cmd("SMEMBERS")
         .arg(topology.topics_key())
         .query_async(&mut conn.clone())
@@ -60,7 +57,7 @@ pub async fn known_topics(
 
 /// Length, groups, pending and lag of every partition of `topics`.
 pub async fn partition_stats(
-    conn: &ConnectionManager,
+    conn: &RedisConn,
     topology: &Topology,
     topics: &BTreeSet<String>,
 ) -> Result<Vec<PartitionStats>> {
@@ -151,7 +148,7 @@ pub struct TailEntry {
 /// Follows streams without a consumer group (`XREAD`), acknowledging nothing.
 #[derive(Debug)]
 pub struct Tail {
-    conn: redis::aio::MultiplexedConnection,
+    conn: RedisConn,
     streams: Vec<String>,
     positions: Vec<String>,
     block: Duration,
@@ -159,12 +156,7 @@ pub struct Tail {
 
 impl Tail {
     /// Starts at the end of each stream (`$`), or at its beginning if `from_start`.
-    pub fn new(
-        conn: redis::aio::MultiplexedConnection,
-        streams: Vec<String>,
-        from_start: bool,
-        block: Duration,
-    ) -> Self {
+    pub fn new(conn: RedisConn, streams: Vec<String>, from_start: bool, block: Duration) -> Self {
         let start = if from_start { "0-0" } else { "$" };
         let positions = vec![start.to_owned(); streams.len()];
         Tail {

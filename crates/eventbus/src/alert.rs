@@ -10,8 +10,8 @@
 
 use std::time::Duration;
 
+use crate::connection::RedisConn;
 use chrono::Utc;
-use redis::aio::ConnectionManager;
 use serde::Serialize;
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
@@ -64,7 +64,7 @@ pub enum DlqSource {
     /// `eventbus_dead_letters` (status `new`; rate from `last_failed_at`).
     Postgres(PgPool, DbSchema),
     /// The Redis stream `<ns>:dead` (depth = its length; rate from entry ids).
-    Redis(ConnectionManager, String),
+    Redis(RedisConn, String),
 }
 
 impl DlqSource {

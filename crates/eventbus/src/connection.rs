@@ -1,10 +1,102 @@
 //! Connections to Redis: one shared auto-reconnecting connection for
 //! commands, and dedicated connections for blocking reads.
+//!
+//! The same code runs on one Redis server or on a Redis Cluster: a
+//! [`RedisConn`] is either, and the redis crate's cluster client routes each
+//! command by its key's slot, follows `MOVED`/`ASK` and refreshes the slot
+//! map after a failover. Our side of the contract is that every multi-key
+//! command, script and pipeline stays in one slot (see [`RedisConn::is_cluster`]).
 
 use std::time::Duration;
 
-use redis::aio::{ConnectionManager, ConnectionManagerConfig, MultiplexedConnection};
-use redis::{AsyncConnectionConfig, Client};
+use redis::aio::{
+    ConnectionLike, ConnectionManager, ConnectionManagerConfig, MultiplexedConnection,
+};
+use redis::cluster::ClusterClient;
+use redis::cluster_async::ClusterConnection;
+use redis::{AsyncConnectionConfig, Client, Cmd, Pipeline, RedisFuture, Value};
+
+/// A connection to Redis: one server or a cluster.
+///
+/// Cheap to clone (clones share the underlying multiplexed connections).
+#[derive(Clone)]
+pub enum RedisConn {
+    /// The shared connection to one server; reconnects by itself.
+    Managed(ConnectionManager),
+    /// A dedicated connection to one server (blocking reads).
+    Plain(MultiplexedConnection),
+    /// A Redis Cluster: one multiplexed connection per node, commands routed
+    /// by slot.
+    Cluster(ClusterConnection),
+}
+
+impl RedisConn {
+    /// True on a Redis Cluster, where a multi-key command or pipeline must
+    /// stay within one hash slot.
+    pub fn is_cluster(&self) -> bool {
+        matches!(self, RedisConn::Cluster(_))
+    }
+}
+
+impl std::fmt::Debug for RedisConn {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            RedisConn::Managed(_) => "RedisConn::Managed",
+            RedisConn::Plain(_) => "RedisConn::Plain",
+            RedisConn::Cluster(_) => "RedisConn::Cluster",
+        })
+    }
+}
+
+impl From<ConnectionManager> for RedisConn {
+    fn from(conn: ConnectionManager) -> Self {
+        RedisConn::Managed(conn)
+    }
+}
+
+impl From<MultiplexedConnection> for RedisConn {
+    fn from(conn: MultiplexedConnection) -> Self {
+        RedisConn::Plain(conn)
+    }
+}
+
+impl ConnectionLike for RedisConn {
+    fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
+        match self {
+            RedisConn::Managed(c) => c.req_packed_command(cmd),
+            RedisConn::Plain(c) => c.req_packed_command(cmd),
+            RedisConn::Cluster(c) => c.req_packed_command(cmd),
+        }
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        pipeline: &'a Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> RedisFuture<'a, Vec<Value>> {
+        match self {
+            RedisConn::Managed(c) => c.req_packed_commands(pipeline, offset, count),
+            RedisConn::Plain(c) => c.req_packed_commands(pipeline, offset, count),
+            RedisConn::Cluster(c) => c.req_packed_commands(pipeline, offset, count),
+        }
+    }
+
+    fn get_db(&self) -> i64 {
+        match self {
+            RedisConn::Managed(c) => c.get_db(),
+            RedisConn::Plain(c) => c.get_db(),
+            RedisConn::Cluster(c) => c.get_db(),
+        }
+    }
+}
+
+/// What a connector connects to.
+#[derive(Clone)]
+enum Target {
+    Server(Box<Client>),
+    Cluster(Vec<String>),
+}
 
 use crate::{Error, Result};
 
@@ -30,10 +122,10 @@ impl Default for RedisOptions {
     }
 }
 
-/// Opens connections to one Redis server.
+/// Opens connections to one Redis server or to a Redis Cluster.
 #[derive(Clone)]
 pub struct RedisConnector {
-    client: Client,
+    target: Target,
     redacted: String,
     options: RedisOptions,
 }
@@ -55,10 +147,61 @@ impl RedisConnector {
             Error::Config(format!("invalid Redis URL {redacted}: {}", e.category()))
         })?;
         Ok(RedisConnector {
-            client,
+            target: Target::Server(Box::new(client)),
             redacted,
             options,
         })
+    }
+
+    /// A connector for a Redis Cluster reached through `nodes`, seed URLs of
+    /// some of its nodes (`redis://host:port`, `rediss://` for TLS; a
+    /// password in the first URL is used for every node). The client
+    /// discovers the rest with `CLUSTER SLOTS`. Nothing is opened yet.
+    pub fn cluster(nodes: &[String], options: RedisOptions) -> Result<Self> {
+        if nodes.is_empty() {
+            return Err(Error::Config(
+                "a Redis Cluster needs at least one seed node URL".into(),
+            ));
+        }
+        let redacted: Vec<String> = nodes.iter().map(|n| redact_url(n)).collect();
+        for (node, shown) in nodes.iter().zip(&redacted) {
+            Client::open(node.as_str()).map_err(|e| {
+                Error::Config(format!(
+                    "invalid Redis Cluster node URL {shown}: {}",
+                    e.category()
+                ))
+            })?;
+        }
+        Ok(RedisConnector {
+            target: Target::Cluster(nodes.to_vec()),
+            redacted: format!("cluster[{}]", redacted.join(",")),
+            options,
+        })
+    }
+
+    /// True if this connector opens Redis Cluster connections.
+    pub fn is_cluster(&self) -> bool {
+        matches!(self.target, Target::Cluster(_))
+    }
+
+    async fn cluster_connection(
+        &self,
+        nodes: &[String],
+        response_timeout: Duration,
+    ) -> Result<RedisConn> {
+        let client = ClusterClient::builder(nodes.iter().map(String::as_str))
+            .connection_timeout(self.options.connect_timeout)
+            .response_timeout(response_timeout)
+            .retries(self.options.reconnect_retries.max(1) as u32 * 8)
+            .min_retry_wait(50)
+            .max_retry_wait(1_000)
+            .build()
+            .map_err(|source| self.unreachable(source))?;
+        client
+            .get_async_connection()
+            .await
+            .map(RedisConn::Cluster)
+            .map_err(|source| self.unreachable(source))
     }
 
     /// The URL with its password replaced by `***`, safe to log.
@@ -68,28 +211,45 @@ impl RedisConnector {
 
     /// The shared connection: multiplexed, reconnects by itself with backoff.
     /// Fails with [`Error::Unreachable`] if the first connection cannot be made.
-    pub async fn shared(&self) -> Result<ConnectionManager> {
+    pub async fn shared(&self) -> Result<RedisConn> {
+        let client = match &self.target {
+            Target::Server(client) => client,
+            Target::Cluster(nodes) => {
+                return self
+                    .cluster_connection(nodes, self.options.response_timeout)
+                    .await;
+            }
+        };
         let config = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(self.options.connect_timeout))
             .set_response_timeout(Some(self.options.response_timeout))
             .set_number_of_retries(self.options.reconnect_retries)
             .set_min_delay(Duration::from_millis(50))
             .set_max_delay(Duration::from_secs(2));
-        ConnectionManager::new_with_config(self.client.clone(), config)
+        ConnectionManager::new_with_config(Client::clone(client), config)
             .await
+            .map(RedisConn::Managed)
             .map_err(|source| self.unreachable(source))
     }
 
     /// A dedicated connection for blocking commands (`XREADGROUP BLOCK`), so
     /// they never delay other commands. Its response timeout is `block` plus
     /// a margin, so a dead server is noticed.
-    pub async fn dedicated(&self, block: Duration) -> Result<MultiplexedConnection> {
+    /// On a cluster it is a cluster connection of its own (one socket per
+    /// node), so each node's blocking reads never delay its other commands.
+    pub async fn dedicated(&self, block: Duration) -> Result<RedisConn> {
+        let timeout = block + self.options.response_timeout;
+        let client = match &self.target {
+            Target::Server(client) => client,
+            Target::Cluster(nodes) => return self.cluster_connection(nodes, timeout).await,
+        };
         let config = AsyncConnectionConfig::new()
             .set_connection_timeout(Some(self.options.connect_timeout))
-            .set_response_timeout(Some(block + self.options.response_timeout));
-        self.client
+            .set_response_timeout(Some(timeout));
+        client
             .get_multiplexed_async_connection_with_config(&config)
             .await
+            .map(RedisConn::Plain)
             .map_err(|source| self.unreachable(source))
     }
 

@@ -34,7 +34,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use redis::aio::{ConnectionManager, MultiplexedConnection};
+use crate::connection::RedisConn;
 use tokio::sync::{mpsc, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -253,7 +253,7 @@ struct Shared<H> {
     stats: Arc<ConsumerStats>,
     tracker: TaskTracker,
     failures: Arc<FailureHandling>,
-    conn: ConnectionManager,
+    conn: RedisConn,
     claim_idle: Duration,
     /// Cancelled on shutdown, and when the runtime is dropped.
     alive: CancellationToken,
@@ -400,7 +400,7 @@ async fn cancel_when_done<T>(
 #[allow(clippy::too_many_arguments)]
 async fn run_unordered<H: Handler>(
     connector: RedisConnector,
-    conn: ConnectionManager,
+    conn: RedisConn,
     config: ConsumerConfig,
     name: String,
     handler: H,
@@ -484,7 +484,7 @@ async fn run_unordered<H: Handler>(
 /// Every partition stream of the consumer's topics with its `(topic,
 /// partition)`, after creating the group on each and registering the topics.
 pub(crate) async fn prepare_streams(
-    conn: &ConnectionManager,
+    conn: &RedisConn,
     topology: &Topology,
     config: &ConsumerConfig,
 ) -> Result<Vec<(String, (String, u32))>> {
@@ -532,11 +532,7 @@ pub(crate) fn read_new_cmd(
 /// Idempotent. Groups start at the beginning of the stream (`0`), so a group
 /// recreated after a Redis restart without persistence misses nothing that
 /// was published after the restart.
-pub(crate) async fn ensure_groups(
-    conn: &ConnectionManager,
-    streams: &[String],
-    group: &str,
-) -> Result<()> {
+pub(crate) async fn ensure_groups(conn: &RedisConn, streams: &[String], group: &str) -> Result<()> {
     let results = futures::future::join_all(streams.iter().map(|s| {
         let mut c = conn.clone();
         async move {
@@ -564,7 +560,7 @@ pub(crate) async fn ensure_groups(
 async fn run_reader<H: Handler>(
     shared: &Arc<Shared<H>>,
     connector: &RedisConnector,
-    conn: &ConnectionManager,
+    conn: &RedisConn,
     config: &ConsumerConfig,
     shutdown: &CancellationToken,
 ) -> Result<()> {
@@ -574,7 +570,7 @@ async fn run_reader<H: Handler>(
         .enumerate()
         .map(|(i, s)| (s.clone(), i))
         .collect();
-    let mut reader: Option<MultiplexedConnection> = None;
+    let mut reader: Option<RedisConn> = None;
     let mut failures = 0u32;
     while !shutdown.is_cancelled() {
         // Backpressure: read only as many entries as there are free handler slots.
@@ -838,7 +834,7 @@ fn retry_after<H: Handler>(
 }
 
 async fn run_acker(
-    conn: ConnectionManager,
+    conn: RedisConn,
     group: String,
     streams: Vec<String>,
     mut rx: mpsc::UnboundedReceiver<(usize, String)>,
@@ -910,7 +906,7 @@ return removed
 
 async fn run_claimer<H: Handler>(
     shared: Arc<Shared<H>>,
-    conn: ConnectionManager,
+    conn: RedisConn,
     config: ConsumerConfig,
     shutdown: CancellationToken,
 ) {
@@ -959,7 +955,7 @@ async fn run_claimer<H: Handler>(
 /// One `XAUTOCLAIM` pass over a stream, following the cursor to the end.
 async fn claim_stream<H: Handler>(
     shared: &Arc<Shared<H>>,
-    conn: &ConnectionManager,
+    conn: &RedisConn,
     config: &ConsumerConfig,
     idx: usize,
     shutdown: &CancellationToken,

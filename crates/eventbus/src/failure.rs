@@ -13,7 +13,7 @@
 
 use std::time::Duration;
 
-use redis::aio::ConnectionManager;
+use crate::connection::RedisConn;
 use tracing::Instrument;
 use uuid::Uuid;
 
@@ -119,7 +119,7 @@ impl FailureHandling {
     /// placeholder envelope of type `_invalid.undecodable`.
     pub(crate) async fn dead_letter_undecodable(
         &self,
-        conn: &ConnectionManager,
+        conn: &RedisConn,
         at: &Source<'_>,
         error: &str,
     ) -> crate::Result<Uuid> {
@@ -152,7 +152,7 @@ impl FailureHandling {
     /// longer decodable is dead-lettered as undecodable.
     pub(crate) async fn dead_letter_entry(
         &self,
-        conn: &ConnectionManager,
+        conn: &RedisConn,
         at: &Source<'_>,
         attempts: u64,
         class: ErrorClass,
@@ -212,7 +212,7 @@ impl Source<'_> {
 
 /// One stream entry by id (`XRANGE id id`); `None` if it is gone.
 pub(crate) async fn fetch_entry(
-    conn: &ConnectionManager,
+    conn: &RedisConn,
     stream: &str,
     id: &str,
 ) -> Option<crate::reply::RawEntry> {
@@ -244,7 +244,7 @@ fn stable_id(stream: &str, entry_id: &str) -> Uuid {
 /// The delivery counts of pending entries of `consumer` (`XPENDING` extended
 /// form over the ids' range). Missing ids are absent from the map.
 pub(crate) async fn delivery_counts(
-    conn: &ConnectionManager,
+    conn: &RedisConn,
     stream: &str,
     group: &str,
     consumer: &str,
@@ -274,7 +274,7 @@ pub(crate) async fn delivery_counts(
 /// `XCLAIM` of one pending entry to `consumer`, which makes it a new
 /// delivery (the count goes up). `None` if it is no longer pending.
 pub(crate) async fn reclaim(
-    conn: &ConnectionManager,
+    conn: &RedisConn,
     stream: &str,
     group: &str,
     consumer: &str,
@@ -295,13 +295,7 @@ pub(crate) async fn reclaim(
 /// Resets the idle time of our pending entry without counting a delivery
 /// (`XCLAIM ... JUSTID`), so other consumers do not take it while it waits
 /// for its retry.
-pub(crate) async fn touch(
-    conn: &ConnectionManager,
-    stream: &str,
-    group: &str,
-    consumer: &str,
-    id: &str,
-) {
+pub(crate) async fn touch(conn: &RedisConn, stream: &str, group: &str, consumer: &str, id: &str) {
     let _: redis::RedisResult<redis::Value> = redis::cmd("XCLAIM")
         .arg(stream)
         .arg(group)

@@ -72,7 +72,7 @@ pub mod pg;
 pub mod topology;
 
 pub use catalog::{Catalog, SchemaError, SchemaErrors, Validating};
-pub use connection::{redact_url, RedisConnector, RedisOptions};
+pub use connection::{redact_url, RedisConn, RedisConnector, RedisOptions};
 pub use consumer::{unique_consumer_name, Consumer, ConsumerConfig, ConsumerStats};
 pub use envelope::{fields, DecodeError, Envelope, WIRE_VERSION};
 pub use error::{Error, Result};

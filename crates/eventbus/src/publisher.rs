@@ -11,7 +11,7 @@ use std::collections::HashSet;
 use std::sync::Mutex;
 use std::time::Duration;
 
-use redis::aio::ConnectionManager;
+use crate::connection::RedisConn;
 
 use crate::catalog::Catalog;
 use crate::connection::{backoff, RedisConnector};
@@ -71,7 +71,7 @@ pub struct Published {
 /// Publishes envelopes to Redis. Cheap to clone; clones share the connection.
 #[derive(Clone)]
 pub struct Publisher {
-    conn: ConnectionManager,
+    conn: RedisConn,
     topology: Topology,
     config: PublisherConfig,
     known_topics: std::sync::Arc<Mutex<HashSet<String>>>,

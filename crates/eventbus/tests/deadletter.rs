@@ -34,7 +34,7 @@ async fn setup(
     TestSchema,
     DeadLetterWriter,
     DeadLetterStore,
-    redis::aio::ConnectionManager,
+    eventbus::RedisConn,
 ) {
     let ns = TestNamespace::new(shared_redis_url(), prefix);
     let db = TestSchema::new(prefix).await;

@@ -24,7 +24,7 @@ fn fast(group: &str) -> ConsumerConfig {
     c
 }
 
-async fn conn(url: &str) -> redis::aio::ConnectionManager {
+async fn conn(url: &str) -> eventbus::RedisConn {
     RedisConnector::new(url, RedisOptions::default())
         .unwrap()
         .shared()
@@ -207,7 +207,7 @@ async fn stale_consumers_without_pending_entries_are_removed() {
     consumer.stop().await.unwrap();
 }
 
-async fn consumer_names(c: &mut redis::aio::ConnectionManager, stream: &str) -> BTreeSet<String> {
+async fn consumer_names(c: &mut eventbus::RedisConn, stream: &str) -> BTreeSet<String> {
     let v: Vec<std::collections::HashMap<String, redis::Value>> = redis::cmd("XINFO")
         .arg("CONSUMERS")
         .arg(stream)

@@ -19,7 +19,7 @@ mod tail;
 
 use std::collections::BTreeSet;
 
-use redis::aio::ConnectionManager;
+use eventbus::RedisConn;
 use tokio_util::sync::CancellationToken;
 
 use crate::cli::Command;
@@ -66,7 +66,7 @@ pub(crate) fn check_topics(topics: &[String]) -> Result<()> {
 /// The topics asked for (already checked), or every topic registered in the
 /// namespace.
 pub(crate) async fn topics_or_known(
-    conn: &ConnectionManager,
+    conn: &RedisConn,
     topology: &eventbus::Topology,
     asked: &[String],
 ) -> Result<BTreeSet<String>> {
@@ -80,7 +80,7 @@ pub(crate) async fn topics_or_known(
 /// The topics asked for, or by default the catalogue topics plus every topic
 /// registered in the namespace.
 pub(crate) async fn topics_or_default(
-    conn: &ConnectionManager,
+    conn: &RedisConn,
     settings: &Settings,
     asked: &[String],
 ) -> Result<BTreeSet<String>> {

@@ -26,9 +26,9 @@ use axum::http::{HeaderName, HeaderValue, Request};
 use axum::routing::{get, post, MethodRouter};
 use axum::Router;
 use eventbus::pg::{DbSchema, Outbox};
+use eventbus::RedisConn;
 use eventbus::{Catalog, Publisher, Topology};
 use metrics_exporter_prometheus::PrometheusHandle;
-use redis::aio::ConnectionManager;
 use sqlx::PgPool;
 use tower_http::cors::CorsLayer;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
@@ -45,7 +45,7 @@ pub(crate) struct PgState {
 /// What every handler shares.
 #[derive(Clone)]
 pub(crate) struct AppState {
-    pub(crate) redis: ConnectionManager,
+    pub(crate) redis: RedisConn,
     pub(crate) topology: Topology,
     pub(crate) publisher: Publisher,
     pub(crate) catalog: Arc<Catalog>,

@@ -2,8 +2,8 @@
 
 use std::time::Duration;
 
+use crate::connection::RedisConn;
 use chrono::{DateTime, Utc};
-use redis::aio::ConnectionManager;
 use serde::Serialize;
 use sqlx::postgres::PgRow;
 use sqlx::{PgPool, Row};
@@ -222,17 +222,12 @@ pub struct DeadLetterStore {
     pool: PgPool,
     schema: DbSchema,
     topology: Topology,
-    redis: ConnectionManager,
+    redis: RedisConn,
 }
 
 impl DeadLetterStore {
     /// A store in `schema`; replays go to `topology`'s replay streams.
-    pub fn new(
-        pool: PgPool,
-        schema: DbSchema,
-        topology: Topology,
-        redis: ConnectionManager,
-    ) -> Self {
+    pub fn new(pool: PgPool, schema: DbSchema, topology: Topology, redis: RedisConn) -> Self {
         DeadLetterStore {
             pool,
             schema,

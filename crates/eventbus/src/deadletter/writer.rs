@@ -1,6 +1,6 @@
 //! Recording dead letters (Redis stream, and PostgreSQL when configured).
 
-use redis::aio::ConnectionManager;
+use crate::connection::RedisConn;
 use sqlx::PgPool;
 use uuid::Uuid;
 
@@ -15,18 +15,14 @@ pub const DEAD_LETTER_ERROR_CAP: usize = 4096;
 /// Writes dead letters. Cheap to clone.
 #[derive(Debug, Clone)]
 pub struct DeadLetterWriter {
-    redis: ConnectionManager,
+    redis: RedisConn,
     dead_stream: String,
     pg: Option<(PgPool, DbSchema)>,
 }
 
 impl DeadLetterWriter {
     /// A writer to `<namespace>:dead` and, if given, the PostgreSQL store.
-    pub fn new(
-        redis: ConnectionManager,
-        topology: &Topology,
-        pg: Option<(PgPool, DbSchema)>,
-    ) -> Self {
+    pub fn new(redis: RedisConn, topology: &Topology, pg: Option<(PgPool, DbSchema)>) -> Self {
         DeadLetterWriter {
             redis,
             dead_stream: topology.dead_stream(),

@@ -15,7 +15,7 @@
 //! a restarted instance of the same static member) gets `-1` and stops; its
 //! entries stay pending for the new owner, which handles them again.
 
-use redis::aio::ConnectionManager;
+use crate::connection::RedisConn;
 use redis::{Script, Value};
 
 use crate::Result;
@@ -129,7 +129,7 @@ impl LeaseScripts {
     /// Tries to take the lease of `stream`; `Some(token)` on success.
     pub(crate) async fn acquire(
         &self,
-        conn: &ConnectionManager,
+        conn: &RedisConn,
         stream: &str,
         group: &str,
         member: &str,
@@ -151,7 +151,7 @@ impl LeaseScripts {
     /// Renews many leases in one pipeline; true per lease still held.
     pub(crate) async fn renew_all(
         &self,
-        conn: &ConnectionManager,
+        conn: &RedisConn,
         leases: &[(String, u64)],
         group: &str,
         ttl_ms: u64,
@@ -186,7 +186,7 @@ impl LeaseScripts {
     /// Gives up a lease; false if it was no longer held.
     pub(crate) async fn release(
         &self,
-        conn: &ConnectionManager,
+        conn: &RedisConn,
         stream: &str,
         group: &str,
         token: u64,
@@ -203,7 +203,7 @@ impl LeaseScripts {
     /// Acknowledges entries while the lease holds.
     pub(crate) async fn ack(
         &self,
-        conn: &ConnectionManager,
+        conn: &RedisConn,
         stream: &str,
         group: &str,
         token: u64,
@@ -226,7 +226,7 @@ impl LeaseScripts {
     #[allow(clippy::too_many_arguments)]
     pub(crate) async fn claim_pending(
         &self,
-        conn: &ConnectionManager,
+        conn: &RedisConn,
         stream: &str,
         group: &str,
         consumer: &str,
@@ -250,7 +250,7 @@ impl LeaseScripts {
     /// Takes over the given pending ids (the raw `XCLAIM` reply).
     pub(crate) async fn claim_ids(
         &self,
-        conn: &ConnectionManager,
+        conn: &RedisConn,
         stream: &str,
         group: &str,
         consumer: &str,
@@ -264,7 +264,7 @@ impl LeaseScripts {
 /// Runs a claim script whose ARGV is token, group, consumer, then `extra`.
 async fn fenced_claim(
     script: &Script,
-    conn: &ConnectionManager,
+    conn: &RedisConn,
     stream: &str,
     group: &str,
     consumer: &str,
@@ -300,7 +300,7 @@ pub(crate) struct LeaseState {
 
 /// The current lease of each stream (`None` when free), in one pipeline.
 pub(crate) async fn read_owners(
-    conn: &ConnectionManager,
+    conn: &RedisConn,
     streams: &[String],
     group: &str,
 ) -> Result<Vec<Option<LeaseState>>> {

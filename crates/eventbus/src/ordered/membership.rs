@@ -17,7 +17,7 @@
 
 use std::collections::BTreeSet;
 
-use redis::aio::ConnectionManager;
+use crate::connection::RedisConn;
 use redis::Script;
 use serde::{Deserialize, Serialize};
 
@@ -157,7 +157,7 @@ impl Membership {
     }
 
     /// Joins (or re-joins) the group.
-    pub(crate) async fn join(&self, conn: &ConnectionManager) -> Result<()> {
+    pub(crate) async fn join(&self, conn: &RedisConn) -> Result<()> {
         let info = serde_json::to_string(&self.info).expect("member info serializes");
         let _: u64 = self
             .join
@@ -172,7 +172,7 @@ impl Membership {
     }
 
     /// Heartbeats and returns the live members.
-    pub(crate) async fn heartbeat(&self, conn: &ConnectionManager) -> Result<Heartbeat> {
+    pub(crate) async fn heartbeat(&self, conn: &RedisConn) -> Result<Heartbeat> {
         let reply: Vec<redis::Value> = self
             .heartbeat
             .key(&self.members_key)
@@ -209,7 +209,7 @@ impl Membership {
     }
 
     /// Leaves the group (a no-op if another process took the id).
-    pub(crate) async fn leave(&self, conn: &ConnectionManager) -> Result<()> {
+    pub(crate) async fn leave(&self, conn: &RedisConn) -> Result<()> {
         let _: i64 = self
             .leave
             .key(&self.members_key)
@@ -239,7 +239,7 @@ pub struct MemberView {
 /// The registered members of a group with their deadlines (server clock),
 /// dead ones included until someone's heartbeat removes them.
 pub(crate) async fn list_members(
-    conn: &ConnectionManager,
+    conn: &RedisConn,
     topology: &Topology,
     group: &str,
     now_ms: u64,

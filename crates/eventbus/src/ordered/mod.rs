@@ -39,7 +39,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use redis::aio::ConnectionManager;
+use crate::connection::RedisConn;
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 use tokio::time::Instant;
@@ -96,7 +96,7 @@ struct Runtime<H> {
 #[allow(clippy::too_many_arguments)]
 pub(crate) async fn run<H: Handler>(
     connector: RedisConnector,
-    conn: ConnectionManager,
+    conn: RedisConn,
     topology: Topology,
     config: ConsumerConfig,
     name: String,
@@ -233,7 +233,7 @@ pub(crate) async fn run<H: Handler>(
 
 impl<H: Handler> Runtime<H> {
     /// One heartbeat: liveness, renewals, assignment, releases, acquisitions.
-    async fn tick(&mut self, conn: &ConnectionManager) -> Result<()> {
+    async fn tick(&mut self, conn: &RedisConn) -> Result<()> {
         let sent_at = self.ctx.epoch.elapsed();
         let members = match self.membership.heartbeat(conn).await {
             Ok(Heartbeat::Alive(members)) => members,
@@ -296,7 +296,7 @@ impl<H: Handler> Runtime<H> {
         Ok(())
     }
 
-    async fn renew(&mut self, conn: &ConnectionManager, sent_at: Duration) {
+    async fn renew(&mut self, conn: &RedisConn, sent_at: Duration) {
         let leases: Vec<(PartitionId, String, u64)> = self
             .owned
             .iter()
@@ -334,7 +334,7 @@ impl<H: Handler> Runtime<H> {
         sent_at.as_millis() as u64 + self.session_ms * 4 / 5
     }
 
-    async fn acquire(&mut self, conn: &ConnectionManager, pid: PartitionId) {
+    async fn acquire(&mut self, conn: &RedisConn, pid: PartitionId) {
         let stream = self.streams[&pid].clone();
         let sent_at = self.ctx.epoch.elapsed();
         let token = match self

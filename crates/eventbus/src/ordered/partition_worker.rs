@@ -33,8 +33,8 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::connection::RedisConn;
 use futures::FutureExt;
-use redis::aio::ConnectionManager;
 use tokio::sync::{mpsc, Semaphore};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -50,7 +50,7 @@ const SWEEP_EVERY: Duration = Duration::from_secs(5);
 
 /// The consumers that have pending entries on a stream (`XPENDING` summary).
 async fn pending_consumers(
-    conn: &ConnectionManager,
+    conn: &RedisConn,
     stream: &str,
     group: &str,
 ) -> crate::Result<Vec<String>> {
@@ -76,7 +76,7 @@ async fn pending_consumers(
 
 /// Up to 1,000 ids pending at `consumer`, oldest first.
 async fn pending_ids(
-    conn: &ConnectionManager,
+    conn: &RedisConn,
     stream: &str,
     group: &str,
     consumer: &str,
@@ -96,7 +96,7 @@ async fn pending_ids(
 /// What every worker of one consumer shares.
 pub(crate) struct WorkerContext<H> {
     pub(crate) handler: H,
-    pub(crate) conn: ConnectionManager,
+    pub(crate) conn: RedisConn,
     pub(crate) scripts: LeaseScripts,
     pub(crate) read_set: Arc<ReadSet>,
     pub(crate) group: String,

@@ -27,7 +27,7 @@ use std::sync::atomic::{AtomicI64, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use redis::aio::ConnectionManager;
+use crate::connection::RedisConn;
 use tokio::sync::{mpsc, watch, Notify};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -82,7 +82,7 @@ impl ReadSet {
     }
 
     /// Starts reading a stream into `feed`.
-    pub(crate) async fn add(&self, conn: &ConnectionManager, stream: &str, feed: Feed) {
+    pub(crate) async fn add(&self, conn: &RedisConn, stream: &str, feed: Feed) {
         {
             let mut inner = self.inner.lock().expect("read set poisoned");
             inner.0 += 1;
@@ -94,7 +94,7 @@ impl ReadSet {
 
     /// Stops reading a stream and waits until no read including it is in
     /// flight (waking a blocked one).
-    pub(crate) async fn remove(&self, conn: &ConnectionManager, stream: &str) {
+    pub(crate) async fn remove(&self, conn: &RedisConn, stream: &str) {
         let (version, mut state) = {
             let mut inner = self.inner.lock().expect("read set poisoned");
             inner.0 += 1;
@@ -116,7 +116,7 @@ impl ReadSet {
     }
 
     /// Wakes a blocked read (it returns as if it timed out).
-    async fn unblock(&self, conn: &ConnectionManager) {
+    async fn unblock(&self, conn: &RedisConn) {
         let id = self.client_id.load(Ordering::Relaxed);
         if id > 0 {
             let _: redis::RedisResult<i64> = redis::cmd("CLIENT")
@@ -183,11 +183,11 @@ pub(crate) struct ReaderConfig {
 pub(crate) async fn run_reader(
     set: Arc<ReadSet>,
     connector: RedisConnector,
-    conn: ConnectionManager,
+    conn: RedisConn,
     config: ReaderConfig,
     shutdown: CancellationToken,
 ) {
-    let mut reader: Option<redis::aio::MultiplexedConnection> = None;
+    let mut reader: Option<RedisConn> = None;
     let mut failures = 0u32;
     while !shutdown.is_cancelled() {
         let mut c = match reader.take() {

@@ -4,7 +4,7 @@
 
 use std::collections::BTreeSet;
 
-use redis::aio::ConnectionManager;
+use crate::connection::RedisConn;
 use serde::Serialize;
 
 use super::lease::read_owners;
@@ -49,7 +49,7 @@ pub struct GroupView {
 /// The groups reading any of `topics` (from the streams' group lists and the
 /// registered ordered members), each with its members and partitions.
 pub async fn groups(
-    conn: &ConnectionManager,
+    conn: &RedisConn,
     topology: &Topology,
     topics: &BTreeSet<String>,
     only: Option<&str>,

@@ -23,12 +23,12 @@ use std::time::{Duration, Instant};
 
 use eventbus::deadletter::{DeadLetterFilter, DeadLetterStore, ReplayOptions};
 use eventbus::pg::{outbox_status, DbSchema, Inbox, InboxHandler, InboxStats, Relay, RelayConfig};
+use eventbus::RedisConn;
 use eventbus::{Backoff, RetryPolicy};
 use eventbus::{
     Consumer, ConsumerConfig, Delivery, HandlerError, Publisher, PublisherConfig, RedisConnector,
     Topology,
 };
-use redis::aio::ConnectionManager;
 use sqlx::{PgConnection, PgPool};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
@@ -164,7 +164,7 @@ impl InboxHandler for DemoHandler {
 async fn run_in(
     args: &DemoArgs,
     connector: &RedisConnector,
-    conn: &ConnectionManager,
+    conn: &RedisConn,
     topology: &Topology,
     db: &Db,
     interrupted: &CancellationToken,
@@ -422,7 +422,7 @@ async fn run_in(
 
 /// Entries still pending for the demo group once the consumers stopped (0 when
 /// every acknowledgement was flushed).
-async fn pending_after(conn: &ConnectionManager, topology: &Topology) -> Result<u64> {
+async fn pending_after(conn: &RedisConn, topology: &Topology) -> Result<u64> {
     let topics = CATALOGUE_TOPICS.iter().map(|t| (*t).to_owned()).collect();
     let stats = eventbus::admin::partition_stats(conn, topology, &topics).await?;
     Ok(stats
@@ -434,7 +434,7 @@ async fn pending_after(conn: &ConnectionManager, topology: &Topology) -> Result<
 }
 
 /// Deletes every key of the namespace (`SCAN MATCH <ns>:*` then `UNLINK`).
-async fn delete_namespace(conn: &ConnectionManager, topology: &Topology) -> Result<u64> {
+async fn delete_namespace(conn: &RedisConn, topology: &Topology) -> Result<u64> {
     let pattern = format!("{}:*", topology.namespace());
     let mut cursor: u64 = 0;
     let mut deleted = 0;
