@@ -9,6 +9,7 @@
 //! | `REDIS_HOST`, `REDIS_PORT` | `127.0.0.1`, `6379` | |
 //! | `REDIS_USERNAME`, `REDIS_PASSWORD` | none (ACL user, password) | |
 //! | `REDIS_DB` | `0` | |
+//! | `REDIS_CLUSTER_NODES` | none: one server | |
 //! | `EVENT_BUS_NAMESPACE` | `eventbus` | `--namespace` |
 //! | `EVENT_BUS_PARTITIONS` | `16` | `--partitions` |
 //! | `EVENT_BUS_CONSUMER_GROUP` | none | `consume --group` |
@@ -36,6 +37,7 @@ const VARS: &[&str] = &[
     "REDIS_USERNAME",
     "REDIS_PASSWORD",
     "REDIS_DB",
+    "REDIS_CLUSTER_NODES",
     "EVENT_BUS_NAMESPACE",
     "EVENT_BUS_PARTITIONS",
     "EVENT_BUS_CONSUMER_GROUP",
@@ -127,6 +129,9 @@ pub(crate) struct LogSettings {
 pub(crate) struct Settings {
     /// The Redis URL; may hold a password, so never print it (see [`Settings::redacted_url`]).
     redis_url: String,
+    /// Seed node URLs of a Redis Cluster (`REDIS_CLUSTER_NODES`); when set
+    /// the cluster is used and `redis_url` is not.
+    redis_cluster: Option<Vec<String>>,
     /// Key prefix.
     pub(crate) namespace: String,
     /// Partitions per topic.
@@ -173,6 +178,11 @@ impl Settings {
                 None => url_from_parts(env)?,
             },
         };
+
+        let redis_cluster = env
+            .get("REDIS_CLUSTER_NODES")?
+            .map(|v| cluster_nodes(&v))
+            .transpose()?;
 
         let namespace = match &flags.namespace {
             Some(ns) => ns.clone(),
@@ -241,6 +251,7 @@ impl Settings {
             membership,
             schema_dir,
             redis_url,
+            redis_cluster,
             namespace,
             partitions,
             consumer_group,
@@ -251,7 +262,17 @@ impl Settings {
 
     /// The Redis URL with its password replaced by `***`.
     pub(crate) fn redacted_url(&self) -> String {
-        redact_url(&self.redis_url)
+        match &self.redis_cluster {
+            Some(nodes) => format!(
+                "cluster[{}]",
+                nodes
+                    .iter()
+                    .map(|n| redact_url(n))
+                    .collect::<Vec<_>>()
+                    .join(",")
+            ),
+            None => redact_url(&self.redis_url),
+        }
     }
 
     /// The Redis URL itself, for handing to another component (`bench`);
@@ -262,6 +283,14 @@ impl Settings {
 
     /// A connector to the configured Redis (nothing is opened yet).
     pub(crate) fn connector(&self) -> Result<RedisConnector> {
+        if let Some(nodes) = &self.redis_cluster {
+            return RedisConnector::cluster(nodes, RedisOptions::default()).map_err(|e| {
+                CliError::Setting {
+                    var: "REDIS_CLUSTER_NODES",
+                    reason: strip_config_prefix(&e),
+                }
+            });
+        }
         RedisConnector::new(&self.redis_url, RedisOptions::default()).map_err(|e| {
             CliError::Setting {
                 var: "REDIS_URL",
@@ -282,6 +311,48 @@ fn strip_config_prefix(e: &eventbus::Error) -> String {
         eventbus::Error::Config(m) => m.clone(),
         other => other.to_string(),
     }
+}
+
+/// Parses `REDIS_CLUSTER_NODES`: comma-separated seed nodes, each a
+/// `redis://` or `rediss://` URL or a bare `host:port` (taken as `redis://`).
+fn cluster_nodes(value: &str) -> Result<Vec<String>> {
+    let refuse = |reason: String| CliError::Setting {
+        var: "REDIS_CLUSTER_NODES",
+        reason,
+    };
+    let mut nodes = Vec::new();
+    for part in value.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let url = if part.contains("://") {
+            part.to_owned()
+        } else {
+            format!("redis://{part}")
+        };
+        let parsed = url::Url::parse(&url).map_err(|_| {
+            refuse(format!(
+                "{} is not a node address (host:port or redis://host:port)",
+                redact_url(part)
+            ))
+        })?;
+        if !matches!(parsed.scheme(), "redis" | "rediss") {
+            return Err(refuse(format!(
+                "{} must start with redis:// or rediss://",
+                redact_url(part)
+            )));
+        }
+        if parsed.host_str().is_none_or(str::is_empty) || parsed.port().is_none() {
+            return Err(refuse(format!(
+                "{} needs a host and a port, like 10.0.0.1:7000",
+                redact_url(part)
+            )));
+        }
+        nodes.push(url);
+    }
+    if nodes.is_empty() {
+        return Err(refuse(
+            "list at least one node, like 10.0.0.1:7000,10.0.0.2:7000".into(),
+        ));
+    }
+    Ok(nodes)
 }
 
 /// Builds `redis://[user][:password@]host:port/db` from the `REDIS_*` parts.
@@ -394,6 +465,10 @@ mod tests {
             ("EVENT_BUS_NAMESPACE", "a b"),
             ("REDIS_PORT", "http"),
             ("REDIS_DB", "x"),
+            ("REDIS_CLUSTER_NODES", ","),
+            ("REDIS_CLUSTER_NODES", "http://a:1"),
+            ("REDIS_CLUSTER_NODES", "10.0.0.1"),
+            ("REDIS_CLUSTER_NODES", "a:1,b c:2"),
         ] {
             let err = load(&[(var, value)]).unwrap_err();
             assert!(err.to_string().starts_with(var), "{var}: {err}");
@@ -406,5 +481,28 @@ mod tests {
         let s = load(&[("EVENT_BUS_MAX_LEN", ""), ("REDIS_PASSWORD", "")]).unwrap();
         assert_eq!(s.max_len, None);
         assert_eq!(s.redis_url, "redis://127.0.0.1:6379/0");
+    }
+
+    #[test]
+    fn cluster_nodes_take_urls_or_host_port_and_hide_passwords() {
+        let s = load(&[(
+            "REDIS_CLUSTER_NODES",
+            " redis://:s3cret@10.0.0.1:7000 , 10.0.0.2:7001,rediss://h:7002",
+        )])
+        .unwrap();
+        assert_eq!(
+            s.redis_cluster.as_deref().unwrap(),
+            [
+                "redis://:s3cret@10.0.0.1:7000",
+                "redis://10.0.0.2:7001",
+                "rediss://h:7002"
+            ]
+        );
+        assert!(!s.redacted_url().contains("s3cret"));
+        assert!(!format!("{s:?}").contains("s3cret"));
+        assert!(s.connector().unwrap().is_cluster());
+        let err = load(&[("REDIS_CLUSTER_NODES", "redis://:s3cret@h")]).unwrap_err();
+        assert!(!err.to_string().contains("s3cret"), "{err}");
+        assert!(err.to_string().contains("host and a port"), "{err}");
     }
 }

@@ -289,6 +289,17 @@ impl RedisCluster {
         self.ports().into_iter().map(node_url).collect()
     }
 
+    /// The cluster as one URL for `eventbus` (`RedisConnector::new`,
+    /// `REDIS_URL`): `redis+cluster://127.0.0.1:p1,127.0.0.1:p2,...`.
+    pub fn cluster_url(&self) -> String {
+        let hosts: Vec<String> = self
+            .ports()
+            .into_iter()
+            .map(|p| format!("127.0.0.1:{p}"))
+            .collect();
+        format!("redis+cluster://{}", hosts.join(","))
+    }
+
     /// The client ports of all nodes, in creation order (the first three
     /// were created as masters).
     pub fn ports(&self) -> Vec<u16> {

@@ -14,7 +14,10 @@ use redis::aio::{
 };
 use redis::cluster::ClusterClient;
 use redis::cluster_async::ClusterConnection;
-use redis::{AsyncConnectionConfig, Client, Cmd, Pipeline, RedisFuture, Value};
+use redis::cluster_routing::Slot;
+use redis::{
+    AsyncConnectionConfig, Client, Cmd, FromRedisValue, Pipeline, RedisFuture, RedisResult, Value,
+};
 
 /// A connection to Redis: one server or a cluster.
 ///
@@ -91,6 +94,105 @@ impl ConnectionLike for RedisConn {
     }
 }
 
+/// Commands that each touch one key, sent in as few round trips as the
+/// deployment allows: one pipeline on a server; on a cluster one pipeline per
+/// hash slot (a pipeline must stay within one slot), the slots' pipelines
+/// sent concurrently. Replies come back in the order the commands were added
+/// (ignored commands give none).
+///
+/// On a cluster the pipelines are separate round trips: if one fails, others
+/// may have been applied. Callers retry only idempotent work or accept a
+/// duplicate (an `XADD` retried after an unknown outcome), never a loss.
+#[derive(Debug, Clone)]
+pub(crate) struct SlotPipeline {
+    cluster: bool,
+    /// One pipeline per slot (a single one, slot ignored, on a server), with
+    /// the output position of each reply it gives.
+    groups: Vec<(Slot, Pipeline, Vec<usize>)>,
+    replies: usize,
+}
+
+impl SlotPipeline {
+    /// An empty pipeline for `conn`'s deployment.
+    pub(crate) fn new(conn: &RedisConn) -> Self {
+        SlotPipeline {
+            cluster: conn.is_cluster(),
+            groups: Vec::new(),
+            replies: 0,
+        }
+    }
+
+    /// Adds `cmd`, which touches `key` (and only keys of its slot).
+    pub(crate) fn add(&mut self, key: &str, cmd: Cmd) -> &mut Self {
+        self.push(key, cmd, false)
+    }
+
+    /// Adds `cmd` whose reply is dropped.
+    pub(crate) fn add_ignored(&mut self, key: &str, cmd: Cmd) -> &mut Self {
+        self.push(key, cmd, true)
+    }
+
+    fn push(&mut self, key: &str, cmd: Cmd, ignored: bool) -> &mut Self {
+        let slot = if self.cluster {
+            Slot::for_key(key)
+        } else {
+            Slot::new(0).expect("slot 0 exists")
+        };
+        let at = match self.groups.iter().position(|(s, _, _)| *s == slot) {
+            Some(at) => at,
+            None => {
+                self.groups.push((slot, Pipeline::new(), Vec::new()));
+                self.groups.len() - 1
+            }
+        };
+        let (_, pipe, positions) = &mut self.groups[at];
+        pipe.add_command(cmd);
+        if ignored {
+            pipe.ignore();
+        } else {
+            positions.push(self.replies);
+            self.replies += 1;
+        }
+        self
+    }
+
+    /// Sends the commands; one reply per command not ignored, in order.
+    pub(crate) async fn query<T: FromRedisValue>(&self, conn: &RedisConn) -> RedisResult<Vec<T>> {
+        if let [(_, pipe, _)] = self.groups.as_slice() {
+            return pipe.query_async(&mut conn.clone()).await;
+        }
+        let results = futures::future::try_join_all(self.groups.iter().map(|(_, pipe, _)| {
+            let mut c = conn.clone();
+            async move { pipe.query_async::<Vec<T>>(&mut c).await }
+        }))
+        .await?;
+        let mut out: Vec<Option<T>> = (0..self.replies).map(|_| None).collect();
+        for ((_, _, positions), values) in self.groups.iter().zip(results) {
+            for (at, v) in positions.iter().zip(values) {
+                out[*at] = Some(v);
+            }
+        }
+        Ok(out.into_iter().flatten().collect())
+    }
+}
+
+/// Groups `keys` (by index) so that each group may go into one multi-key
+/// command: all together on a server, one group per hash slot on a cluster.
+pub(crate) fn slot_groups(keys: &[String], cluster: bool) -> Vec<Vec<usize>> {
+    if !cluster {
+        return vec![(0..keys.len()).collect()];
+    }
+    let mut groups: Vec<(Slot, Vec<usize>)> = Vec::new();
+    for (i, k) in keys.iter().enumerate() {
+        let slot = Slot::for_key(k);
+        match groups.iter_mut().find(|(s, _)| *s == slot) {
+            Some((_, g)) => g.push(i),
+            None => groups.push((slot, vec![i])),
+        }
+    }
+    groups.into_iter().map(|(_, g)| g).collect()
+}
+
 /// What a connector connects to.
 #[derive(Clone)]
 enum Target {
@@ -141,7 +243,14 @@ impl std::fmt::Debug for RedisConnector {
 impl RedisConnector {
     /// A connector for `url` (`redis://[user:password@]host:port[/db]` or
     /// `rediss://` for TLS). Nothing is opened yet.
+    ///
+    /// `redis+cluster://[user:password@]host1:port1,host2:port2` (or
+    /// `rediss+cluster://`) names a Redis Cluster by some of its nodes, like
+    /// [`RedisConnector::cluster`].
     pub fn new(url: &str, options: RedisOptions) -> Result<Self> {
+        if let Some(nodes) = cluster_url_nodes(url) {
+            return RedisConnector::cluster(&nodes?, options);
+        }
         let redacted = redact_url(url);
         let client = Client::open(url).map_err(|e| {
             Error::Config(format!("invalid Redis URL {redacted}: {}", e.category()))
@@ -261,6 +370,34 @@ impl RedisConnector {
     }
 }
 
+/// The seed node URLs of a `redis+cluster://` / `rediss+cluster://` URL
+/// (`None` for any other URL).
+fn cluster_url_nodes(url: &str) -> Option<Result<Vec<String>>> {
+    let (scheme, rest) = if let Some(rest) = url.strip_prefix("redis+cluster://") {
+        ("redis", rest)
+    } else {
+        ("rediss", url.strip_prefix("rediss+cluster://")?)
+    };
+    let (auth, hosts) = match rest.rsplit_once('@') {
+        Some((auth, hosts)) => (format!("{auth}@"), hosts),
+        None => (String::new(), rest),
+    };
+    let hosts = hosts.trim_end_matches('/');
+    let nodes: Vec<String> = hosts
+        .split(',')
+        .filter(|h| !h.is_empty())
+        .map(|h| format!("{scheme}://{auth}{h}"))
+        .collect();
+    Some(if nodes.is_empty() {
+        Err(Error::Config(format!(
+            "{} names no nodes: use {scheme}+cluster://host1:port1,host2:port2",
+            redact_url(url)
+        )))
+    } else {
+        Ok(nodes)
+    })
+}
+
 /// Replaces the password of a URL (and a lone user-info secret) with `***`.
 /// Text that is not a URL is returned unchanged.
 pub fn redact_url(url: &str) -> String {
@@ -306,6 +443,23 @@ mod tests {
         );
         assert_eq!(redact_url("redis://host:1"), "redis://host:1");
         assert!(!redact_url("redis://u:p@[bad").contains('p'));
+    }
+
+    #[test]
+    fn cluster_urls_name_their_seed_nodes() {
+        let nodes = cluster_url_nodes("redis+cluster://u:pw@a:7000,b:7001/")
+            .unwrap()
+            .unwrap();
+        assert_eq!(nodes, ["redis://u:pw@a:7000", "redis://u:pw@b:7001"]);
+        let tls = cluster_url_nodes("rediss+cluster://a:1").unwrap().unwrap();
+        assert_eq!(tls, ["rediss://a:1"]);
+        assert!(cluster_url_nodes("redis://a:1").is_none());
+        let err = RedisConnector::new("redis+cluster://:pw@", RedisOptions::default()).unwrap_err();
+        assert!(err.to_string().contains("names no nodes"), "{err}");
+        let c =
+            RedisConnector::new("redis+cluster://:pw@a:1,b:2", RedisOptions::default()).unwrap();
+        assert!(c.is_cluster());
+        assert!(!c.redacted_url().contains("pw"), "{}", c.redacted_url());
     }
 
     #[test]

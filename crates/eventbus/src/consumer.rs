@@ -39,7 +39,7 @@ use tokio::sync::{mpsc, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::connection::{backoff, RedisConnector};
+use crate::connection::{backoff, slot_groups, RedisConnector, SlotPipeline};
 use crate::deadletter::DeadLetterWriter;
 use crate::error::is_transient_redis;
 use crate::failure::{delivery_counts, reclaim, touch, FailureHandling, Verdict};
@@ -451,7 +451,17 @@ async fn run_unordered<H: Handler>(
     ));
     tracing::info!(group = %config.group, consumer = %name, streams = streams.len(), "consumer started");
 
-    let read_result = run_reader(&shared, &connector, &conn, &config, &shutdown).await;
+    // One blocking read over every stream on a server. On a cluster a
+    // multi-stream XREADGROUP must stay in one slot, so each partition gets
+    // a reader of its own, on a connection of its own.
+    let readers = slot_groups(&shared.streams, conn.is_cluster())
+        .into_iter()
+        .map(|subset| run_reader(&shared, &connector, &conn, &config, &shutdown, subset));
+    let read_result = futures::future::join_all(readers)
+        .await
+        .into_iter()
+        .collect::<Result<Vec<()>>>()
+        .map(drop);
 
     // Drain: no new reads or claims, wait for in-flight handlers.
     shutdown.cancel();
@@ -563,12 +573,12 @@ async fn run_reader<H: Handler>(
     conn: &RedisConn,
     config: &ConsumerConfig,
     shutdown: &CancellationToken,
+    subset: Vec<usize>,
 ) -> Result<()> {
-    let index: HashMap<String, usize> = shared
-        .streams
+    let streams: Vec<String> = subset.iter().map(|&i| shared.streams[i].clone()).collect();
+    let index: HashMap<String, usize> = subset
         .iter()
-        .enumerate()
-        .map(|(i, s)| (s.clone(), i))
+        .map(|&i| (shared.streams[i].clone(), i))
         .collect();
     let mut reader: Option<RedisConn> = None;
     let mut failures = 0u32;
@@ -602,13 +612,7 @@ async fn run_reader<H: Handler>(
                 }
             },
         };
-        let cmd = read_new_cmd(
-            &shared.group,
-            &shared.name,
-            count,
-            config.block,
-            &shared.streams,
-        );
+        let cmd = read_new_cmd(&shared.group, &shared.name, count, config.block, &streams);
         // The read is not cancelled on shutdown: entries Redis hands us are
         // already ours, so we let the read finish (at most `block`) and
         // dispatch them like any other in-flight work.
@@ -850,18 +854,16 @@ async fn run_acker(
         for (idx, id) in &buf {
             by_stream.entry(*idx).or_default().push(id);
         }
-        let mut pipe = redis::pipe();
+        let mut pipe = SlotPipeline::new(&conn);
         for (idx, ids) in &by_stream {
-            pipe.cmd("XACK")
-                .arg(&streams[*idx])
-                .arg(&group)
-                .arg(ids)
-                .ignore();
+            let mut xack = redis::cmd("XACK");
+            xack.arg(&streams[*idx]).arg(&group).arg(ids);
+            pipe.add_ignored(&streams[*idx], xack);
         }
         let mut attempt = 0;
         loop {
-            match pipe.query_async::<()>(&mut conn.clone()).await {
-                Ok(()) => {
+            match pipe.query::<()>(&conn).await {
+                Ok(_) => {
                     stats.acked.fetch_add(buf.len() as u64, Ordering::Relaxed);
                     break;
                 }

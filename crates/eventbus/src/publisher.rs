@@ -14,7 +14,7 @@ use std::time::Duration;
 use crate::connection::RedisConn;
 
 use crate::catalog::Catalog;
-use crate::connection::{backoff, RedisConnector};
+use crate::connection::{backoff, RedisConnector, SlotPipeline};
 use crate::envelope::Envelope;
 use crate::error::is_transient_redis;
 use crate::topology::{validate_event_type, Topology};
@@ -176,22 +176,22 @@ impl Publisher {
             .collect();
         let new_topics = self.unseen_topics(events);
 
-        let mut pipe = redis::Pipeline::with_capacity(encoded.len() + 1);
+        // One pipeline on a server; one per partition (hash slot) on a cluster.
+        let mut pipe = SlotPipeline::new(&self.conn);
         for (fields, (stream, _)) in encoded.iter().zip(&routes) {
-            pipe.add_command(xadd(stream, self.config.max_len, fields));
+            pipe.add(stream, xadd(stream, self.config.max_len, fields));
         }
         if !new_topics.is_empty() {
-            pipe.cmd("SADD")
-                .arg(self.topology.topics_key())
-                .arg(&new_topics)
-                .ignore();
+            let topics_key = self.topology.topics_key();
+            let mut sadd = redis::cmd("SADD");
+            sadd.arg(&topics_key).arg(&new_topics);
+            pipe.add_ignored(&topics_key, sadd);
         }
 
         let started = tokio::time::Instant::now();
         let mut attempt = 0u32;
         let ids: Vec<String> = loop {
-            let mut conn = self.conn.clone();
-            match pipe.query_async::<Vec<String>>(&mut conn).await {
+            match pipe.query::<String>(&self.conn).await {
                 Ok(ids) => break ids,
                 Err(e) if is_transient_redis(&e) && started.elapsed() < self.config.retry_for => {
                     let delay = backoff(attempt, Duration::from_millis(50), Duration::from_secs(2));

@@ -15,7 +15,7 @@
 //! a restarted instance of the same static member) gets `-1` and stops; its
 //! entries stay pending for the new owner, which handles them again.
 
-use crate::connection::RedisConn;
+use crate::connection::{RedisConn, SlotPipeline};
 use redis::{Script, Value};
 
 use crate::Result;
@@ -159,16 +159,19 @@ impl LeaseScripts {
         if leases.is_empty() {
             return Ok(Vec::new());
         }
-        let mut pipe = redis::pipe();
+        let mut pipe = SlotPipeline::new(conn);
         for (stream, token) in leases {
-            pipe.cmd("EVALSHA")
+            let key = lease_key(stream, group);
+            let mut evalsha = redis::cmd("EVALSHA");
+            evalsha
                 .arg(self.renew.get_hash())
                 .arg(1)
-                .arg(lease_key(stream, group))
+                .arg(&key)
                 .arg(token)
                 .arg(ttl_ms);
+            pipe.add(&key, evalsha);
         }
-        let held: Vec<i64> = match pipe.query_async(&mut conn.clone()).await {
+        let held: Vec<i64> = match pipe.query(conn).await {
             // EVALSHA in a pipeline does not fall back to EVAL by itself.
             Err(e) if e.code() == Some("NOSCRIPT") => {
                 let _: String = redis::cmd("SCRIPT")
@@ -176,7 +179,7 @@ impl LeaseScripts {
                     .arg(RENEW)
                     .query_async(&mut conn.clone())
                     .await?;
-                pipe.query_async(&mut conn.clone()).await?
+                pipe.query(conn).await?
             }
             other => other?,
         };
@@ -307,16 +310,14 @@ pub(crate) async fn read_owners(
     if streams.is_empty() {
         return Ok(Vec::new());
     }
-    let mut pipe = redis::pipe();
+    let mut pipe = SlotPipeline::new(conn);
     for s in streams {
-        pipe.cmd("HMGET")
-            .arg(lease_key(s, group))
-            .arg("owner")
-            .arg("token")
-            .arg("since");
+        let key = lease_key(s, group);
+        let mut hmget = redis::cmd("HMGET");
+        hmget.arg(&key).arg("owner").arg("token").arg("since");
+        pipe.add(&key, hmget);
     }
-    let rows: Vec<(Option<String>, Option<u64>, Option<u64>)> =
-        pipe.query_async(&mut conn.clone()).await?;
+    let rows: Vec<(Option<String>, Option<u64>, Option<u64>)> = pipe.query(conn).await?;
     Ok(rows
         .into_iter()
         .map(|(owner, token, since)| {

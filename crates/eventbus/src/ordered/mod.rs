@@ -49,7 +49,7 @@ use self::assignor::{assign, PartitionId};
 use self::lease::{read_owners, LeaseScripts};
 use self::membership::{Heartbeat, Membership};
 use self::partition_worker::{Ended, OwnedPartition, WorkerContext};
-use self::reader::{run_reader, ReadSet, ReaderConfig};
+use self::reader::{ReadSet, ReaderConfig};
 use crate::connection::RedisConnector;
 use crate::consumer::{prepare_streams, ConsumerConfig, ConsumerStats};
 use crate::handler::Handler;
@@ -128,13 +128,9 @@ pub(crate) async fn run<H: Handler>(
         .min(config.session_timeout / 5)
         .max(Duration::from_millis(1));
     let epoch = Instant::now();
-    let read_set = Arc::new(ReadSet::new(config.read_count, epoch, block));
-    let reader_stop = CancellationToken::new();
-    // Owned, so that the reader dies with this future even if it is dropped
-    // rather than shut down (a crashed or aborted consumer).
-    let mut reader = JoinSet::new();
-    reader.spawn(run_reader(
-        read_set.clone(),
+    let read_set = Arc::new(ReadSet::start(
+        config.read_count,
+        epoch,
         connector.clone(),
         conn.clone(),
         ReaderConfig {
@@ -144,7 +140,6 @@ pub(crate) async fn run<H: Handler>(
             block,
             all_streams,
         },
-        reader_stop.clone(),
     ));
     let in_flight = config
         .max_partitions_in_flight
@@ -217,8 +212,7 @@ pub(crate) async fn run<H: Handler>(
         .await;
         rt.workers.abort_all();
     }
-    reader_stop.cancel();
-    while reader.join_next().await.is_some() {}
+    rt.ctx.read_set.stop().await;
     if keep {
         tracing::info!(group = %config.group, member = %name, session_timeout = ?config.session_timeout,
                        "static member stopped; its partitions wait for its restart until the session times out");

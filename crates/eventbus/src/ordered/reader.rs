@@ -21,6 +21,9 @@
 //!
 //! Backpressure: a stream whose queue holds `limit` entries is left out of
 //! reads until its worker catches up.
+//!
+//! On a Redis Cluster there is one such reader per owned stream instead
+//! (see [`ReadSet`]).
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicI64, AtomicU64, AtomicUsize, Ordering};
@@ -29,6 +32,7 @@ use std::time::Duration;
 
 use crate::connection::RedisConn;
 use tokio::sync::{mpsc, watch, Notify};
+use tokio::task::JoinSet;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
@@ -46,16 +50,16 @@ pub(crate) struct Feed {
     pub(crate) valid_until: Arc<AtomicU64>,
 }
 
-/// What the reader is doing, for [`ReadSet::remove`].
+/// What the reader is doing, for [`StreamSet::remove`].
 #[derive(Debug, Clone, Copy, Default)]
 struct ReaderState {
     /// The set version of the read in flight (if any).
     in_flight: Option<u64>,
 }
 
-/// The streams to read and where their entries go.
+/// The streams one reader reads and where their entries go.
 #[derive(Debug)]
-pub(crate) struct ReadSet {
+pub(crate) struct StreamSet {
     inner: Mutex<(u64, BTreeMap<String, Feed>)>,
     changed: Notify,
     state: watch::Sender<ReaderState>,
@@ -66,11 +70,11 @@ pub(crate) struct ReadSet {
     block: Duration,
 }
 
-impl ReadSet {
+impl StreamSet {
     /// A read set; `epoch` is the clock origin of the feeds' lease
     /// deadlines, `block` the longest a read blocks.
     pub(crate) fn new(limit: usize, epoch: Instant, block: Duration) -> Self {
-        ReadSet {
+        StreamSet {
             inner: Mutex::new((0, BTreeMap::new())),
             changed: Notify::new(),
             state: watch::Sender::new(ReaderState::default()),
@@ -129,7 +133,7 @@ impl ReadSet {
 
     /// The streams to read now (queues not full, leases valid for longer
     /// than the read may block). Marks the read as in
-    /// flight under the same lock [`ReadSet::remove`] takes, so a removal
+    /// flight under the same lock [`StreamSet::remove`] takes, so a removal
     /// either comes before this snapshot or waits for the read to end.
     fn begin_read(&self) -> Vec<String> {
         let inner = self.inner.lock().expect("read set poisoned");
@@ -168,6 +172,155 @@ impl ReadSet {
     }
 }
 
+/// Longest a per-stream read blocks on a cluster: a partition given up
+/// waits at most this long for its reader's last read to end.
+const CLUSTER_BLOCK: Duration = Duration::from_millis(500);
+
+/// The reading side of an ordered member, as partition workers see it.
+///
+/// On one server: one reader, one blocking `XREADGROUP` over every owned
+/// stream. On a Redis Cluster a multi-stream `XREADGROUP` must stay in one
+/// hash slot, and each partition is a slot of its own, so every owned stream
+/// gets a reader of its own on a dedicated connection (a blocking read holds
+/// its connection). Those reads block for at most [`CLUSTER_BLOCK`] and are
+/// never interrupted with `CLIENT UNBLOCK` (a cluster connection's client id
+/// is some node's): giving up a partition waits for its last read to end.
+#[derive(Debug)]
+pub(crate) struct ReadSet {
+    kind: Kind,
+    /// The reader tasks; dropped (aborted) with this.
+    tasks: Mutex<JoinSet<()>>,
+    stop: CancellationToken,
+}
+
+#[derive(Debug)]
+enum Kind {
+    Shared(Arc<StreamSet>),
+    PerStream(Box<PerStream>),
+}
+
+#[derive(Debug)]
+struct PerStream {
+    readers: Mutex<BTreeMap<String, (Arc<StreamSet>, CancellationToken)>>,
+    connector: RedisConnector,
+    conn: RedisConn,
+    config: ReaderConfig,
+    limit: usize,
+    epoch: Instant,
+}
+
+impl ReadSet {
+    /// Starts the reading side: `epoch` is the clock origin of the feeds'
+    /// lease deadlines, `config.block` the longest a read blocks. Readers
+    /// stop at [`ReadSet::stop`], or are aborted when this is dropped.
+    pub(crate) fn start(
+        limit: usize,
+        epoch: Instant,
+        connector: RedisConnector,
+        conn: RedisConn,
+        config: ReaderConfig,
+    ) -> Self {
+        let stop = CancellationToken::new();
+        let mut tasks = JoinSet::new();
+        let kind = if conn.is_cluster() {
+            Kind::PerStream(Box::new(PerStream {
+                readers: Mutex::new(BTreeMap::new()),
+                connector,
+                conn,
+                config: ReaderConfig {
+                    block: config.block.min(CLUSTER_BLOCK),
+                    ..config
+                },
+                limit,
+                epoch,
+            }))
+        } else {
+            let set = Arc::new(StreamSet::new(limit, epoch, config.block));
+            tasks.spawn(run_reader(
+                set.clone(),
+                connector,
+                conn,
+                config,
+                stop.clone(),
+            ));
+            Kind::Shared(set)
+        };
+        ReadSet {
+            kind,
+            tasks: Mutex::new(tasks),
+            stop,
+        }
+    }
+
+    /// Starts reading a stream into `feed`.
+    pub(crate) async fn add(&self, conn: &RedisConn, stream: &str, feed: Feed) {
+        match &self.kind {
+            Kind::Shared(set) => set.add(conn, stream, feed).await,
+            Kind::PerStream(p) => {
+                let set = Arc::new(StreamSet::new(p.limit, p.epoch, p.config.block));
+                set.add(conn, stream, feed).await;
+                let token = self.stop.child_token();
+                let config = ReaderConfig {
+                    all_streams: vec![stream.to_owned()],
+                    ..p.config.clone()
+                };
+                let mut tasks = self.tasks.lock().expect("reader tasks poisoned");
+                while tasks.try_join_next().is_some() {} // readers of streams given up
+                tasks.spawn(run_reader(
+                    set.clone(),
+                    p.connector.clone(),
+                    p.conn.clone(),
+                    config,
+                    token.clone(),
+                ));
+                drop(tasks);
+                let old = p
+                    .readers
+                    .lock()
+                    .expect("read set poisoned")
+                    .insert(stream.to_owned(), (set, token));
+                if let Some((_, token)) = old {
+                    token.cancel();
+                }
+            }
+        }
+    }
+
+    /// Stops reading a stream and waits until no read including it is in
+    /// flight: after that nothing more of it can be delivered to this member.
+    pub(crate) async fn remove(&self, conn: &RedisConn, stream: &str) {
+        match &self.kind {
+            Kind::Shared(set) => set.remove(conn, stream).await,
+            Kind::PerStream(p) => {
+                let reader = p.readers.lock().expect("read set poisoned").remove(stream);
+                if let Some((set, token)) = reader {
+                    set.remove(conn, stream).await;
+                    token.cancel();
+                }
+            }
+        }
+    }
+
+    /// Tells the readers a queue drained.
+    pub(crate) fn nudge(&self) {
+        match &self.kind {
+            Kind::Shared(set) => set.nudge(),
+            Kind::PerStream(p) => {
+                for (set, _) in p.readers.lock().expect("read set poisoned").values() {
+                    set.nudge();
+                }
+            }
+        }
+    }
+
+    /// Stops every reader and waits for them to end.
+    pub(crate) async fn stop(&self) {
+        self.stop.cancel();
+        let mut tasks = std::mem::take(&mut *self.tasks.lock().expect("reader tasks poisoned"));
+        while tasks.join_next().await.is_some() {}
+    }
+}
+
 /// Settings of the reader.
 #[derive(Debug, Clone)]
 pub(crate) struct ReaderConfig {
@@ -180,8 +333,8 @@ pub(crate) struct ReaderConfig {
 }
 
 /// Reads until `shutdown`; owned by the ordered runtime.
-pub(crate) async fn run_reader(
-    set: Arc<ReadSet>,
+async fn run_reader(
+    set: Arc<StreamSet>,
     connector: RedisConnector,
     conn: RedisConn,
     config: ReaderConfig,
@@ -194,12 +347,17 @@ pub(crate) async fn run_reader(
             Some(c) => c,
             None => match connector.dedicated(config.block).await {
                 Ok(mut c) => {
-                    let id: i64 = redis::cmd("CLIENT")
-                        .arg("ID")
-                        .query_async(&mut c)
-                        .await
-                        .unwrap_or(0);
-                    set.client_id.store(id, Ordering::Relaxed);
+                    // On a cluster the id would be some node's: the
+                    // per-stream readers there are never unblocked, their
+                    // reads block briefly instead (see `ReadSet`).
+                    if !c.is_cluster() {
+                        let id: i64 = redis::cmd("CLIENT")
+                            .arg("ID")
+                            .query_async(&mut c)
+                            .await
+                            .unwrap_or(0);
+                        set.client_id.store(id, Ordering::Relaxed);
+                    }
                     c
                 }
                 Err(e) => {
