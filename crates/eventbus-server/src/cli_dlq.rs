@@ -31,7 +31,7 @@ pub(crate) struct DlqFilterArgs {
     /// With this partition key.
     #[arg(long)]
     pub(crate) key: Option<String>,
-    /// retryable (attempts used up), permanent or invalid.
+    /// retryable (attempts used up), permanent, invalid or parked (park mode).
     #[arg(long, value_name = "CLASS", value_parser = parse_class)]
     pub(crate) error_class: Option<eventbus::ErrorClass>,
     /// Last failed at or after this RFC 3339 time, or this long ago (30m, 2h, 7d).
@@ -120,8 +120,9 @@ pub(crate) enum DlqCommand {
 }
 
 fn parse_class(s: &str) -> Result<eventbus::ErrorClass, String> {
-    eventbus::deadletter::parse_error_class(s)
-        .ok_or_else(|| format!("{s:?} is not an error class (retryable, permanent or invalid)"))
+    eventbus::deadletter::parse_error_class(s).ok_or_else(|| {
+        format!("{s:?} is not an error class (retryable, permanent, invalid or parked)")
+    })
 }
 
 fn parse_status(s: &str) -> Result<eventbus::deadletter::DeadLetterStatus, String> {

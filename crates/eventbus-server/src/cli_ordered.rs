@@ -42,6 +42,12 @@ pub(crate) struct MembershipArgs {
     #[arg(long, value_name = "DURATION", value_parser = parse_duration,
           conflicts_with = "unordered", help_heading = "Consumer mode")]
     pub(crate) session_timeout: Option<Duration>,
+    /// Ordered mode, park mode: while a key has an event in dead letters,
+    /// its later events go to dead letters unhandled (class `parked`) until
+    /// its dead letters are replayed or discarded; other keys flow. Not with
+    /// --unordered, which keeps no order to protect.
+    #[arg(long, conflicts_with = "unordered", help_heading = "Consumer mode")]
+    pub(crate) park: bool,
 }
 
 /// `consume --http`: push each event to a URL.
@@ -96,6 +102,7 @@ impl MembershipArgs {
         config: &mut ConsumerConfig,
     ) -> Result<()> {
         config.mode = self.mode();
+        config.park_keys = self.park;
         if let Some(id) = &self.member_id {
             config.consumer_name = Some(id.clone());
             config.static_membership = true;
@@ -190,6 +197,33 @@ mod tests {
         assert!(e.contains("cannot be used with"), "{e}");
         let e = consume(&["--unordered", "--member-id", "m1"]).unwrap_err();
         assert!(e.contains("cannot be used with"), "{e}");
+    }
+
+    #[test]
+    fn park_is_off_by_default_and_refused_when_unordered() {
+        let apply = |args: &[&str]| {
+            let mut config = ConsumerConfig::new("g", ["t"]);
+            consume(args)
+                .unwrap()
+                .membership
+                .apply(
+                    &MembershipSettings {
+                        heartbeat: Duration::from_secs(1),
+                        session_timeout: Duration::from_secs(10),
+                    },
+                    &mut config,
+                )
+                .map(|()| config.park_keys)
+                .map_err(|e| e.to_string())
+        };
+        assert_eq!(apply(&[]), Ok(false));
+        assert_eq!(apply(&["--park"]), Ok(true));
+        assert_eq!(apply(&["--ordered", "--park"]), Ok(true));
+        let e = consume(&["--unordered", "--park"]).unwrap_err();
+        assert!(
+            e.contains("'--unordered' cannot be used with '--park'"),
+            "{e}"
+        );
     }
 
     #[test]

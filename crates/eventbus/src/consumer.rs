@@ -102,6 +102,12 @@ pub struct ConsumerConfig {
     /// Attempts, backoff and attempt timeout before an event is
     /// dead-lettered (both modes).
     pub retry: crate::retry::RetryPolicy,
+    /// Ordered mode, park mode: while a key has an event in dead letters,
+    /// its later events are dead-lettered unhandled (class `parked`) until
+    /// an operator replays or discards the dead letters, so the key's order
+    /// is never broken; other keys flow. Default false. See
+    /// `docs/dead-letters.md` for the trade-off.
+    pub park_keys: bool,
 }
 
 impl ConsumerConfig {
@@ -129,6 +135,7 @@ impl ConsumerConfig {
             max_partitions_in_flight: None,
             static_membership: false,
             retry: crate::retry::RetryPolicy::default(),
+            park_keys: false,
         }
     }
 
@@ -170,6 +177,9 @@ impl ConsumerConfig {
         }
         if self.max_partitions_in_flight == Some(0) {
             return bad("max_partitions_in_flight must be positive when set");
+        }
+        if self.park_keys && self.mode != ConsumerMode::Ordered {
+            return bad("park_keys (park mode) needs ordered mode: unordered consumers keep no per-key order to protect");
         }
         self.retry.validate()?;
         Ok(())
@@ -354,7 +364,12 @@ impl<H: Handler> Consumer<H> {
                 conn.clone(),
                 config.clone(),
                 name.clone(),
-                handler.clone(),
+                crate::ordered::park::ParkedReplays::new(
+                    handler.clone(),
+                    &topology,
+                    config.park_keys.then(|| config.group.clone()),
+                    conn.clone(),
+                ),
                 stats.clone(),
                 failures.clone(),
                 vec![(replay, (REPLAY_TOPIC.to_owned(), 0))],

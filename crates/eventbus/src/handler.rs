@@ -39,15 +39,21 @@ pub enum ErrorClass {
     /// it (`ConsumerStats::rejected`), log it and acknowledge it past:
     /// retrying cannot fix it (dead letters will take it once they exist).
     Invalid,
+    /// Set by the runtime in park mode (see
+    /// [`ConsumerConfig::park_keys`](crate::ConsumerConfig::park_keys)): the
+    /// event was not handled because an earlier event of its key is in dead
+    /// letters. Dead-lettered at once.
+    Parked,
 }
 
 impl ErrorClass {
-    /// A short stable name: `retryable`, `permanent` or `invalid`.
+    /// A short stable name: `retryable`, `permanent`, `invalid` or `parked`.
     pub fn as_str(self) -> &'static str {
         match self {
             ErrorClass::Retryable => "retryable",
             ErrorClass::Permanent => "permanent",
             ErrorClass::Invalid => "invalid",
+            ErrorClass::Parked => "parked",
         }
     }
 }

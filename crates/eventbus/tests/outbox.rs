@@ -433,7 +433,7 @@ async fn migrate_is_idempotent_and_safe_concurrently() {
     applied.sort_unstable();
     assert_eq!(
         applied,
-        vec![1, 2],
+        vec![1, 2, 3],
         "exactly one process applies each migration"
     );
     let pool = connect_pool(&url, 1, "migrate-test").await.unwrap();

@@ -73,12 +73,13 @@ mod tests {
         let ok = parse(
             r#"{"consumers": [
                 {"name": "billing", "args": ["--group", "billing", "--exec", "true", "--unordered"]},
-                {"name": "crm", "args": ["--group", "crm", "--http", "http://127.0.0.1:9/x"]}
+                {"name": "crm", "args": ["--group", "crm", "--http", "http://127.0.0.1:9/x", "--park"]}
             ]}"#,
         )
         .unwrap();
         assert_eq!(ok.len(), 2);
         assert_eq!(ok[0].1.group.as_deref(), Some("billing"));
+        assert!(!ok[0].1.membership.park && ok[1].1.membership.park);
         for (bad, needle) in [
             (
                 r#"{"consumers": [{"name": "a", "args": ["--nope"]}]}"#,
@@ -93,6 +94,10 @@ mod tests {
                 "twice",
             ),
             (r#"{"consumers": [{"name": "a"}]}"#, "args"),
+            (
+                r#"{"consumers": [{"name": "a", "args": ["--group", "g", "--unordered", "--park"]}]}"#,
+                "cannot be used with",
+            ),
         ] {
             let err = parse(bad).unwrap_err();
             assert!(err.contains(needle), "{bad}: {err}");

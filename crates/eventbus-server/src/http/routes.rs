@@ -270,7 +270,7 @@ impl DlqQuery {
         let error_class = match &self.error_class {
             Some(c) => Some(parse_error_class(c).ok_or_else(|| {
                 HttpError::BadRequest(format!(
-                    "error_class {c:?} is not retryable, permanent or invalid"
+                    "error_class {c:?} is not retryable, permanent, invalid or parked"
                 ))
             })?),
             None => None,

@@ -64,12 +64,13 @@ impl DeadLetterStatus {
     }
 }
 
-/// Parses `retryable`, `permanent` or `invalid`.
+/// Parses `retryable`, `permanent`, `invalid` or `parked`.
 pub fn parse_error_class(s: &str) -> Option<ErrorClass> {
     match s {
         "retryable" => Some(ErrorClass::Retryable),
         "permanent" => Some(ErrorClass::Permanent),
         "invalid" => Some(ErrorClass::Invalid),
+        "parked" => Some(ErrorClass::Parked),
         _ => None,
     }
 }
@@ -125,7 +126,8 @@ pub struct DeadLetter {
     pub entry_id: String,
     /// Deliveries before it was dead-lettered (last time).
     pub attempts: i32,
-    /// `retryable` (attempts exhausted), `permanent` or `invalid`.
+    /// `retryable` (attempts exhausted), `permanent`, `invalid`, or
+    /// `parked` (held behind an earlier dead letter of its key, park mode).
     pub error_class: String,
     /// The last error (capped at [`DEAD_LETTER_ERROR_CAP`] bytes).
     pub error_message: String,

@@ -371,7 +371,20 @@ impl DeadLetterStore {
         let selected = self.select_for_action(f).await?;
         let ids: Vec<Uuid> = selected.iter().map(|d| d.id).collect();
         if !dry_run {
-            for id in &ids {
+            for (id, dl) in ids.iter().zip(&selected) {
+                // Park mode: a discarded dead letter no longer holds its
+                // key. Released first, so that a failure leaves the dead
+                // letter `new`, to be discarded again (a no-op for keys it
+                // did not hold).
+                crate::ordered::park::resolve_event(
+                    &self.redis,
+                    &self.topology,
+                    &dl.group,
+                    &dl.event_type,
+                    &dl.key,
+                    *id,
+                )
+                .await?;
                 self.mark(
                     *id,
                     DeadLetterStatus::Discarded,

@@ -11,7 +11,9 @@
 //!   scripts (ack, take over pending) that make a former owner harmless;
 //! - [`reader`]: one blocking `XREADGROUP` over every owned stream;
 //! - [`partition_worker`]: per owned partition, take over the pending
-//!   entries, then handle one entry at a time.
+//!   entries, then handle one entry at a time;
+//! - [`park`]: park mode (optional), which holds the later events of a key
+//!   that has an event in dead letters.
 //!
 //! This module runs the **heartbeat loop** that ties them together: every
 //! `heartbeat_interval` it heartbeats, renews its leases (a lease it fails to
@@ -30,6 +32,7 @@
 pub(crate) mod assignor;
 pub(crate) mod lease;
 pub(crate) mod membership;
+pub(crate) mod park;
 pub(crate) mod partition_worker;
 pub(crate) mod reader;
 pub(crate) mod view;
@@ -157,6 +160,7 @@ pub(crate) async fn run<H: Handler>(
         claim_count: config.read_count.max(100),
         epoch,
         keep_leases: AtomicBool::new(false),
+        park_keys: config.park_keys,
     });
     let mut rt = Runtime {
         ctx,

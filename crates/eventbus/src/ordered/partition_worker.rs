@@ -17,7 +17,9 @@
 //!    failure is permanent or invalid, the entry is dead-lettered and the
 //!    partition moves on. Success (or a written dead letter) is acknowledged
 //!    through the fenced `XACK` before the next entry starts, so a crash
-//!    repeats at most the entry that was in flight.
+//!    repeats at most the entry that was in flight. In park mode
+//!    ([`park`](super::park)) an entry whose key has a dead letter is
+//!    dead-lettered as `parked` without being handled.
 //! 4. **Stop**, on one of two signals: `release` (rebalance or shutdown)
 //!    lets the running handler finish and acknowledge, then leaves the
 //!    reader and gives the lease up; `abort` (the lease is lost) stops at
@@ -40,9 +42,10 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::lease::{Fenced, LeaseScripts};
+use super::park::PartitionParking;
 use super::reader::{Feed, ReadSet};
 use crate::consumer::{ConsumerStats, REMOVE_STALE_CONSUMERS};
-use crate::handler::{Delivery, Handler};
+use crate::handler::{Delivery, ErrorClass, Handler};
 use crate::reply::{parse_autoclaim, parse_entry, RawEntry};
 
 /// How often an idle worker checks for entries pending at other consumers.
@@ -112,6 +115,8 @@ pub(crate) struct WorkerContext<H> {
     /// Set when a static member shuts down: released workers leave their
     /// lease to expire instead of deleting it.
     pub(crate) keep_leases: AtomicBool,
+    /// Park mode: hold the later events of a key that has a dead letter.
+    pub(crate) park_keys: bool,
 }
 
 /// One owned partition.
@@ -191,6 +196,10 @@ impl<H: Handler> WorkerContext<H> {
         if let Err(e) = removed {
             tracing::debug!(stream = %part.stream, error = %e, "removing former owners failed");
         }
+        let mut parking = match self.load_parking(part).await {
+            Some(p) => p,
+            None => return Ended::Lost,
+        };
         let mut backlog: VecDeque<(RawEntry, bool)> =
             backlog.into_iter().map(|e| (e, true)).collect();
         let (tx, mut rx) = mpsc::unbounded_channel();
@@ -234,7 +243,10 @@ impl<H: Handler> WorkerContext<H> {
             if part.release.is_cancelled() {
                 return Ended::Released; // not started: stays pending for the next owner
             }
-            if !self.handle_entry(part, entry, redelivered).await {
+            if !self
+                .handle_entry(part, entry, redelivered, &mut parking)
+                .await
+            {
                 return Ended::Lost;
             }
         }
@@ -341,7 +353,13 @@ impl<H: Handler> WorkerContext<H> {
 
     /// Handles one entry until it succeeds and is acknowledged. False when
     /// the lease is lost (or the worker aborted) before that.
-    async fn handle_entry(&self, part: &OwnedPartition, entry: RawEntry, claimed: bool) -> bool {
+    async fn handle_entry(
+        &self,
+        part: &OwnedPartition,
+        entry: RawEntry,
+        claimed: bool,
+        parking: &mut Option<PartitionParking>,
+    ) -> bool {
         let RawEntry { id, decoded } = entry;
         let envelope = match decoded {
             Ok(e) => e,
@@ -374,6 +392,23 @@ impl<H: Handler> WorkerContext<H> {
                 }
             }
         };
+        if let Some(held) = self.held_by(part, parking, &envelope.key).await {
+            let Some(head) = held else {
+                return false;
+            };
+            let message = super::park::parked_message(&envelope.key, &head);
+            return self
+                .dead_letter_then_ack(
+                    part,
+                    envelope,
+                    &id,
+                    0,
+                    ErrorClass::Parked,
+                    &message,
+                    parking,
+                )
+                .await;
+        }
         // Redis's delivery count is the attempt number: it survives crashes
         // and failovers (a taken-over entry continues its count).
         let mut attempt = if claimed {
@@ -434,37 +469,20 @@ impl<H: Handler> WorkerContext<H> {
             self.stats.failed.fetch_add(1, Ordering::Relaxed);
             match self.failures.decide(&err, attempt) {
                 crate::failure::Verdict::DeadLetter(class) => {
-                    if class == crate::ErrorClass::Invalid {
+                    if class == ErrorClass::Invalid {
                         self.stats.rejected.fetch_add(1, Ordering::Relaxed);
                     }
-                    loop {
-                        // The partition moves on only once the dead letter is written.
-                        match self
-                            .failures
-                            .dead_letter(
-                                envelope.clone(),
-                                &self.source(part, &id),
-                                attempt,
-                                class,
-                                &err.message,
-                            )
-                            .await
-                        {
-                            Ok(_) => {
-                                self.stats.dead_lettered.fetch_add(1, Ordering::Relaxed);
-                                return self.ack(part, &id).await;
-                            }
-                            Err(e) => {
-                                tracing::error!(stream = %part.stream, entry_id = %id, error = %e, "could not write the dead letter; retrying");
-                                if !self
-                                    .sleep_unless_aborted(part, Duration::from_secs(1))
-                                    .await
-                                {
-                                    return false;
-                                }
-                            }
-                        }
-                    }
+                    return self
+                        .dead_letter_then_ack(
+                            part,
+                            envelope,
+                            &id,
+                            attempt,
+                            class,
+                            &err.message,
+                            parking,
+                        )
+                        .await;
                 }
                 crate::failure::Verdict::Retry(delay) => {
                     self.stats.retried.fetch_add(1, Ordering::Relaxed);
@@ -496,6 +514,116 @@ impl<H: Handler> WorkerContext<H> {
                         return true; // no longer pending (acknowledged elsewhere)
                     }
                     attempt += 1;
+                }
+            }
+        }
+    }
+
+    /// Writes the dead letter of entry `id`, parks its key (park mode),
+    /// then acknowledges: the partition moves on only once the dead letter
+    /// is written. False when the lease is lost (or the worker aborted).
+    #[allow(clippy::too_many_arguments)]
+    async fn dead_letter_then_ack(
+        &self,
+        part: &OwnedPartition,
+        envelope: crate::Envelope,
+        id: &str,
+        attempts: u64,
+        class: ErrorClass,
+        message: &str,
+        parking: &mut Option<PartitionParking>,
+    ) -> bool {
+        let key = envelope.key.clone();
+        let mut written = None;
+        loop {
+            if written.is_none() {
+                match self
+                    .failures
+                    .dead_letter(
+                        envelope.clone(),
+                        &self.source(part, id),
+                        attempts,
+                        class,
+                        message,
+                    )
+                    .await
+                {
+                    Ok(dl) => written = Some(dl),
+                    Err(e) => {
+                        tracing::error!(stream = %part.stream, entry_id = %id, error = %e, "could not write the dead letter; retrying");
+                    }
+                }
+            }
+            if let Some(dl) = written {
+                // Parked before the ack: a crash in between redelivers the
+                // entry to a key already parked (by its own dead letter).
+                let parked = match parking.as_mut() {
+                    Some(p) => p.park(&self.conn, &key, dl).await,
+                    None => Ok(()),
+                };
+                match parked {
+                    Ok(()) => {
+                        self.stats.dead_lettered.fetch_add(1, Ordering::Relaxed);
+                        return self.ack(part, id).await;
+                    }
+                    Err(e) => {
+                        tracing::error!(stream = %part.stream, entry_id = %id, error = %e, "could not park the key of a dead letter; retrying");
+                    }
+                }
+            }
+            if !self
+                .sleep_unless_aborted(part, Duration::from_secs(1))
+                .await
+            {
+                return false;
+            }
+        }
+    }
+
+    /// Park mode: the partition's parked keys, once its pending entries are
+    /// taken over. `Some(None)` when park mode is off; `None` when the
+    /// worker is aborted while Redis is failing.
+    async fn load_parking(&self, part: &OwnedPartition) -> Option<Option<PartitionParking>> {
+        if !self.park_keys {
+            return Some(None);
+        }
+        loop {
+            match PartitionParking::load(&self.conn, &part.stream, &self.group).await {
+                Ok(p) => return Some(Some(p)),
+                Err(e) => {
+                    tracing::warn!(stream = %part.stream, error = %e, "loading parked keys failed; retrying");
+                    if !self
+                        .sleep_unless_aborted(part, Duration::from_millis(500))
+                        .await
+                    {
+                        return None;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Park mode: `Some(Some(dead letter))` when `key` is held, `None` when
+    /// its events flow, `Some(None)` when the worker is aborted while Redis
+    /// is failing.
+    async fn held_by(
+        &self,
+        part: &OwnedPartition,
+        parking: &mut Option<PartitionParking>,
+        key: &str,
+    ) -> Option<Option<String>> {
+        let parking = parking.as_mut()?;
+        loop {
+            match parking.held_by(&self.conn, key).await {
+                Ok(held) => return held.map(Some),
+                Err(e) => {
+                    tracing::warn!(stream = %part.stream, error = %e, "checking a parked key failed; retrying");
+                    if !self
+                        .sleep_unless_aborted(part, Duration::from_millis(500))
+                        .await
+                    {
+                        return Some(None);
+                    }
                 }
             }
         }

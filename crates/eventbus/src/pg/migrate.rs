@@ -35,6 +35,11 @@ pub fn migrations() -> &'static [Migration] {
             name: "dead_letters",
             sql: include_str!("../../../../migrations/0002_dead_letters.sql"),
         },
+        Migration {
+            version: 3,
+            name: "parked_class",
+            sql: include_str!("../../../../migrations/0003_parked_class.sql"),
+        },
     ]
 }
 
