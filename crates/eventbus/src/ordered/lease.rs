@@ -32,7 +32,9 @@ pub(crate) fn fence_key(stream: &str, group: &str) -> String {
 
 /// Takes the lease if it is free, or if it is held by the same member in
 /// another instance (a static member restarted: a new token fences the old
-/// process). Returns the token, `0` if another member holds it.
+/// process). Returns the token, `0` if another member holds it. Tokens grow
+/// and are at least the server's time in ms, so they stay unique across a
+/// Redis failover that lost the last ones issued.
 /// KEYS: lease, fence. ARGV: member, instance, ttl ms.
 const ACQUIRE: &str = r#"
 local cur = redis.call('HMGET', KEYS[1], 'owner', 'instance', 'token')
@@ -45,9 +47,13 @@ if cur[1] then
 end
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local token = redis.call('INCR', KEYS[2])
+-- Never below the server's clock in ms: a token a dead master issued but
+-- had not replicated is not issued again by the replica that took over
+-- (the failover takes seconds; see docs/scaling.md).
+local token = math.max(tonumber(redis.call('GET', KEYS[2]) or '0') + 1, now)
+redis.call('SET', KEYS[2], string.format('%d', token))
 redis.call('DEL', KEYS[1])
-redis.call('HSET', KEYS[1], 'owner', ARGV[1], 'instance', ARGV[2], 'token', token, 'since', now)
+redis.call('HSET', KEYS[1], 'owner', ARGV[1], 'instance', ARGV[2], 'token', string.format('%d', token), 'since', now)
 redis.call('PEXPIRE', KEYS[1], ARGV[3])
 return token
 "#;
@@ -328,4 +334,55 @@ pub(crate) async fn read_owners(
             })
         })
         .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{RedisConnector, RedisOptions};
+
+    /// A failover can lose the last token a master issued (replication is
+    /// asynchronous): the replica's counter is one behind and the lease is
+    /// gone. The next token it issues must not equal the lost one, or the
+    /// old owner's fenced acks would pass.
+    #[tokio::test]
+    async fn a_token_lost_in_a_failover_is_not_issued_again() {
+        let ns =
+            eventbus_testkit::TestNamespace::new(eventbus_testkit::shared_redis_url(), "fence");
+        let conn = RedisConnector::new(ns.url(), RedisOptions::default())
+            .unwrap()
+            .shared()
+            .await
+            .unwrap();
+        let stream = ns.topology(1).stream_key("t", 0);
+        let scripts = LeaseScripts::default();
+        let first = scripts
+            .acquire(&conn, &stream, "g", "a", "i1", 10_000)
+            .await
+            .unwrap()
+            .unwrap();
+        // What the promoted replica holds: the counter before `first`, no lease.
+        let _: () = redis::pipe()
+            .cmd("SET")
+            .arg(fence_key(&stream, "g"))
+            .arg(first - 1)
+            .cmd("DEL")
+            .arg(lease_key(&stream, "g"))
+            .query_async(&mut conn.clone())
+            .await
+            .unwrap();
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        let second = scripts
+            .acquire(&conn, &stream, "g", "b", "i2", 10_000)
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(second > first, "token {second} after lost token {first}");
+        // The old owner's token no longer passes the fence.
+        let held = scripts
+            .renew_all(&conn, &[(stream.clone(), first)], "g", 10_000)
+            .await
+            .unwrap();
+        assert_eq!(held, [false]);
+    }
 }
