@@ -306,8 +306,7 @@ impl Handler for Flaky {
     }
 }
 
-async fn replay_reaches_only_the_failing_group(mode: ConsumerMode) {
-    let url = shared_redis_url();
+async fn replay_reaches_only_the_failing_group(mode: ConsumerMode, url: String) {
     let ns = TestNamespace::new(&url, "replay");
     let db = TestSchema::new("replay").await;
     let failing = Flaky::default();
@@ -376,12 +375,21 @@ async fn replay_reaches_only_the_failing_group(mode: ConsumerMode) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unordered_replay_reaches_only_the_failing_group() {
-    replay_reaches_only_the_failing_group(ConsumerMode::Unordered).await;
+    replay_reaches_only_the_failing_group(ConsumerMode::Unordered, shared_redis_url()).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ordered_replay_reaches_only_the_failing_group() {
-    replay_reaches_only_the_failing_group(ConsumerMode::Ordered).await;
+    replay_reaches_only_the_failing_group(ConsumerMode::Ordered, shared_redis_url()).await;
+}
+
+/// Dead letters, the dead-letter store and replays on a private Redis
+/// Cluster, in both modes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_a_cluster_dead_letters_and_replays_work_in_both_modes() {
+    let cluster = eventbus_testkit::RedisCluster::start();
+    replay_reaches_only_the_failing_group(ConsumerMode::Unordered, cluster.cluster_url()).await;
+    replay_reaches_only_the_failing_group(ConsumerMode::Ordered, cluster.cluster_url()).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
