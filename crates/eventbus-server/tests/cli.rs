@@ -424,3 +424,32 @@ fn demo_runs_and_summarizes() {
         .unwrap();
     assert!(keys.is_empty(), "{keys:?}");
 }
+
+/// The demo on a private Redis Cluster (`REDIS_CLUSTER_NODES`): the whole
+/// run, then its namespace is gone from every master.
+#[test]
+fn demo_runs_on_a_cluster_and_cleans_up_every_master() {
+    let cluster = eventbus_testkit::RedisCluster::start();
+    let ns = namespace();
+    let nodes = cluster.seed_urls().join(",");
+    let mut cmd = eventbus(&ns, &["demo", "--events-per-type", "2", "--json"]);
+    cmd.env_remove("REDIS_URL").env("REDIS_CLUSTER_NODES", &nodes);
+    let out = run(cmd, None);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let summary: Value = serde_json::from_str(&out.stdout).expect("JSON summary");
+    assert_eq!(summary["published"], 24);
+    assert_eq!(summary["distinct"], 24);
+    assert_eq!(summary["pending_after_shutdown"], 0);
+    let demo_ns = summary["namespace"].as_str().unwrap();
+    for master in cluster.master_urls() {
+        let mut conn = redis::Client::open(master.as_str())
+            .unwrap()
+            .get_connection()
+            .unwrap();
+        let keys: Vec<String> = redis::cmd("KEYS")
+            .arg(format!("{demo_ns}:*"))
+            .query(&mut conn)
+            .unwrap();
+        assert!(keys.is_empty(), "{master}: {keys:?}");
+    }
+}

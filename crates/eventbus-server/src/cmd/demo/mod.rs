@@ -434,8 +434,28 @@ async fn pending_after(conn: &RedisConn, topology: &Topology) -> Result<u64> {
 }
 
 /// Deletes every key of the namespace (`SCAN MATCH <ns>:*` then `UNLINK`).
+/// On a cluster `SCAN` would walk one node only: `KEYS` goes to every
+/// master and the redis client merges the replies (the demo's namespace is
+/// small), and `UNLINK` is split per slot by the client.
 async fn delete_namespace(conn: &RedisConn, topology: &Topology) -> Result<u64> {
     let pattern = format!("{}:*", topology.namespace());
+    if conn.is_cluster() {
+        let keys: Vec<String> = redis::cmd("KEYS")
+            .arg(&pattern)
+            .query_async(&mut conn.clone())
+            .await
+            .map_err(eventbus::Error::from)?;
+        let mut deleted = 0;
+        for chunk in keys.chunks(500) {
+            let n: u64 = redis::cmd("UNLINK")
+                .arg(chunk)
+                .query_async(&mut conn.clone())
+                .await
+                .map_err(eventbus::Error::from)?;
+            deleted += n;
+        }
+        return Ok(deleted);
+    }
     let mut cursor: u64 = 0;
     let mut deleted = 0;
     loop {
