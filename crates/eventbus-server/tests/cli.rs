@@ -433,7 +433,8 @@ fn demo_runs_on_a_cluster_and_cleans_up_every_master() {
     let ns = namespace();
     let nodes = cluster.seed_urls().join(",");
     let mut cmd = eventbus(&ns, &["demo", "--events-per-type", "2", "--json"]);
-    cmd.env_remove("REDIS_URL").env("REDIS_CLUSTER_NODES", &nodes);
+    cmd.env_remove("REDIS_URL")
+        .env("REDIS_CLUSTER_NODES", &nodes);
     let out = run(cmd, None);
     assert_eq!(out.code, 0, "{}", out.stderr);
     let summary: Value = serde_json::from_str(&out.stdout).expect("JSON summary");
