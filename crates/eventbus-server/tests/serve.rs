@@ -369,3 +369,63 @@ fn refuses_a_bad_consumers_file() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("--group is required"), "{stderr}");
 }
+
+/// `serve` on a private Redis Cluster (`REDIS_CLUSTER_NODES`): events posted
+/// through the outbox are relayed and handled by a consumer of its config
+/// file, and the admin views (streams, groups, readiness) answer.
+#[tokio::test(flavor = "multi_thread")]
+async fn serves_on_a_cluster() {
+    let cluster = eventbus_testkit::RedisCluster::start();
+    let ns = TestNamespace::new(shared_redis_url(), "serve-cluster");
+    let db = TestSchema::new("servecl").await;
+    let out = tempfile::tempdir().unwrap();
+    let config = out.path().join("consumers.json");
+    let handled = out.path().join("handled");
+    std::fs::create_dir(&handled).unwrap();
+    std::fs::write(
+        &config,
+        json!({"consumers": [{"name": "files", "args": [
+            "--group", "files", "--block", "100ms",
+            "--exec", "cat > \"$OUT/$EVENTBUS_EVENT_ID\""
+        ]}]})
+        .to_string(),
+    )
+    .unwrap();
+    let nodes = cluster.seed_urls().join(",");
+    let server = Server::start(
+        &ns,
+        &db,
+        &[
+            ("REDIS_CLUSTER_NODES", &nodes),
+            ("OUT", handled.to_str().unwrap()),
+            ("PATH", &std::env::var("PATH").unwrap_or_default()),
+        ],
+        &["--consumers", config.to_str().unwrap()],
+    );
+    let (s, body) = server.request("GET", "/ready", None, "");
+    assert_eq!(s, 200, "{body}");
+    let mut ids = Vec::new();
+    for _ in 0..3 {
+        let (s, body) = server.request("POST", "/v1/events", Some(ADMIN), &event().to_string());
+        assert_eq!(s, 202, "accepted into the outbox: {body}");
+        let v: Value = serde_json::from_str(&body).unwrap();
+        ids.push(v["events"][0]["id"].as_str().unwrap().to_owned());
+    }
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while ids.iter().any(|id| !handled.join(id).exists()) {
+        assert!(
+            Instant::now() < deadline,
+            "the consumer did not handle every event: {:?}",
+            server.output.lock().unwrap()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let (s, streams) = server.request("GET", "/v1/streams", Some(READ), "");
+    assert_eq!(s, 200, "{streams}");
+    let (s, groups) = server.request("GET", "/v1/groups/files", Some(READ), "");
+    assert_eq!(s, 200, "{groups}");
+    assert!(groups.contains("files"), "{groups}");
+    server.sigterm();
+    let (code, lines) = server.wait();
+    assert_eq!(code, 0, "{lines:#?}");
+}
