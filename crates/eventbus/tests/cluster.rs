@@ -114,6 +114,17 @@ async fn scalar(db: &TestSchema, sql: String) -> i64 {
 /// already handled, and every committed event has exactly one effect.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_master_killed_mid_run_loses_nothing_after_outbox_replay() {
+    master_killed_mid_run(ConsumerMode::Unordered).await;
+}
+
+/// The same with an ordered consumer: its leases on the failed shard's
+/// partitions survive or are taken again, and it keeps going.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ordered_a_master_killed_mid_run_loses_nothing_after_outbox_replay() {
+    master_killed_mid_run(ConsumerMode::Ordered).await;
+}
+
+async fn master_killed_mid_run(mode: ConsumerMode) {
     const BATCHES: usize = 120;
     const PER_BATCH: usize = 25;
     let cluster = Arc::new(RedisCluster::start());
@@ -129,7 +140,9 @@ async fn a_master_killed_mid_run_loses_nothing_after_outbox_replay() {
     .unwrap();
 
     let mut config = ConsumerConfig::new("g", ["work_item"]);
-    config.mode = ConsumerMode::Unordered;
+    config.mode = mode;
+    config.heartbeat_interval = Duration::from_millis(200);
+    config.session_timeout = Duration::from_secs(2);
     config.block = Duration::from_millis(200);
     config.claim_idle = Duration::from_millis(500);
     config.claim_interval = Duration::from_millis(100);
