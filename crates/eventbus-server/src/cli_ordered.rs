@@ -83,6 +83,12 @@ pub(crate) struct GroupsArgs {
     /// Topics, comma-separated [default: every topic seen in the namespace].
     #[arg(long, value_delimiter = ',', value_name = "TOPIC,...")]
     pub(crate) topics: Vec<String>,
+    /// Only check that nothing is in flight: exit 0 when every group has no
+    /// lag and nothing pending on every partition (and, with DATABASE_URL,
+    /// the outbox is empty); else list what is left and exit 1. Step 2 of
+    /// changing the partition count (docs/scaling.md).
+    #[arg(long)]
+    pub(crate) drained: bool,
 }
 
 impl MembershipArgs {

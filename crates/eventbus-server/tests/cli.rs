@@ -454,3 +454,63 @@ fn demo_runs_on_a_cluster_and_cleans_up_every_master() {
         assert!(keys.is_empty(), "{master}: {keys:?}");
     }
 }
+
+/// `groups --drained` (step 2 of changing the partition count): exit 0
+/// only when no group has anything unread or pending.
+#[test]
+fn groups_drained_says_when_nothing_is_in_flight() {
+    let ns = namespace();
+    let topics = "work_order,work_item,system";
+    let consume = |n: &str| {
+        let out = run(
+            eventbus(
+                &ns,
+                &[
+                    "consume",
+                    "--group",
+                    "g",
+                    "--topics",
+                    topics,
+                    "--max-events",
+                    n,
+                ],
+            ),
+            None,
+        );
+        assert_eq!(out.code, 0, "{}", out.stderr);
+    };
+    let drained = || {
+        run(
+            eventbus(&ns, &["groups", "--drained", "--topics", topics]),
+            None,
+        )
+    };
+    publish_batch(&ns, &batch_text(6));
+    consume("6");
+    let out = drained();
+    assert_eq!(out.code, 0, "{}{}", out.stdout, out.stderr);
+    assert!(out.stdout.contains("drained: 1 groups"), "{}", out.stdout);
+    assert!(out.stdout.contains("outbox: not checked"), "{}", out.stdout);
+
+    publish_batch(&ns, &batch_text(3));
+    let out = drained();
+    assert_eq!(out.code, 1, "{}", out.stdout);
+    assert!(out.stdout.contains("lag 1"), "{}", out.stdout);
+    assert!(
+        out.stderr
+            .contains("not drained: 3 group partitions with lag or pending entries"),
+        "{}",
+        out.stderr
+    );
+    let out = run(
+        eventbus(&ns, &["groups", "--drained", "--json", "--topics", topics]),
+        None,
+    );
+    assert_eq!(out.code, 1);
+    let v: Value = serde_json::from_str(out.stdout.lines().next().unwrap()).unwrap();
+    assert_eq!(v["drained"], false);
+    assert_eq!(v["in_flight"].as_array().unwrap().len(), 3);
+
+    consume("3");
+    assert_eq!(drained().code, 0);
+}

@@ -23,6 +23,16 @@ pub(crate) async fn run(args: GroupsArgs, settings: &Settings) -> Result<()> {
     let conn = settings.connector()?.shared().await?;
     let topics = super::topics_or_known(&conn, &topology, &args.topics).await?;
     let groups = eventbus::admin::groups(&conn, &topology, &topics, args.group.as_deref()).await?;
+    if args.drained {
+        let backlog = if settings.pg.has_database() {
+            let pool = settings.pg.pool(1, "the outbox check").await?;
+            let status = eventbus::pg::outbox_status(&pool, &settings.pg.schema).await?;
+            Some(status.iter().map(|p| p.backlog).sum::<i64>())
+        } else {
+            None
+        };
+        return drained(&groups, backlog, args.json);
+    }
     if args.json {
         output::json_line(&serde_json::json!({
             "namespace": topology.namespace(),
@@ -39,6 +49,72 @@ pub(crate) async fn run(args: GroupsArgs, settings: &Settings) -> Result<()> {
     } else {
         let text: Vec<String> = groups.iter().map(render).collect();
         output::write_stdout(text.join("\n").as_bytes())
+    }
+}
+
+/// `groups --drained`: Ok when no group has lag or pending entries on any
+/// partition and the outbox (when checked) is empty; else lists what is left
+/// and fails.
+fn drained(groups: &[GroupView], outbox_backlog: Option<i64>, json: bool) -> Result<()> {
+    let in_flight: Vec<serde_json::Value> = groups
+        .iter()
+        .flat_map(|g| g.partitions.iter().map(move |p| (g, p)))
+        .filter(|(_, p)| p.pending > 0 || p.lag != Some(0))
+        .map(|(g, p)| {
+            serde_json::json!({
+                "group": g.group, "topic": p.topic, "partition": p.partition,
+                "pending": p.pending, "lag": p.lag,
+            })
+        })
+        .collect();
+    let outbox_busy = outbox_backlog.is_some_and(|b| b > 0);
+    let ok = in_flight.is_empty() && !outbox_busy;
+    let partitions: usize = groups.iter().map(|g| g.partitions.len()).sum();
+    if json {
+        output::json_line(&serde_json::json!({
+            "drained": ok,
+            "groups": groups.len(),
+            "outbox_backlog": outbox_backlog,
+            "in_flight": in_flight,
+        }))?;
+    } else {
+        let mut text = String::new();
+        for p in &in_flight {
+            let lag = p["lag"]
+                .as_u64()
+                .map_or("unknown".to_owned(), |l| l.to_string());
+            text.push_str(&format!(
+                "group {} {}:{}: pending {}, lag {lag}\n",
+                p["group"].as_str().unwrap_or_default(),
+                p["topic"].as_str().unwrap_or_default(),
+                p["partition"],
+                p["pending"],
+            ));
+        }
+        match outbox_backlog {
+            Some(b) => text.push_str(&format!("outbox backlog: {b}\n")),
+            None => text.push_str("outbox: not checked (no DATABASE_URL)\n"),
+        }
+        if ok {
+            text.push_str(&format!(
+                "drained: {} groups, {partitions} group partitions, nothing pending or unread\n",
+                groups.len()
+            ));
+        }
+        output::write_stdout(text.as_bytes())?;
+    }
+    if ok {
+        Ok(())
+    } else {
+        Err(CliError::Failed(format!(
+            "not drained: {} group partitions with lag or pending entries{}",
+            in_flight.len(),
+            if outbox_busy {
+                ", and an outbox backlog"
+            } else {
+                ""
+            }
+        )))
     }
 }
 
