@@ -519,118 +519,12 @@ impl<H: Handler> WorkerContext<H> {
         }
     }
 
-    /// Writes the dead letter of entry `id`, parks its key (park mode),
-    /// then acknowledges: the partition moves on only once the dead letter
-    /// is written. False when the lease is lost (or the worker aborted).
-    #[allow(clippy::too_many_arguments)]
-    async fn dead_letter_then_ack(
-        &self,
-        part: &OwnedPartition,
-        envelope: crate::Envelope,
-        id: &str,
-        attempts: u64,
-        class: ErrorClass,
-        message: &str,
-        parking: &mut Option<PartitionParking>,
-    ) -> bool {
-        let key = envelope.key.clone();
-        let mut written = None;
-        loop {
-            if written.is_none() {
-                match self
-                    .failures
-                    .dead_letter(
-                        envelope.clone(),
-                        &self.source(part, id),
-                        attempts,
-                        class,
-                        message,
-                    )
-                    .await
-                {
-                    Ok(dl) => written = Some(dl),
-                    Err(e) => {
-                        tracing::error!(stream = %part.stream, entry_id = %id, error = %e, "could not write the dead letter; retrying");
-                    }
-                }
-            }
-            if let Some(dl) = written {
-                // Parked before the ack: a crash in between redelivers the
-                // entry to a key already parked (by its own dead letter).
-                let parked = match parking.as_mut() {
-                    Some(p) => p.park(&self.conn, &key, dl).await,
-                    None => Ok(()),
-                };
-                match parked {
-                    Ok(()) => {
-                        self.stats.dead_lettered.fetch_add(1, Ordering::Relaxed);
-                        return self.ack(part, id).await;
-                    }
-                    Err(e) => {
-                        tracing::error!(stream = %part.stream, entry_id = %id, error = %e, "could not park the key of a dead letter; retrying");
-                    }
-                }
-            }
-            if !self
-                .sleep_unless_aborted(part, Duration::from_secs(1))
-                .await
-            {
-                return false;
-            }
-        }
-    }
-
-    /// Park mode: the partition's parked keys, once its pending entries are
-    /// taken over. `Some(None)` when park mode is off; `None` when the
-    /// worker is aborted while Redis is failing.
-    async fn load_parking(&self, part: &OwnedPartition) -> Option<Option<PartitionParking>> {
-        if !self.park_keys {
-            return Some(None);
-        }
-        loop {
-            match PartitionParking::load(&self.conn, &part.stream, &self.group).await {
-                Ok(p) => return Some(Some(p)),
-                Err(e) => {
-                    tracing::warn!(stream = %part.stream, error = %e, "loading parked keys failed; retrying");
-                    if !self
-                        .sleep_unless_aborted(part, Duration::from_millis(500))
-                        .await
-                    {
-                        return None;
-                    }
-                }
-            }
-        }
-    }
-
-    /// Park mode: `Some(Some(dead letter))` when `key` is held, `None` when
-    /// its events flow, `Some(None)` when the worker is aborted while Redis
-    /// is failing.
-    async fn held_by(
-        &self,
-        part: &OwnedPartition,
-        parking: &mut Option<PartitionParking>,
-        key: &str,
-    ) -> Option<Option<String>> {
-        let parking = parking.as_mut()?;
-        loop {
-            match parking.held_by(&self.conn, key).await {
-                Ok(held) => return held.map(Some),
-                Err(e) => {
-                    tracing::warn!(stream = %part.stream, error = %e, "checking a parked key failed; retrying");
-                    if !self
-                        .sleep_unless_aborted(part, Duration::from_millis(500))
-                        .await
-                    {
-                        return Some(None);
-                    }
-                }
-            }
-        }
-    }
-
     /// Where entry `id` of this partition was read, for its dead letter.
-    fn source<'a>(&'a self, part: &'a OwnedPartition, id: &'a str) -> crate::failure::Source<'a> {
+    pub(super) fn source<'a>(
+        &'a self,
+        part: &'a OwnedPartition,
+        id: &'a str,
+    ) -> crate::failure::Source<'a> {
         crate::failure::Source {
             group: &self.group,
             consumer: &self.consumer,
@@ -641,7 +535,7 @@ impl<H: Handler> WorkerContext<H> {
     }
 
     /// Acknowledges through the fenced script, retrying transient errors.
-    async fn ack(&self, part: &OwnedPartition, id: &str) -> bool {
+    pub(super) async fn ack(&self, part: &OwnedPartition, id: &str) -> bool {
         let mut failures = 0u32;
         loop {
             match self
@@ -713,7 +607,7 @@ impl<H: Handler> WorkerContext<H> {
     }
 
     /// Sleeps; false if aborted first.
-    async fn sleep_unless_aborted(&self, part: &OwnedPartition, d: Duration) -> bool {
+    pub(super) async fn sleep_unless_aborted(&self, part: &OwnedPartition, d: Duration) -> bool {
         tokio::select! {
             _ = part.abort.cancelled() => false,
             _ = tokio::time::sleep(d) => true,
