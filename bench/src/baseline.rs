@@ -49,7 +49,7 @@ pub(crate) async fn redis_xadd(ctx: &Ctx, pipeline: u32, events: u64) -> Row {
     for (k, v) in crate::scenarios::envelope(0, ctx.params.payload).to_fields() {
         args.extend([k.to_owned(), v]);
     }
-    let meter = Meter::start(&ctx.conn).await;
+    let meter = Meter::start(&ctx.cpu_nodes).await;
     let out = Command::new("redis-benchmark").args(&args).output();
     let usage = meter.stop().await;
     ctx.cleanup(&format!("{}-base", ctx.ns)).await;
@@ -212,7 +212,7 @@ pub(crate) async fn pgbench(
     if let Err(e) = std::fs::write(&file, sql) {
         return Row::skipped(name, Role::Baseline, format!("temp file: {e}"));
     }
-    let meter = Meter::start(&ctx.conn).await;
+    let meter = Meter::start(&ctx.cpu_nodes).await;
     let out = run_pgbench(&ctx.target.database_url, &file, script.clients(), limit);
     let usage = meter.stop().await;
     let _ = std::fs::remove_dir_all(&dir);

@@ -20,8 +20,11 @@
 //! - `ordered`: lease settling and rebalance (join, kill) times of ordered
 //!   members.
 //! - `soak`: a consumer in its own process under steady load, its RSS sampled.
-//! - `measure`: CPU (`/proc/self/stat`, Redis `INFO cpu`, PostgreSQL's
-//!   processes), peak RSS (`VmHWM`), latency histograms.
+//! - `cluster`: [`single_vs_cluster`], the throughput scenarios on a private
+//!   Redis and on a private 3-master Redis Cluster, in turn, in one run
+//!   (`eventbus-bench --cluster`).
+//! - `measure`: CPU (`/proc/self/stat`, Redis `INFO cpu` of each metered
+//!   node, PostgreSQL's processes), peak RSS (`VmHWM`), latency histograms.
 //! - [`Report`]: sections of rows, each with its ratio to our figure, as a
 //!   table or JSON.
 //!
@@ -29,6 +32,7 @@
 //! PostgreSQL schema, and deletes both at the end.
 
 mod baseline;
+mod cluster;
 mod measure;
 mod ordered;
 mod outbox;
@@ -44,9 +48,10 @@ use clap::Args;
 use eventbus::RedisConn;
 use eventbus::{ConsumerMode, RedisConnector, RedisOptions, Topology};
 
-pub use measure::{CpuPerMillion, Latency};
+pub use cluster::{single_vs_cluster, Persistence};
+pub use measure::{CpuPerMillion, Latency, NodeCpu};
 pub use peers::PeerSetup;
-pub use report::{Report, Role, Row, Section};
+pub use report::{Comparison, Report, Role, Row, Section};
 
 /// Where the servers are.
 #[derive(Debug, Clone)]
@@ -172,7 +177,7 @@ impl Params {
         }
     }
 
-    fn wants(&self, section: &str) -> bool {
+    pub(crate) fn wants(&self, section: &str) -> bool {
         self.only.is_empty() || self.only.iter().any(|s| s == section)
     }
 }
@@ -182,14 +187,35 @@ pub(crate) struct Ctx {
     pub(crate) target: Target,
     pub(crate) params: Params,
     pub(crate) redis: RedisConnector,
-    /// For `INFO`, cleanup and the meters.
+    /// For `INFO`, cleanup and the admin views (a cluster connection on a cluster).
     pub(crate) conn: RedisConn,
+    /// The nodes whose CPU the meters read: the one server, or each master
+    /// and replica of a private deployment (`--cluster`).
+    pub(crate) cpu_nodes: Vec<measure::CpuNode>,
     /// This run's namespace prefix.
     pub(crate) ns: String,
     ids: AtomicU32,
 }
 
 impl Ctx {
+    pub(crate) fn new(
+        target: Target,
+        params: Params,
+        redis: RedisConnector,
+        conn: RedisConn,
+        cpu_nodes: Vec<measure::CpuNode>,
+    ) -> Self {
+        Ctx {
+            ns: format!("bench-{}", &uuid::Uuid::new_v4().simple().to_string()[..8]),
+            target,
+            params,
+            redis,
+            conn,
+            cpu_nodes,
+            ids: AtomicU32::new(0),
+        }
+    }
+
     /// A fresh sub-namespace for one scenario and its topology.
     pub(crate) fn topology(&self, tag: &str) -> Result<(Topology, String), String> {
         let ns = format!("{}-{tag}", self.ns);
@@ -201,40 +227,61 @@ impl Ctx {
         self.ids.fetch_add(1, Ordering::Relaxed)
     }
 
-    /// Deletes every key of a namespace (`SCAN`, not `KEYS`).
+    /// Deletes every key of a namespace (`SCAN`, not `KEYS`). On a cluster
+    /// each master is scanned through its own connection and keys are
+    /// deleted one per command (they may lie in different slots).
     pub(crate) async fn cleanup(&self, ns: &str) {
-        let mut conn = self.conn.clone();
-        let mut cursor: u64 = 0;
-        loop {
-            let reply: redis::RedisResult<(u64, Vec<String>)> = redis::cmd("SCAN")
-                .arg(cursor)
-                .arg("MATCH")
-                .arg(format!("{ns}:*"))
-                .arg("COUNT")
-                .arg(1000)
-                .query_async(&mut conn)
-                .await;
-            let Ok((next, keys)) = reply else { return };
-            if !keys.is_empty() {
-                let _: redis::RedisResult<()> =
-                    redis::cmd("UNLINK").arg(&keys).query_async(&mut conn).await;
+        if self.conn.is_cluster() {
+            for node in self.cpu_nodes.iter().filter(|n| n.master) {
+                delete_matching(&node.conn, ns, false).await;
             }
-            if next == 0 {
-                return;
-            }
-            cursor = next;
+        } else {
+            delete_matching(&self.conn, ns, true).await;
         }
     }
 }
 
-fn load_average() -> f64 {
+/// `UNLINK`s every key matching `{ns}:*` on one server, `together` in one
+/// command per `SCAN` page or one command per key.
+async fn delete_matching(conn: &RedisConn, ns: &str, together: bool) {
+    let mut conn = conn.clone();
+    let mut cursor: u64 = 0;
+    loop {
+        let reply: redis::RedisResult<(u64, Vec<String>)> = redis::cmd("SCAN")
+            .arg(cursor)
+            .arg("MATCH")
+            .arg(format!("{ns}:*"))
+            .arg("COUNT")
+            .arg(1000)
+            .query_async(&mut conn)
+            .await;
+        let Ok((next, keys)) = reply else { return };
+        if !keys.is_empty() {
+            let _: redis::RedisResult<()> = if together {
+                redis::cmd("UNLINK").arg(&keys).query_async(&mut conn).await
+            } else {
+                let mut pipe = redis::pipe();
+                for k in &keys {
+                    pipe.cmd("UNLINK").arg(k).ignore();
+                }
+                pipe.query_async(&mut conn).await
+            };
+        }
+        if next == 0 {
+            return;
+        }
+        cursor = next;
+    }
+}
+
+pub(crate) fn load_average() -> f64 {
     std::fs::read_to_string("/proc/loadavg")
         .ok()
         .and_then(|l| l.split_whitespace().next()?.parse().ok())
         .unwrap_or(0.0)
 }
 
-fn machine() -> String {
+pub(crate) fn machine() -> String {
     let cpu = std::fs::read_to_string("/proc/cpuinfo")
         .ok()
         .and_then(|c| {
@@ -255,7 +302,7 @@ fn machine() -> String {
     format!("{cores} cores, {cpu}{mem}")
 }
 
-async fn redis_version(conn: &RedisConn) -> String {
+pub(crate) async fn redis_version(conn: &RedisConn) -> String {
     let info: String = redis::cmd("INFO")
         .arg("server")
         .query_async(&mut conn.clone())
@@ -273,7 +320,7 @@ pub(crate) fn progress(what: &str) {
     eprintln!("eventbus-bench: {what}");
 }
 
-fn ours_or_failed(name: &str, r: Result<Row, String>) -> Row {
+pub(crate) fn ours_or_failed(name: &str, r: Result<Row, String>) -> Row {
     r.unwrap_or_else(|e| Row::skipped(name, Role::Eventbus, format!("failed: {e}")))
 }
 
@@ -289,14 +336,12 @@ pub async fn run(target: Target, params: Params) -> Result<Option<Report>, Strin
         soak::consumer_process(&redis, &target, &ns).await?;
         return Ok(None);
     }
-    let ctx = Ctx {
-        ns: format!("bench-{}", &uuid::Uuid::new_v4().simple().to_string()[..8]),
-        target,
-        params,
-        redis,
-        conn,
-        ids: AtomicU32::new(0),
-    };
+    let cpu_nodes = vec![measure::CpuNode {
+        name: "redis".into(),
+        master: true,
+        conn: conn.clone(),
+    }];
+    let ctx = Ctx::new(target, params, redis, conn, cpu_nodes);
     let load_before = load_average();
     let date = chrono_now();
     let p = &ctx.params;
@@ -476,26 +521,38 @@ pub async fn run(target: Target, params: Params) -> Result<Option<Report>, Strin
         load_before,
         load_after: load_average(),
         redis_version: redis_version(&ctx.conn).await,
-        params: serde_json::json!({
-            "events": p.events, "payload_bytes": p.payload, "partitions": ctx.target.partitions,
-            "batch": p.batch, "inflight": p.inflight, "consumers": p.consumers,
-            "concurrency": p.concurrency, "publishers": p.publishers, "rates": p.rates,
-            "outbox_events": p.outbox_events, "outbox_rates": p.outbox_rates,
-            "rate_secs": p.rate_secs, "peer_events": p.peer_events,
-            "ordered_members": p.ordered_members, "rebalance_rounds": p.rebalance_rounds,
-            "peer_concurrency": p.peer_concurrency, "soak_secs": p.soak_secs,
-            "soak_rate": p.soak_rate,
-        }),
+        params: params_json(p, ctx.target.partitions),
         sections,
+        comparison: Vec::new(),
     };
-    if let Some(path) = &p.json_out {
-        let json = serde_json::to_string_pretty(&report).expect("a report serializes");
-        std::fs::write(path, json).map_err(|e| format!("{}: {e}", path.display()))?;
-    }
+    write_json_out(p, &report)?;
     Ok(Some(report))
 }
 
+/// The parameters as the report shows them.
+pub(crate) fn params_json(p: &Params, partitions: u32) -> serde_json::Value {
+    serde_json::json!({
+        "events": p.events, "payload_bytes": p.payload, "partitions": partitions,
+        "batch": p.batch, "inflight": p.inflight, "consumers": p.consumers,
+        "concurrency": p.concurrency, "publishers": p.publishers, "rates": p.rates,
+        "outbox_events": p.outbox_events, "outbox_rates": p.outbox_rates,
+        "rate_secs": p.rate_secs, "peer_events": p.peer_events,
+        "ordered_members": p.ordered_members, "rebalance_rounds": p.rebalance_rounds,
+        "peer_concurrency": p.peer_concurrency, "soak_secs": p.soak_secs,
+        "soak_rate": p.soak_rate,
+    })
+}
+
+/// Writes the report to `--json-out`, if given.
+pub(crate) fn write_json_out(p: &Params, report: &Report) -> Result<(), String> {
+    if let Some(path) = &p.json_out {
+        let json = serde_json::to_string_pretty(report).expect("a report serializes");
+        std::fs::write(path, json).map_err(|e| format!("{}: {e}", path.display()))?;
+    }
+    Ok(())
+}
+
 /// Now in UTC, RFC 3339, to the second.
-fn chrono_now() -> String {
+pub(crate) fn chrono_now() -> String {
     chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
 }

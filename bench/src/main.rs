@@ -3,7 +3,7 @@
 //! and docs/benchmarks.md). `bench/run` builds it in release mode and runs it.
 
 use clap::Parser;
-use eventbus_bench::{Params, Target};
+use eventbus_bench::{Params, Persistence, Target};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -23,6 +23,17 @@ struct Cli {
     /// Partitions per topic.
     #[arg(long, default_value_t = 16)]
     partitions: u32,
+    /// Instead of the sections: one Redis vs a 3-master Redis Cluster. Starts
+    /// a private Redis (master + replica) and a private cluster (3 masters +
+    /// 3 replicas), both with --persistence, and runs publish batched,
+    /// publish one at a time, and publish → consume → ack (unordered,
+    /// ordered) on each in the same run (`--only` picks among those).
+    /// Needs redis-server and redis-cli; ignores --redis-url and PostgreSQL.
+    #[arg(long)]
+    cluster: bool,
+    /// With --cluster: persistence of every node of both deployments.
+    #[arg(long, value_enum, default_value = "always")]
+    persistence: Persistence,
     #[command(flatten)]
     params: Params,
 }
@@ -31,13 +42,20 @@ struct Cli {
 async fn main() {
     let cli = Cli::parse();
     let json = cli.params.json;
-    let target = Target {
-        redis_url: cli.redis_url,
-        database_url: cli.database_url,
-        partitions: cli.partitions,
-        self_args: Vec::new(),
+    let result = if cli.cluster {
+        eventbus_bench::single_vs_cluster(cli.params, cli.partitions, cli.persistence)
+            .await
+            .map(Some)
+    } else {
+        let target = Target {
+            redis_url: cli.redis_url,
+            database_url: cli.database_url,
+            partitions: cli.partitions,
+            self_args: Vec::new(),
+        };
+        eventbus_bench::run(target, cli.params).await
     };
-    match eventbus_bench::run(target, cli.params).await {
+    match result {
         Ok(Some(report)) if json => println!(
             "{}",
             serde_json::to_string_pretty(&report).expect("a report serializes")

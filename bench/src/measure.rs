@@ -9,7 +9,10 @@
 //!   stamps), but not the building of events, which happens before the clock starts.
 //! - **Children**: `cutime` + `cstime`, the CPU of children already waited
 //!   for: `redis-benchmark`, `pgbench`, and the peer processes.
-//! - **Redis**: `used_cpu_user` + `used_cpu_sys` from `INFO cpu`, before and after.
+//! - **Redis**: `used_cpu_user` + `used_cpu_sys` from `INFO cpu`, before and after,
+//!   of every node in the context's [`CpuNode`] list: the one server of a
+//!   normal run; each master and replica of the single-vs-cluster comparison
+//!   (the Redis figure is then the masters' sum, each node also listed).
 //! - **PostgreSQL**: the sum over every `postgres` process in `/proc` of its
 //!   CPU plus that of its reaped children (backends that exited are
 //!   accounted to the postmaster).
@@ -102,6 +105,30 @@ fn reset_peak_rss() -> bool {
     std::fs::write("/proc/self/clear_refs", "5").is_ok()
 }
 
+/// A Redis node whose `INFO cpu` a [`Meter`] reads.
+#[derive(Clone)]
+pub(crate) struct CpuNode {
+    /// `master 127.0.0.1:7000`, `replica …`, or `redis` for a normal run's server.
+    pub(crate) name: String,
+    /// Masters count in a row's Redis CPU; replicas are only listed.
+    pub(crate) master: bool,
+    /// A connection to this node alone (not a cluster connection).
+    pub(crate) conn: RedisConn,
+}
+
+/// One Redis node's CPU during a scenario.
+#[derive(Debug, Clone, Serialize)]
+pub struct NodeCpu {
+    /// As [`CpuNode`]'s name.
+    pub name: String,
+    /// A master (else a replica).
+    pub master: bool,
+    /// CPU seconds (user + system) over the timed part.
+    pub cpu_seconds: f64,
+    /// The same as a share of one core over the wall-clock time (100 = one core busy).
+    pub core_percent: f64,
+}
+
 /// CPU seconds per million events, by whom.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct CpuPerMillion {
@@ -152,9 +179,10 @@ pub(crate) fn histogram() -> Histogram<u64> {
 pub(crate) struct Meter {
     started: Instant,
     own: (f64, f64),
-    redis: Option<f64>,
+    /// Each node's CPU counter at the start (`None` where it could not be read).
+    redis: Vec<Option<f64>>,
     postgres: f64,
-    conn: RedisConn,
+    nodes: Vec<CpuNode>,
     rss_reset: bool,
 }
 
@@ -166,7 +194,10 @@ pub(crate) struct Usage {
     pub(crate) own_cpu: f64,
     /// CPU seconds of children waited for during the scenario.
     pub(crate) children_cpu: f64,
+    /// The masters' CPU seconds (the one server's in a normal run).
     pub(crate) redis_cpu: Option<f64>,
+    /// Every metered node, when there is more than one.
+    pub(crate) redis_nodes: Vec<NodeCpu>,
     pub(crate) postgres_cpu: f64,
     /// Peak RSS of this process during the scenario (MiB), if it could be reset first.
     pub(crate) peak_rss_mib: Option<f64>,
@@ -191,35 +222,60 @@ impl Usage {
 }
 
 impl Meter {
-    /// Starts measuring. `conn` reads Redis's CPU counters.
-    pub(crate) async fn start(conn: &RedisConn) -> Self {
-        let mut conn = conn.clone();
+    /// Starts measuring. `nodes` are the Redis servers whose CPU counters
+    /// are read (see [`CpuNode`]).
+    pub(crate) async fn start(nodes: &[CpuNode]) -> Self {
         let rss_reset = reset_peak_rss();
-        let redis = redis_cpu(&mut conn).await;
+        let mut redis = Vec::with_capacity(nodes.len());
+        for node in nodes {
+            redis.push(redis_cpu(&mut node.conn.clone()).await);
+        }
         Meter {
             postgres: postgres_cpu(),
             own: own_cpu(),
             redis,
-            conn,
+            nodes: nodes.to_vec(),
             rss_reset,
             started: Instant::now(),
         }
     }
 
     /// Stops measuring.
-    pub(crate) async fn stop(mut self) -> Usage {
+    pub(crate) async fn stop(self) -> Usage {
         let seconds = self.started.elapsed().as_secs_f64();
         let own = own_cpu();
         let postgres = postgres_cpu();
-        let redis = match (self.redis, redis_cpu(&mut self.conn).await) {
-            (Some(a), Some(b)) => Some(b - a),
-            _ => None,
-        };
+        let mut masters: Option<f64> = None;
+        let mut all = true;
+        let mut redis_nodes = Vec::with_capacity(self.nodes.len());
+        for (node, before) in self.nodes.iter().zip(&self.redis) {
+            let used = match (before, redis_cpu(&mut node.conn.clone()).await) {
+                (Some(a), Some(b)) => b - a,
+                _ => {
+                    all = false;
+                    continue;
+                }
+            };
+            if node.master {
+                *masters.get_or_insert(0.0) += used;
+            }
+            redis_nodes.push(NodeCpu {
+                name: node.name.clone(),
+                master: node.master,
+                cpu_seconds: used,
+                core_percent: 100.0 * used / seconds.max(1e-9),
+            });
+        }
+        if self.nodes.len() < 2 {
+            redis_nodes.clear();
+        }
         Usage {
             seconds,
             own_cpu: own.0 - self.own.0,
             children_cpu: own.1 - self.own.1,
-            redis_cpu: redis,
+            // A sum with a node missing would understate it: none then.
+            redis_cpu: masters.filter(|_| all),
+            redis_nodes,
             postgres_cpu: postgres - self.postgres,
             peak_rss_mib: if self.rss_reset { peak_rss_mib() } else { None },
         }

@@ -222,7 +222,7 @@ async fn sections(
     // End to end first, so the pgbench rows left behind do not slow it.
     let (topology, ns) = ctx.topology("ob")?;
     let (outbox, pipeline) = outbox_and_pipeline(ctx, &topology, pool, schema).await?;
-    let meter = Meter::start(&ctx.conn).await;
+    let meter = Meter::start(&ctx.cpu_nodes).await;
     let events = p.outbox_events as u64;
     let mut writers = Vec::new();
     for w in 0..4u64 {
@@ -393,7 +393,7 @@ async fn commit_to_handler(
     let (outbox, pipeline) = outbox_and_pipeline(ctx, &topology, pool, schema).await?;
     let count = rate * p.rate_secs;
     let committed = Arc::new(Mutex::new(HashMap::with_capacity(count as usize)));
-    let meter = Meter::start(&ctx.conn).await;
+    let meter = Meter::start(&ctx.cpu_nodes).await;
     let sent = paced(rate, count, |seq| {
         let (pool, outbox, committed, payload) =
             (pool.clone(), outbox.clone(), committed.clone(), p.payload);

@@ -134,7 +134,7 @@ async fn run(ctx: &Ctx, system: &str, mut cmd: Command, scenario: PeerScenario) 
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
     eprintln!("eventbus-bench: {system}: {}", scenario.arg());
-    let meter = Meter::start(&ctx.conn).await;
+    let meter = Meter::start(&ctx.cpu_nodes).await;
     let timeout = Duration::from_secs(p.timeout_secs);
     let result = tokio::task::spawn_blocking(move || {
         let child = cmd.spawn()?;
@@ -204,6 +204,7 @@ async fn run(ctx: &Ctx, system: &str, mut cmd: Command, scenario: PeerScenario) 
             ..cpu
         }),
         peak_rss_mib: o.peak_rss_kib.map(|k| k / 1024.0),
+        redis_nodes: usage.redis_nodes.clone(),
         eventbus_ratio: None,
         note: o.note,
     }

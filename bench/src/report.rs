@@ -3,7 +3,7 @@
 
 use serde::Serialize;
 
-use crate::measure::{CpuPerMillion, Latency, Usage};
+use crate::measure::{CpuPerMillion, Latency, NodeCpu, Usage};
 
 /// Who a row measures.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -36,6 +36,10 @@ pub struct Row {
     pub cpu_per_million: Option<CpuPerMillion>,
     /// Peak RSS of the process doing the work, MiB.
     pub peak_rss_mib: Option<f64>,
+    /// CPU of each Redis node, where more than one was metered (the
+    /// single-vs-cluster comparison).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub redis_nodes: Vec<NodeCpu>,
     /// The first eventbus row's rate divided by this row's rate.
     pub eventbus_ratio: Option<f64>,
     /// Why a row has no figure (not supported, not installed, failed), or a remark.
@@ -54,6 +58,7 @@ impl Row {
             latency: None,
             cpu_per_million: Some(usage.per_million(events, false)),
             peak_rss_mib: usage.peak_rss_mib,
+            redis_nodes: usage.redis_nodes.clone(),
             eventbus_ratio: None,
             note: None,
         }
@@ -70,6 +75,7 @@ impl Row {
             latency: None,
             cpu_per_million: None,
             peak_rss_mib: None,
+            redis_nodes: Vec::new(),
             eventbus_ratio: None,
             note: Some(why.into()),
         }
@@ -148,6 +154,73 @@ pub struct Report {
     pub params: serde_json::Value,
     /// The scenarios.
     pub sections: Vec<Section>,
+    /// The single-vs-cluster comparison (`eventbus-bench --cluster`), one
+    /// row per scenario; empty otherwise.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub comparison: Vec<Comparison>,
+}
+
+/// One scenario measured on one Redis and on a Redis Cluster in the same run.
+#[derive(Debug, Clone, Serialize)]
+pub struct Comparison {
+    /// The scenario, e.g. `publish batched`.
+    pub scenario: String,
+    /// Events/s on the one Redis (`None` if it failed).
+    pub single_events_per_sec: Option<f64>,
+    /// Events/s on the cluster.
+    pub cluster_events_per_sec: Option<f64>,
+    /// Cluster ÷ single.
+    pub cluster_over_single: Option<f64>,
+    /// CPU of this (client) process as a share of one core, on the one Redis.
+    pub single_client_core_percent: Option<f64>,
+    /// The same on the cluster.
+    pub cluster_client_core_percent: Option<f64>,
+    /// Every Redis node's CPU on the one Redis (master, replica).
+    pub single_nodes: Vec<NodeCpu>,
+    /// Every node's CPU on the cluster (masters, then replicas).
+    pub cluster_nodes: Vec<NodeCpu>,
+}
+
+impl Comparison {
+    /// The comparison of two rows of the same scenario.
+    pub(crate) fn of(scenario: impl Into<String>, single: &Row, cluster: &Row) -> Self {
+        let ratio = match (single.events_per_sec, cluster.events_per_sec) {
+            (Some(a), Some(b)) if a > 0.0 => Some(b / a),
+            _ => None,
+        };
+        Comparison {
+            scenario: scenario.into(),
+            single_events_per_sec: single.events_per_sec,
+            cluster_events_per_sec: cluster.events_per_sec,
+            cluster_over_single: ratio,
+            single_client_core_percent: single.client_core_percent(),
+            cluster_client_core_percent: cluster.client_core_percent(),
+            single_nodes: single.redis_nodes.clone(),
+            cluster_nodes: cluster.redis_nodes.clone(),
+        }
+    }
+}
+
+impl Row {
+    /// CPU of the client process over the timed part as a share of one core.
+    fn client_core_percent(&self) -> Option<f64> {
+        let c = self.cpu_per_million.as_ref()?;
+        (self.seconds > 0.0).then(|| 100.0 * c.client * self.events as f64 / 1e6 / self.seconds)
+    }
+}
+
+/// `85` or `41/39/44` (percent of a core) of the masters or replicas in `nodes`.
+fn node_percents(nodes: &[NodeCpu], master: bool) -> String {
+    let v: Vec<String> = nodes
+        .iter()
+        .filter(|n| n.master == master)
+        .map(|n| format!("{:.0}", n.core_percent))
+        .collect();
+    if v.is_empty() {
+        "-".to_owned()
+    } else {
+        v.join("/")
+    }
 }
 
 fn fmt_opt(v: Option<f64>, digits: usize) -> String {
@@ -224,6 +297,38 @@ impl Report {
                 );
             }
         }
+        if !self.comparison.is_empty() {
+            let _ = writeln!(
+                out,
+                "\n## one Redis vs the cluster — events/s of each scenario on both, same run; \
+                 CPU as % of one core over the timed part (masters each, replicas each; cli = this process)"
+            );
+            let _ = writeln!(
+                out,
+                "{:<40} {:>11} {:>11} {:>8}  {:<30} CPU % cluster: masters·replicas·cli",
+                "scenario", "one Redis", "cluster", "c ÷ 1", "CPU % one: master·replica·cli",
+            );
+            for c in &self.comparison {
+                let cpu = |nodes: &[NodeCpu], cli: Option<f64>| {
+                    format!(
+                        "{}·{}·{}",
+                        node_percents(nodes, true),
+                        node_percents(nodes, false),
+                        fmt_opt(cli, 0)
+                    )
+                };
+                let _ = writeln!(
+                    out,
+                    "{:<40} {:>11} {:>11} {:>8}  {:<30} {}",
+                    c.scenario,
+                    fmt_rate(c.single_events_per_sec),
+                    fmt_rate(c.cluster_events_per_sec),
+                    fmt_opt(c.cluster_over_single, 2),
+                    cpu(&c.single_nodes, c.single_client_core_percent),
+                    cpu(&c.cluster_nodes, c.cluster_client_core_percent),
+                );
+            }
+        }
         out
     }
 }
@@ -266,9 +371,55 @@ mod tests {
             redis_version: "7".into(),
             params: serde_json::json!({}),
             sections: vec![s],
+            comparison: Vec::new(),
         };
         let t = report.table();
         assert!(t.contains("omniqueue") && t.contains("no batch API"), "{t}");
         assert!(t.contains("300"), "{t}");
+    }
+
+    #[test]
+    fn comparison_is_cluster_over_single_with_each_nodes_cpu() {
+        let node = |name: &str, master: bool, pct: f64| NodeCpu {
+            name: name.into(),
+            master,
+            cpu_seconds: pct / 100.0,
+            core_percent: pct,
+        };
+        let mut one = rated("one", Role::Eventbus, 200.0);
+        one.redis_nodes = vec![
+            node("master :1", true, 90.0),
+            node("replica :2", false, 30.0),
+        ];
+        let mut many = rated("many", Role::Eventbus, 300.0);
+        many.redis_nodes = vec![
+            node("master :3", true, 41.0),
+            node("master :4", true, 39.0),
+            node("master :5", true, 44.0),
+            node("replica :6", false, 12.0),
+        ];
+        let c = Comparison::of("publish", &one, &many);
+        assert_eq!(c.cluster_over_single, Some(1.5));
+        let failed = Comparison::of("x", &one, &Row::skipped("x", Role::Eventbus, "failed"));
+        assert_eq!(failed.cluster_over_single, None);
+        let report = Report {
+            date: "d".into(),
+            machine: "m".into(),
+            load_before: 0.0,
+            load_after: 0.0,
+            redis_version: "7".into(),
+            params: serde_json::json!({}),
+            sections: Vec::new(),
+            comparison: vec![c, failed],
+        };
+        let t = report.table();
+        assert!(t.contains("1.50"), "{t}");
+        assert!(t.contains("90·30·"), "{t}");
+        assert!(t.contains("41/39/44·12·"), "{t}");
+        let json = serde_json::to_value(&report).unwrap();
+        assert_eq!(
+            json["comparison"][0]["cluster_nodes"][2]["core_percent"],
+            44.0
+        );
     }
 }

@@ -113,7 +113,7 @@ pub(crate) async fn publish_batched(ctx: &Ctx) -> Result<Row, String> {
         .await
         .map_err(|e| e.to_string())?;
     let hist = Mutex::new(histogram());
-    let meter = Meter::start(&ctx.conn).await;
+    let meter = Meter::start(&ctx.cpu_nodes).await;
     let batches = p.events.div_ceil(p.batch as u64);
     let results: Vec<eventbus::Result<()>> = futures::stream::iter(0..batches)
         .map(|b| {
@@ -158,7 +158,7 @@ pub(crate) async fn publish_single(ctx: &Ctx) -> Result<Row, String> {
         .await
         .map_err(|e| e.to_string())?;
     let next = Arc::new(AtomicU64::new(0));
-    let meter = Meter::start(&ctx.conn).await;
+    let meter = Meter::start(&ctx.cpu_nodes).await;
     let mut tasks = Vec::new();
     for _ in 0..p.publishers.max(1) {
         let (publisher, next, total, payload) =
@@ -317,7 +317,7 @@ pub(crate) async fn publish_consume_ack(
         .map_err(|e| e.to_string())?;
     let stamps = Stamps::new(p.events, p.batch as u64);
     let consumers = Consumers::start(ctx, &topology, mode, members, stamps.clone()).await?;
-    let meter = Meter::start(&ctx.conn).await;
+    let meter = Meter::start(&ctx.cpu_nodes).await;
     let published = publish_stamped(ctx, &publisher, &stamps).await;
     let done = published.is_ok()
         && consumers
@@ -368,7 +368,7 @@ pub(crate) async fn publish_to_handler_at_rate(ctx: &Ctx, rate: u64) -> Result<R
         stamps.clone(),
     )
     .await?;
-    let meter = Meter::start(&ctx.conn).await;
+    let meter = Meter::start(&ctx.cpu_nodes).await;
     let payload = p.payload;
     let sent = paced(rate, count, |seq| {
         let (publisher, stamps) = (publisher.clone(), stamps.clone());

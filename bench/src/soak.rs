@@ -103,7 +103,7 @@ async fn soak(ctx: &Ctx) -> Result<Row, String> {
         .await
         .map_err(|e| e.to_string())?;
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let meter = Meter::start(&ctx.conn).await;
+    let meter = Meter::start(&ctx.cpu_nodes).await;
     let cpu_before = proc_cpu_seconds(pid).unwrap_or(0.0);
     let per_tick = (p.soak_rate / 100).max(1);
     let ticks = p.soak_secs * 100;
