@@ -163,3 +163,81 @@ async fn in_flight_partitions_are_capped() {
         assert_eq!(max.load(Ordering::SeqCst), expect_max, "limit {limit:?}");
     }
 }
+
+/// A read whose reply is lost (Redis died after recording the delivery, or
+/// the connection broke): the entry is pending to the member, which never
+/// saw it. Simulated exactly: the entry is added and delivered to the
+/// member's consumer name in one transaction, before its blocked read can
+/// take it. The member finds it (pending to itself, newer than anything it
+/// was given, idle) and handles it: a lost reply costs order, never the entry.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_entry_whose_read_reply_was_lost_is_still_handled() {
+    let url = shared_redis_url();
+    let ns = TestNamespace::new(&url, "stranded");
+    let topology = ns.topology(1);
+    let handled = Arc::new(Mutex::new(Vec::<usize>::new()));
+    let h = handled.clone();
+    let connector = RedisConnector::new(&url, RedisOptions::default()).unwrap();
+    let consumer = eventbus::Consumer::new(
+        connector.clone(),
+        topology.clone(),
+        ordered("g"),
+        handler_fn(move |d: Delivery| {
+            let h = h.clone();
+            async move {
+                h.lock()
+                    .unwrap()
+                    .push(d.envelope.data["seq"].as_u64().unwrap() as usize);
+                Ok::<(), HandlerError>(())
+            }
+        }),
+    )
+    .unwrap();
+    let name = consumer.name().to_owned();
+    let running = eventbus_testkit::conformance::Running::spawn(consumer);
+    let p = publisher(&url, &topology).await;
+    p.publish(&keyed_event("k", 1)).await.unwrap();
+    eventually("the first event", || handled.lock().unwrap().len() == 1).await;
+
+    // Event 2 is delivered to the member's name, but not to the member.
+    let stream = topology.stream_key("work_item", 0);
+    let mut conn = connector.shared().await.unwrap();
+    let fields = eventbus::Envelope::to_fields(&keyed_event("k", 2));
+    let mut xadd = redis::cmd("XADD");
+    xadd.arg(&stream).arg("*");
+    for (k, v) in &fields {
+        xadd.arg(*k).arg(v);
+    }
+    let _: redis::Value = redis::pipe()
+        .atomic()
+        .add_command(xadd)
+        .cmd("XREADGROUP")
+        .arg("GROUP")
+        .arg("g")
+        .arg(&name)
+        .arg("COUNT")
+        .arg(1)
+        .arg("STREAMS")
+        .arg(&stream)
+        .arg(">")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    p.publish(&keyed_event("k", 3)).await.unwrap();
+    eventually("the event after the lost one", || {
+        handled.lock().unwrap().contains(&3)
+    })
+    .await;
+    assert!(!handled.lock().unwrap().contains(&2));
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    while !handled.lock().unwrap().contains(&2) {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the entry whose reply was lost was never handled: {:?}",
+            handled.lock().unwrap()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(*handled.lock().unwrap(), [1, 3, 2]);
+    running.stop().await.unwrap();
+}

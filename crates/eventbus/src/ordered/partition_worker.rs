@@ -51,6 +51,35 @@ use crate::reply::{parse_autoclaim, parse_entry, RawEntry};
 /// How often an idle worker checks for entries pending at other consumers.
 const SWEEP_EVERY: Duration = Duration::from_secs(5);
 
+/// An entry pending to this member while it is idle (nothing queued,
+/// nothing being handled), idle itself this long, was delivered by a read
+/// whose reply never arrived (Redis died after recording the delivery, or
+/// the connection broke): no read takes longer (its block plus the response
+/// timeout).
+const STRANDED_IDLE: Duration = Duration::from_secs(15);
+
+/// Ids pending to `consumer` and idle at least `idle`, oldest first.
+async fn stranded_ids(
+    conn: &RedisConn,
+    stream: &str,
+    group: &str,
+    consumer: &str,
+    idle: Duration,
+) -> crate::Result<Vec<String>> {
+    let rows: Vec<(String, String, u64, u64)> = redis::cmd("XPENDING")
+        .arg(stream)
+        .arg(group)
+        .arg("IDLE")
+        .arg(idle.as_millis() as u64)
+        .arg("-")
+        .arg("+")
+        .arg(1000)
+        .arg(consumer)
+        .query_async(&mut conn.clone())
+        .await?;
+    Ok(rows.into_iter().map(|r| r.0).collect())
+}
+
 /// The consumers that have pending entries on a stream (`XPENDING` summary).
 async fn pending_consumers(
     conn: &RedisConn,
@@ -227,6 +256,12 @@ impl<H: Handler> WorkerContext<H> {
                                 Some(stray) => backlog.extend(stray.into_iter().map(|e| (e, true))),
                                 None => return Ended::Lost,
                             }
+                            if feed.queued.load(Ordering::Acquire) == 0 {
+                                match self.stranded(part).await {
+                                    Some(lost) => backlog.extend(lost.into_iter().map(|e| (e, true))),
+                                    None => return Ended::Lost,
+                                }
+                            }
                             continue;
                         }
                         e = rx.recv() => match e {
@@ -297,6 +332,56 @@ impl<H: Handler> WorkerContext<H> {
                         return None;
                     }
                 }
+            }
+        }
+    }
+
+    /// Entries delivered to this member that never reached it: pending to
+    /// it and idle past [`STRANDED_IDLE`] while it is idle with an empty
+    /// queue (every entry it was given is acknowledged or dead-lettered by
+    /// then, so these are the replies of reads that were lost). They are
+    /// claimed again (fenced) and handled now, after the newer entries
+    /// already handled: a lost reply costs order, never the entry. `None`
+    /// when the lease is lost.
+    async fn stranded(&self, part: &OwnedPartition) -> Option<Vec<RawEntry>> {
+        let ids = match stranded_ids(
+            &self.conn,
+            &part.stream,
+            &self.group,
+            &self.consumer,
+            STRANDED_IDLE,
+        )
+        .await
+        {
+            Ok(ids) if !ids.is_empty() => ids,
+            Ok(_) => return Some(Vec::new()),
+            Err(e) => {
+                tracing::warn!(stream = %part.stream, error = %e, "checking stranded entries failed");
+                return Some(Vec::new());
+            }
+        };
+        match self
+            .scripts
+            .claim_ids(
+                &self.conn,
+                &part.stream,
+                &self.group,
+                &self.consumer,
+                part.token,
+                &ids,
+            )
+            .await
+        {
+            Ok(Fenced::Done(redis::Value::Array(entries))) => {
+                tracing::warn!(stream = %part.stream, entries = entries.len(),
+                               "entries delivered to this member never reached it (a lost read reply); handling them now");
+                Some(entries.iter().filter_map(parse_entry).collect())
+            }
+            Ok(Fenced::Done(_)) => Some(Vec::new()),
+            Ok(Fenced::Lost) => None,
+            Err(e) => {
+                tracing::warn!(stream = %part.stream, error = %e, "claiming stranded entries failed");
+                Some(Vec::new())
             }
         }
     }
