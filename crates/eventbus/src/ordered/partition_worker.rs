@@ -58,28 +58,6 @@ const SWEEP_EVERY: Duration = Duration::from_secs(5);
 /// timeout).
 const STRANDED_IDLE: Duration = Duration::from_secs(15);
 
-/// Ids pending to `consumer` and idle at least `idle`, oldest first.
-async fn stranded_ids(
-    conn: &RedisConn,
-    stream: &str,
-    group: &str,
-    consumer: &str,
-    idle: Duration,
-) -> crate::Result<Vec<String>> {
-    let rows: Vec<(String, String, u64, u64)> = redis::cmd("XPENDING")
-        .arg(stream)
-        .arg(group)
-        .arg("IDLE")
-        .arg(idle.as_millis() as u64)
-        .arg("-")
-        .arg("+")
-        .arg(1000)
-        .arg(consumer)
-        .query_async(&mut conn.clone())
-        .await?;
-    Ok(rows.into_iter().map(|r| r.0).collect())
-}
-
 /// The consumers that have pending entries on a stream (`XPENDING` summary).
 async fn pending_consumers(
     conn: &RedisConn,
@@ -106,16 +84,20 @@ async fn pending_consumers(
         .collect())
 }
 
-/// Up to 1,000 ids pending at `consumer`, oldest first.
+/// Up to 1,000 ids pending at `consumer` and idle at least `idle`, oldest
+/// first.
 async fn pending_ids(
     conn: &RedisConn,
     stream: &str,
     group: &str,
     consumer: &str,
+    idle: Duration,
 ) -> crate::Result<Vec<String>> {
     let rows: Vec<(String, String, u64, u64)> = redis::cmd("XPENDING")
         .arg(stream)
         .arg(group)
+        .arg("IDLE")
+        .arg(idle.as_millis() as u64)
         .arg("-")
         .arg("+")
         .arg(1000)
@@ -252,15 +234,10 @@ impl<H: Handler> WorkerContext<H> {
                         _ = part.abort.cancelled() => return Ended::Lost,
                         _ = part.release.cancelled() => return Ended::Released,
                         _ = sweep.tick() => {
-                            match self.sweep(part).await {
+                            let idle = feed.queued.load(Ordering::Acquire) == 0;
+                            match self.sweep(part, idle).await {
                                 Some(stray) => backlog.extend(stray.into_iter().map(|e| (e, true))),
                                 None => return Ended::Lost,
-                            }
-                            if feed.queued.load(Ordering::Acquire) == 0 {
-                                match self.stranded(part).await {
-                                    Some(lost) => backlog.extend(lost.into_iter().map(|e| (e, true))),
-                                    None => return Ended::Lost,
-                                }
                             }
                             continue;
                         }
@@ -336,63 +313,20 @@ impl<H: Handler> WorkerContext<H> {
         }
     }
 
-    /// Entries delivered to this member that never reached it: pending to
-    /// it and idle past [`STRANDED_IDLE`] while it is idle with an empty
-    /// queue (every entry it was given is acknowledged or dead-lettered by
-    /// then, so these are the replies of reads that were lost). They are
-    /// claimed again (fenced) and handled now, after the newer entries
-    /// already handled: a lost reply costs order, never the entry. `None`
-    /// when the lease is lost.
-    async fn stranded(&self, part: &OwnedPartition) -> Option<Vec<RawEntry>> {
-        let ids = match stranded_ids(
-            &self.conn,
-            &part.stream,
-            &self.group,
-            &self.consumer,
-            STRANDED_IDLE,
-        )
-        .await
-        {
-            Ok(ids) if !ids.is_empty() => ids,
-            Ok(_) => return Some(Vec::new()),
-            Err(e) => {
-                tracing::warn!(stream = %part.stream, error = %e, "checking stranded entries failed");
-                return Some(Vec::new());
-            }
-        };
-        match self
-            .scripts
-            .claim_ids(
-                &self.conn,
-                &part.stream,
-                &self.group,
-                &self.consumer,
-                part.token,
-                &ids,
-            )
-            .await
-        {
-            Ok(Fenced::Done(redis::Value::Array(entries))) => {
-                tracing::warn!(stream = %part.stream, entries = entries.len(),
-                               "entries delivered to this member never reached it (a lost read reply); handling them now");
-                Some(entries.iter().filter_map(parse_entry).collect())
-            }
-            Ok(Fenced::Done(_)) => Some(Vec::new()),
-            Ok(Fenced::Lost) => None,
-            Err(e) => {
-                tracing::warn!(stream = %part.stream, error = %e, "claiming stranded entries failed");
-                Some(Vec::new())
-            }
-        }
-    }
-
-    /// Claims entries that were delivered to another consumer of the group
-    /// after this member took the partition over (a former owner whose read
-    /// was served after its lease ended). They should not exist (see
-    /// `reader`); if they do, they are handled now rather than stuck.
-    /// `None` when the lease is lost.
-    async fn sweep(&self, part: &OwnedPartition) -> Option<Vec<RawEntry>> {
-        let others = match pending_consumers(&self.conn, &part.stream, &self.group).await {
+    /// Claims (fenced) entries pending where no worker will handle them:
+    /// - at another consumer of the group, delivered after this member took
+    ///   the partition over (a former owner whose read was served after its
+    ///   lease ended). They should not exist (see `reader`);
+    /// - at this member itself, when it is `idle` (nothing queued, nothing
+    ///   running: everything it was given is acknowledged or dead-lettered)
+    ///   and they are idle past [`STRANDED_IDLE`]: a read whose reply was
+    ///   lost (Redis died after recording the delivery, or the connection
+    ///   broke).
+    ///
+    /// Either way they are handled now, after newer entries already handled:
+    /// they cost order, never the entry. `None` when the lease is lost.
+    async fn sweep(&self, part: &OwnedPartition, idle: bool) -> Option<Vec<RawEntry>> {
+        let consumers = match pending_consumers(&self.conn, &part.stream, &self.group).await {
             Ok(c) => c,
             Err(e) => {
                 tracing::warn!(stream = %part.stream, error = %e, "checking pending entries failed");
@@ -400,12 +334,18 @@ impl<H: Handler> WorkerContext<H> {
             }
         };
         let mut out = Vec::new();
-        for other in others.into_iter().filter(|c| *c != self.consumer) {
-            let ids: Vec<String> =
-                match pending_ids(&self.conn, &part.stream, &self.group, &other).await {
-                    Ok(ids) if !ids.is_empty() => ids,
-                    _ => continue,
-                };
+        for consumer in consumers {
+            let own = consumer == self.consumer;
+            if own && !idle {
+                continue;
+            }
+            let min_idle = if own { STRANDED_IDLE } else { Duration::ZERO };
+            let ids = match pending_ids(&self.conn, &part.stream, &self.group, &consumer, min_idle)
+                .await
+            {
+                Ok(ids) if !ids.is_empty() => ids,
+                _ => continue,
+            };
             match self
                 .scripts
                 .claim_ids(
@@ -419,8 +359,13 @@ impl<H: Handler> WorkerContext<H> {
                 .await
             {
                 Ok(Fenced::Done(redis::Value::Array(entries))) => {
-                    tracing::warn!(stream = %part.stream, consumer = %other, entries = entries.len(),
-                                   "entries pending at a former owner; handling them now (out of order)");
+                    let why = if own {
+                        "entries delivered to this member never reached it (a lost read reply)"
+                    } else {
+                        "entries pending at a former owner"
+                    };
+                    tracing::warn!(stream = %part.stream, consumer = %consumer, entries = entries.len(),
+                                   "{why}; handling them now (out of order)");
                     out.extend(entries.iter().filter_map(parse_entry));
                 }
                 Ok(Fenced::Done(_)) => {}
