@@ -193,10 +193,7 @@ impl RedisCluster {
     fn spawn_node(&self, port: u16) -> Result<Child, String> {
         let dir = self.node_dir(port);
         std::fs::create_dir_all(&dir).map_err(|e| format!("create {}: {e}", dir.display()))?;
-        Command::new("redis-server")
-            .args(["--port", &port.to_string()])
-            .args(["--bind", "127.0.0.1"])
-            .args(["--dir", path_str(&dir)])
+        crate::redis_server::redis_server_command(port, &dir)
             .args(["--cluster-enabled", "yes"])
             .args(["--cluster-config-file", &format!("nodes-{port}.conf")])
             .args(["--cluster-node-timeout", &NODE_TIMEOUT_MS.to_string()])
@@ -204,14 +201,7 @@ impl RedisCluster {
             .args(["--cluster-replica-validity-factor", "0"])
             // Replicas sync at once (the default waits 5 s for more replicas).
             .args(["--repl-diskless-sync-delay", "0"])
-            .args(["--appendonly", "yes"])
-            .args(["--appendfsync", "always"])
-            .args(["--save", ""])
-            .args(["--daemonize", "no"])
-            .args(["--logfile", "redis.log"])
             .args(&self.extra)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
             .spawn()
             .map_err(|e| format!("spawn redis-server (is it installed?): {e}"))
     }
@@ -728,10 +718,6 @@ fn children_of(pid: u32) -> Vec<u32> {
 
 fn node_url(port: u16) -> String {
     format!("redis://127.0.0.1:{port}")
-}
-
-fn path_str(p: &Path) -> &str {
-    p.to_str().expect("temp dir path is UTF-8")
 }
 
 /// A plain connection to one node, with timeouts so a stopped node cannot hang us.

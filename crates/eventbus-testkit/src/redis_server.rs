@@ -53,15 +53,7 @@ impl RedisServer {
     }
 
     fn spawn(&mut self) -> bool {
-        let child = Command::new("redis-server")
-            .args(["--port", &self.port.to_string()])
-            .args(["--bind", "127.0.0.1"])
-            .args(["--dir", path_str(self.dir.path())])
-            .args(["--appendonly", "yes"])
-            .args(["--appendfsync", "always"])
-            .args(["--save", ""])
-            .args(["--daemonize", "no"])
-            .args(["--logfile", "redis.log"])
+        let child = redis_server_command(self.port, self.dir.path())
             .args(&self.extra)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -155,4 +147,23 @@ fn free_port() -> u16 {
         .and_then(|l| l.local_addr())
         .map(|a| a.port())
         .expect("bind an ephemeral port")
+}
+
+/// `redis-server` on `port` with its files in `dir`, persisting every write
+/// (AOF, `appendfsync always`, no RDB), logging to `redis.log`, output
+/// discarded: what every private server of the testkit starts from (add
+/// arguments; later ones override earlier ones).
+pub(crate) fn redis_server_command(port: u16, dir: &std::path::Path) -> Command {
+    let mut cmd = Command::new("redis-server");
+    cmd.args(["--port", &port.to_string()])
+        .args(["--bind", "127.0.0.1"])
+        .args(["--dir", path_str(dir)])
+        .args(["--appendonly", "yes"])
+        .args(["--appendfsync", "always"])
+        .args(["--save", ""])
+        .args(["--daemonize", "no"])
+        .args(["--logfile", "redis.log"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    cmd
 }
