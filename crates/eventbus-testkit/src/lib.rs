@@ -81,6 +81,6 @@ pub use cluster::{ClusterNode, KeyOrSlot, RedisCluster};
 pub use collector::Collector;
 pub use http_server::{HttpTestServer, ReceivedRequest, Reply};
 pub use namespace::{shared_redis_url, TestNamespace};
-pub use pg::{shared_database_url, TestSchema};
+pub use pg::{shared_database_url, ResultWriter, TestSchema};
 pub use pg_server::PgServer;
 pub use redis_server::RedisServer;

@@ -87,3 +87,66 @@ impl Drop for TestSchema {
         .join();
     }
 }
+
+/// An inbox handler that writes one row (`event_id`) per handled event into
+/// a table of a [`TestSchema`], in the inbox's transaction: count the rows
+/// to see effects happen exactly once.
+#[derive(Debug)]
+pub struct ResultWriter {
+    table: String,
+    fail_once: bool,
+    failed: std::sync::Mutex<std::collections::HashSet<uuid::Uuid>>,
+}
+
+impl ResultWriter {
+    /// Creates the table `name` in `db` and a writer to it.
+    pub async fn create(db: &TestSchema, name: &str) -> Self {
+        let table = db.table(name);
+        sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+            "CREATE TABLE {table} (event_id uuid NOT NULL)"
+        )))
+        .execute(db.pool())
+        .await
+        .expect("create the results table");
+        ResultWriter {
+            table,
+            fail_once: false,
+            failed: Default::default(),
+        }
+    }
+
+    /// Fails each event once, after writing its row: the row must roll back
+    /// with the inbox row.
+    pub fn failing_once(mut self) -> Self {
+        self.fail_once = true;
+        self
+    }
+
+    /// The qualified table name.
+    pub fn table(&self) -> &str {
+        &self.table
+    }
+}
+
+impl eventbus::pg::InboxHandler for ResultWriter {
+    async fn handle<'a>(
+        &'a self,
+        d: &'a eventbus::Delivery,
+        tx: &'a mut sqlx::PgConnection,
+    ) -> Result<(), eventbus::HandlerError> {
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "INSERT INTO {} (event_id) VALUES ($1)",
+            self.table
+        )))
+        .bind(d.envelope.id)
+        .execute(&mut *tx)
+        .await
+        .map_err(|e| eventbus::HandlerError::retryable(e.to_string()))?;
+        if self.fail_once && self.failed.lock().unwrap().insert(d.envelope.id) {
+            return Err(eventbus::HandlerError::retryable(
+                "planned failure after writing",
+            ));
+        }
+        Ok(())
+    }
+}

@@ -9,12 +9,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use eventbus::pg::{
-    outbox_status, replay_published, Inbox, InboxHandler, Outbox, OutboxConfig, Relay, RelayConfig,
+    outbox_status, replay_published, Inbox, Outbox, OutboxConfig, Relay, RelayConfig,
 };
-use eventbus::{ConsumerConfig, ConsumerMode, Delivery, Envelope, HandlerError, Topology};
+use eventbus::{ConsumerConfig, ConsumerMode, Envelope, Topology};
 use eventbus_testkit::conformance::{self, keyed_event, publisher, spawn_consumer, Suite};
-use eventbus_testkit::{RedisCluster, TestSchema};
-use sqlx::PgConnection;
+use eventbus_testkit::{RedisCluster, ResultWriter, TestSchema};
 use tokio_util::sync::CancellationToken;
 
 const WAIT: Duration = Duration::from_secs(90);
@@ -76,29 +75,6 @@ fn the_16_partitions_of_a_topic_land_on_all_three_masters() {
     );
 }
 
-/// Writes one row per handled event, in the inbox's transaction.
-struct ResultWriter {
-    table: String,
-}
-
-impl InboxHandler for ResultWriter {
-    async fn handle<'a>(
-        &'a self,
-        d: &'a Delivery,
-        tx: &'a mut PgConnection,
-    ) -> Result<(), HandlerError> {
-        sqlx::query(sqlx::AssertSqlSafe(format!(
-            "INSERT INTO {} (event_id) VALUES ($1)",
-            self.table
-        )))
-        .bind(d.envelope.id)
-        .execute(&mut *tx)
-        .await
-        .map_err(|e| HandlerError::retryable(e.to_string()))?;
-        Ok(())
-    }
-}
-
 async fn scalar(db: &TestSchema, sql: String) -> i64 {
     sqlx::query_scalar(sqlx::AssertSqlSafe(sql))
         .fetch_one(db.pool())
@@ -131,13 +107,8 @@ async fn master_killed_mid_run(mode: ConsumerMode) {
     let url = cluster.cluster_url();
     let db = TestSchema::new("clfail").await;
     let topology = Topology::new("failover", 16).unwrap();
-    let results = db.table("results");
-    sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
-        "CREATE TABLE {results} (event_id uuid NOT NULL)"
-    )))
-    .execute(db.pool())
-    .await
-    .unwrap();
+    let writer = ResultWriter::create(&db, "results").await;
+    let results = writer.table().to_owned();
 
     let mut config = ConsumerConfig::new("g", ["work_item"]);
     config.mode = mode;
@@ -146,13 +117,7 @@ async fn master_killed_mid_run(mode: ConsumerMode) {
     config.block = Duration::from_millis(200);
     config.claim_idle = Duration::from_millis(500);
     config.claim_interval = Duration::from_millis(100);
-    let inbox = Inbox::new(
-        db.pool().clone(),
-        db.schema(),
-        ResultWriter {
-            table: results.clone(),
-        },
-    );
+    let inbox = Inbox::new(db.pool().clone(), db.schema(), writer);
     let consumer = spawn_consumer(&url, &topology, config, inbox);
     let relay_config = RelayConfig {
         retention: Some(Duration::from_secs(3600)),

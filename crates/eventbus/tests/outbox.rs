@@ -5,13 +5,15 @@ use std::time::Duration;
 
 use eventbus::pg::{
     connect_pool, inbox_contains, migrate, outbox_status, record_inbox, replay_published, DbSchema,
-    Inbox, InboxHandler, Outbox, OutboxConfig, Relay, RelayConfig,
+    Inbox, Outbox, OutboxConfig, Relay, RelayConfig,
 };
-use eventbus::{ConsumerConfig, Delivery, Envelope, HandlerError, Topology};
+use eventbus::{ConsumerConfig, Envelope, Topology};
 use eventbus_testkit::conformance::{full_event, publisher, spawn_consumer};
-use eventbus_testkit::{shared_redis_url, Collector, RedisServer, TestNamespace, TestSchema};
+use eventbus_testkit::{
+    shared_redis_url, Collector, RedisServer, ResultWriter, TestNamespace, TestSchema,
+};
 use serde_json::json;
-use sqlx::{PgConnection, Row};
+use sqlx::Row;
 use tokio_util::sync::CancellationToken;
 
 const WAIT: Duration = Duration::from_secs(60);
@@ -238,55 +240,15 @@ async fn the_sql_partitioner_matches_the_vectors() {
     }
 }
 
-/// Writes one result row per handled event, in the inbox transaction.
-struct ResultWriter {
-    table: String,
-    fail_first: std::sync::Mutex<HashSet<uuid::Uuid>>,
-}
-
-impl InboxHandler for ResultWriter {
-    async fn handle<'a>(
-        &'a self,
-        d: &'a Delivery,
-        tx: &'a mut PgConnection,
-    ) -> Result<(), HandlerError> {
-        sqlx::query(sqlx::AssertSqlSafe(format!(
-            "INSERT INTO {} (event_id) VALUES ($1)",
-            self.table
-        )))
-        .bind(d.envelope.id)
-        .execute(&mut *tx)
-        .await
-        .map_err(|e| HandlerError::retryable(e.to_string()))?;
-        // fail once after writing: the write must roll back with the inbox row
-        if self.fail_first.lock().unwrap().insert(d.envelope.id) {
-            return Err(HandlerError::retryable("planned failure after writing"));
-        }
-        Ok(())
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_inbox_makes_effects_happen_once() {
     let redis = shared_redis_url();
     let ns = TestNamespace::new(&redis, "inbox");
     let db = TestSchema::new("inbox").await;
     let topology = ns.topology(2);
-    let results = db.table("results");
-    sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
-        "CREATE TABLE {results} (event_id uuid NOT NULL)"
-    )))
-    .execute(db.pool())
-    .await
-    .unwrap();
-    let inbox = Inbox::new(
-        db.pool().clone(),
-        db.schema(),
-        ResultWriter {
-            table: results.clone(),
-            fail_first: Default::default(),
-        },
-    );
+    let writer = ResultWriter::create(&db, "results").await.failing_once();
+    let results = writer.table().to_owned();
+    let inbox = Inbox::new(db.pool().clone(), db.schema(), writer);
     let stats = inbox.stats();
     let consumer = spawn_consumer(&redis, &topology, fast("g", &["work_item"]), inbox);
     let p = publisher(&redis, &topology).await;
