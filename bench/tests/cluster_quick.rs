@@ -4,29 +4,14 @@
 //! speed is measured, not asserted. A file of its own, so cargo runs it
 //! after `quick.rs`, not beside it on the same cores.
 
-use std::process::Command;
+mod common;
 
 #[test]
 fn quick_cluster_run_succeeds() {
-    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("bench/ is inside the workspace");
-    let out = Command::new("bash")
-        .arg(root.join("bench/run"))
-        .args(["--quick", "--cluster"])
-        .current_dir(root)
-        // The binary this `cargo test` built: no second (release) build.
-        .env("EVENTBUS_BENCH_BIN", env!("CARGO_BIN_EXE_eventbus-bench"))
-        .output()
-        .expect("bench/run starts");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    println!("{stdout}");
-    eprintln!("{stderr}");
+    let (status, stdout) = common::bench_run(&["--quick", "--cluster"]);
     assert!(
-        out.status.success(),
-        "bench/run --quick --cluster failed with {}",
-        out.status
+        status.success(),
+        "bench/run --quick --cluster failed with {status}"
     );
     assert!(
         stdout.contains("one Redis vs the cluster"),

@@ -284,53 +284,87 @@ fn refuses_a_public_address_without_a_token() {
     assert!(!stderr.contains(SENTINEL));
 }
 
+/// A `--consumers` file with one consumer, group `files`, that writes each
+/// envelope to `handled/<event id>`, plus `args` (mode flags).
+struct FileConsumer {
+    _dir: tempfile::TempDir,
+    config: std::path::PathBuf,
+    handled: std::path::PathBuf,
+}
+
+impl FileConsumer {
+    fn new(mode: &[&str]) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let config = dir.path().join("consumers.json");
+        let handled = dir.path().join("handled");
+        std::fs::create_dir(&handled).unwrap();
+        let mut args = vec!["--group", "files"];
+        args.extend_from_slice(mode);
+        args.extend([
+            "--block",
+            "100ms",
+            "--exec",
+            "cat > \"$OUT/$EVENTBUS_EVENT_ID\"",
+        ]);
+        std::fs::write(
+            &config,
+            json!({"consumers": [{"name": "files", "args": args}]}).to_string(),
+        )
+        .unwrap();
+        FileConsumer {
+            _dir: dir,
+            config,
+            handled,
+        }
+    }
+
+    /// Starts `serve --consumers` with it, plus `env`.
+    fn serve(&self, ns: &TestNamespace, db: &TestSchema, env: &[(&str, &str)]) -> Server {
+        let path = std::env::var("PATH").unwrap_or_default();
+        let mut env = env.to_vec();
+        env.extend([("OUT", self.handled.to_str().unwrap()), ("PATH", &path)]);
+        Server::start(
+            ns,
+            db,
+            &env,
+            &["--consumers", self.config.to_str().unwrap()],
+        )
+    }
+
+    /// Posts three events to `path`, expecting `status`; their ids.
+    fn post_three(&self, server: &Server, path: &str, status: u16) -> Vec<String> {
+        (0..3)
+            .map(|_| {
+                let (s, body) = server.request("POST", path, Some(ADMIN), &event().to_string());
+                assert_eq!(s, status, "{body}");
+                let v: Value = serde_json::from_str(&body).unwrap();
+                v["events"][0]["id"].as_str().unwrap().to_owned()
+            })
+            .collect()
+    }
+
+    /// Waits until every event of `ids` was handled.
+    fn wait_handled(&self, server: &Server, ids: &[String]) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while ids.iter().any(|id| !self.handled.join(id).exists()) {
+            assert!(
+                Instant::now() < deadline,
+                "the consumer did not handle every event: {:?}",
+                server.output.lock().unwrap()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn runs_the_consumers_of_its_config_file() {
     let ns = TestNamespace::new(shared_redis_url(), "serve");
     let db = TestSchema::new("serve").await;
-    let out = tempfile::tempdir().unwrap();
-    let config = out.path().join("consumers.json");
-    let handled = out.path().join("handled");
-    std::fs::create_dir(&handled).unwrap();
-    std::fs::write(
-        &config,
-        json!({"consumers": [{"name": "files", "args": [
-            "--group", "files", "--unordered", "--block", "100ms",
-            "--exec", "cat > \"$OUT/$EVENTBUS_EVENT_ID\""
-        ]}]})
-        .to_string(),
-    )
-    .unwrap();
-    let server = Server::start(
-        &ns,
-        &db,
-        &[
-            ("OUT", handled.to_str().unwrap()),
-            ("PATH", &std::env::var("PATH").unwrap_or_default()),
-        ],
-        &["--consumers", config.to_str().unwrap()],
-    );
-    let mut ids = Vec::new();
-    for _ in 0..3 {
-        let (s, body) = server.request(
-            "POST",
-            "/v1/events?direct=true",
-            Some(ADMIN),
-            &event().to_string(),
-        );
-        assert_eq!(s, 201, "{body}");
-        let v: Value = serde_json::from_str(&body).unwrap();
-        ids.push(v["events"][0]["id"].as_str().unwrap().to_owned());
-    }
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while ids.iter().any(|id| !handled.join(id).exists()) {
-        assert!(
-            Instant::now() < deadline,
-            "the consumer did not handle every event: {:?}",
-            server.output.lock().unwrap()
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    let files = FileConsumer::new(&["--unordered"]);
+    let server = files.serve(&ns, &db, &[]);
+    let ids = files.post_three(&server, "/v1/events?direct=true", 201);
+    files.wait_handled(&server, &ids);
     let (s, metrics) = server.request("GET", "/metrics", Some(READ), "");
     assert_eq!(s, 200);
     assert!(metrics.contains("eventbus_consumed_total"), "{metrics}");
@@ -339,7 +373,8 @@ async fn runs_the_consumers_of_its_config_file() {
         "{metrics}"
     );
     let envelope: Value =
-        serde_json::from_str(&std::fs::read_to_string(handled.join(&ids[0])).unwrap()).unwrap();
+        serde_json::from_str(&std::fs::read_to_string(files.handled.join(&ids[0])).unwrap())
+            .unwrap();
     assert_eq!(envelope["id"], ids[0].as_str());
     server.sigterm();
     let (code, lines) = server.wait();
@@ -378,48 +413,14 @@ async fn serves_on_a_cluster() {
     let cluster = eventbus_testkit::RedisCluster::start();
     let ns = TestNamespace::new(shared_redis_url(), "serve-cluster");
     let db = TestSchema::new("servecl").await;
-    let out = tempfile::tempdir().unwrap();
-    let config = out.path().join("consumers.json");
-    let handled = out.path().join("handled");
-    std::fs::create_dir(&handled).unwrap();
-    std::fs::write(
-        &config,
-        json!({"consumers": [{"name": "files", "args": [
-            "--group", "files", "--block", "100ms",
-            "--exec", "cat > \"$OUT/$EVENTBUS_EVENT_ID\""
-        ]}]})
-        .to_string(),
-    )
-    .unwrap();
+    let files = FileConsumer::new(&[]);
     let nodes = cluster.seed_urls().join(",");
-    let server = Server::start(
-        &ns,
-        &db,
-        &[
-            ("REDIS_CLUSTER_NODES", &nodes),
-            ("OUT", handled.to_str().unwrap()),
-            ("PATH", &std::env::var("PATH").unwrap_or_default()),
-        ],
-        &["--consumers", config.to_str().unwrap()],
-    );
+    let server = files.serve(&ns, &db, &[("REDIS_CLUSTER_NODES", &nodes)]);
     let (s, body) = server.request("GET", "/ready", None, "");
     assert_eq!(s, 200, "{body}");
-    let mut ids = Vec::new();
-    for _ in 0..3 {
-        let (s, body) = server.request("POST", "/v1/events", Some(ADMIN), &event().to_string());
-        assert_eq!(s, 202, "accepted into the outbox: {body}");
-        let v: Value = serde_json::from_str(&body).unwrap();
-        ids.push(v["events"][0]["id"].as_str().unwrap().to_owned());
-    }
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while ids.iter().any(|id| !handled.join(id).exists()) {
-        assert!(
-            Instant::now() < deadline,
-            "the consumer did not handle every event: {:?}",
-            server.output.lock().unwrap()
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    // Through the outbox (202): the relay of `serve` moves them to the cluster.
+    let ids = files.post_three(&server, "/v1/events", 202);
+    files.wait_handled(&server, &ids);
     let (s, streams) = server.request("GET", "/v1/streams", Some(READ), "");
     assert_eq!(s, 200, "{streams}");
     let (s, groups) = server.request("GET", "/v1/groups/files", Some(READ), "");
