@@ -92,6 +92,12 @@ impl Fixture {
         call(self.app(), method, uri, token, body).await
     }
 
+    /// `POST uri` with the admin token and a JSON body.
+    async fn post(&self, uri: &str, body: &Value) -> (StatusCode, Value, axum::http::HeaderMap) {
+        self.call(Method::POST, uri, Some(ADMIN), Some(body.to_string()))
+            .await
+    }
+
     async fn outbox_rows(&self) -> i64 {
         let db = self.db.as_ref().unwrap();
         sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
@@ -161,14 +167,7 @@ async fn stream_entries(f: &Fixture) -> u64 {
 #[tokio::test]
 async fn publishes_through_the_outbox_and_directly() {
     let f = fixture(true).await;
-    let (s, body, headers) = f
-        .call(
-            Method::POST,
-            "/v1/events",
-            Some(ADMIN),
-            Some(valid_event().to_string()),
-        )
-        .await;
+    let (s, body, headers) = f.post("/v1/events", &valid_event()).await;
     assert_eq!(s, StatusCode::ACCEPTED, "{body}");
     assert_eq!(body["via"], "outbox");
     assert!(headers.get("x-request-id").is_some());
@@ -254,12 +253,7 @@ async fn bad_bodies_are_refused_and_nothing_is_written() {
     let mut invalid = valid_event();
     invalid["data"] = json!({"nonsense": true});
     let (_, res, _) = f
-        .call(
-            Method::POST,
-            "/v1/events",
-            Some(ADMIN),
-            Some(json!({"events": [valid_event(), invalid]}).to_string()),
-        )
+        .post("/v1/events", &json!({"events": [valid_event(), invalid]}))
         .await;
     assert_eq!(res["error"]["details"][0]["index"], 1, "{res}");
     assert!(!res["error"]["details"][0]["errors"]
@@ -268,14 +262,7 @@ async fn bad_bodies_are_refused_and_nothing_is_written() {
         .is_empty());
     assert_eq!(f.outbox_rows().await, 0);
     assert_eq!(stream_entries(&f).await, 0);
-    let (s, _, _) = f
-        .call(
-            Method::POST,
-            "/v1/events?direct=maybe",
-            Some(ADMIN),
-            Some(valid_event().to_string()),
-        )
-        .await;
+    let (s, _, _) = f.post("/v1/events?direct=maybe", &valid_event()).await;
     assert_eq!(s, StatusCode::BAD_REQUEST);
 }
 
@@ -334,14 +321,7 @@ async fn tokens_missing_wrong_and_read_only() {
 /// on every partition of its topic.
 async fn publish_direct_with_group(f: &Fixture) {
     let event = valid_event();
-    let (s, _, _) = f
-        .call(
-            Method::POST,
-            "/v1/events?direct=true",
-            Some(ADMIN),
-            Some(event.to_string()),
-        )
-        .await;
+    let (s, _, _) = f.post("/v1/events?direct=true", &event).await;
     assert_eq!(s, StatusCode::CREATED);
     let topic = event["type"].as_str().unwrap().split('.').next().unwrap();
     let mut conn = f.state.redis.clone();
@@ -525,11 +505,9 @@ async fn dead_letters_list_show_replay_discard() {
         .await;
     assert_eq!(s, StatusCode::BAD_REQUEST);
     let (s, res, _) = f
-        .call(
-            Method::POST,
+        .post(
             "/v1/dlq/replay",
-            Some(ADMIN),
-            Some(json!({"group": "billing", "dry_run": true}).to_string()),
+            &json!({"group": "billing", "dry_run": true}),
         )
         .await;
     assert_eq!(s, StatusCode::OK, "{res}");
@@ -558,14 +536,7 @@ async fn dead_letters_list_show_replay_discard() {
         )
         .await;
     assert_eq!(s, StatusCode::NOT_FOUND);
-    let (s, res, _) = f
-        .call(
-            Method::POST,
-            "/v1/dlq/replay",
-            Some(ADMIN),
-            Some(json!({"ids": [a]}).to_string()),
-        )
-        .await;
+    let (s, res, _) = f.post("/v1/dlq/replay", &json!({"ids": [a]})).await;
     assert_eq!(s, StatusCode::OK, "{res}");
     assert_eq!(res["replayed"], 1);
     let (_, res, _) = f
@@ -577,14 +548,7 @@ async fn dead_letters_list_show_replay_discard() {
 #[tokio::test]
 async fn metrics_hold_the_named_series() {
     let f = fixture(true).await;
-    let (s, _, _) = f
-        .call(
-            Method::POST,
-            "/v1/events",
-            Some(ADMIN),
-            Some(valid_event().to_string()),
-        )
-        .await;
+    let (s, _, _) = f.post("/v1/events", &valid_event()).await;
     assert_eq!(s, StatusCode::ACCEPTED);
     publish_direct_with_group(&f).await;
     dead_letter(&f).await;
