@@ -52,6 +52,48 @@ async fn conformance_ordered_on_a_cluster() {
     conformance::failing_entry_blocks_only_its_partition(&suite).await;
 }
 
+/// A batch over every partition goes out as one pipeline per slot; each
+/// event's reported stream and entry id are its own (replies matched back
+/// in input order), checked by reading each entry back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_split_per_slot_reports_each_event_where_it_landed() {
+    let cluster = RedisCluster::start();
+    let url = cluster.cluster_url();
+    let topology = Topology::new("batch", 16).unwrap();
+    let p = publisher(&url, &topology).await;
+    let events: Vec<Envelope> = (0..200).map(|i| keyed_event(&format!("k{i}"), i)).collect();
+    let published = p.publish_batch(&events).await.unwrap();
+    let partitions: std::collections::BTreeSet<u32> =
+        published.iter().map(|r| r.partition).collect();
+    assert_eq!(
+        partitions.len(),
+        16,
+        "the batch did not cover every partition"
+    );
+    let mut conn = eventbus::RedisConnector::new(&url, eventbus::RedisOptions::default())
+        .unwrap()
+        .shared()
+        .await
+        .unwrap();
+    for (event, at) in events.iter().zip(&published) {
+        assert_eq!(
+            at.stream,
+            topology.stream_for(&event.event_type, &event.key)
+        );
+        let entries: Vec<(String, Vec<(String, String)>)> = redis::cmd("XRANGE")
+            .arg(&at.stream)
+            .arg(&at.entry_id)
+            .arg(&at.entry_id)
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        let fields = &entries[0].1;
+        let read = Envelope::from_fields(fields.iter().map(|(k, v)| (k.as_bytes(), v.as_bytes())))
+            .unwrap();
+        assert_eq!(read.id, event.id, "entry {} is another event", at.entry_id);
+    }
+}
+
 #[test]
 fn the_16_partitions_of_a_topic_land_on_all_three_masters() {
     let cluster = RedisCluster::start();
