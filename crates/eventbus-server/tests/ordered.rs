@@ -127,9 +127,26 @@ impl Watcher {
             .collect()
     }
 
-    /// Polls until `static-a` owns exactly `mine` again (balanced with
-    /// `static-b`), failing if `static-b` ever holds one of them.
-    async fn back_to(&self, mine: &BTreeSet<u32>, within: Duration) {
+    /// Fencing token per partition (None when free).
+    async fn tokens(&self) -> BTreeMap<u32, Option<u64>> {
+        self.group()
+            .await
+            .partitions
+            .into_iter()
+            .map(|p| (p.partition, p.token))
+            .collect()
+    }
+
+    /// Polls until the restarted `static-a` holds exactly `mine` again under
+    /// new tokens (so it is the new process, running, that holds them, not
+    /// the leases the old one left waiting), balanced with `static-b`;
+    /// fails if `static-b` ever holds one of them.
+    async fn back_to(
+        &self,
+        mine: &BTreeSet<u32>,
+        before: &BTreeMap<u32, Option<u64>>,
+        within: Duration,
+    ) {
         let deadline = Instant::now() + within;
         loop {
             let owners = self.owners().await;
@@ -141,7 +158,9 @@ impl Watcher {
                 );
             }
             if let Some(now) = balanced(&owners, &["static-a", "static-b"]) {
-                if owned_by(&now, "static-a") == *mine {
+                let tokens = self.tokens().await;
+                let renewed = mine.iter().all(|p| tokens.get(p) != before.get(p));
+                if owned_by(&now, "static-a") == *mine && renewed {
                     return;
                 }
             }
@@ -325,12 +344,14 @@ async fn a_static_member_restarted_within_the_timeout_keeps_its_partitions() {
 
     // Killed, or stopped cleanly: either way, restarted within the session
     // timeout, it gets exactly its partitions back and b never takes one.
+    let tokens = w.tokens().await;
     kill(a);
     let a = static_member(ns, "static-a", &idle);
-    w.back_to(&mine, Duration::from_secs(30)).await;
+    w.back_to(&mine, &tokens, Duration::from_secs(30)).await;
+    let tokens = w.tokens().await;
     leave(a);
     let a = static_member(ns, "static-a", &idle);
-    w.back_to(&mine, Duration::from_secs(30)).await;
+    w.back_to(&mine, &tokens, Duration::from_secs(30)).await;
     // And it stays that way past the session timeout of the old processes.
     tokio::time::sleep(STATIC_SESSION + Duration::from_millis(500)).await;
     let later = w
