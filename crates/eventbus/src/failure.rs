@@ -115,25 +115,25 @@ impl FailureHandling {
     }
 
     /// Dead-letters an entry that is not (or no longer) a valid envelope, as
-    /// `invalid`: its raw fields, read again from the stream, go into a
-    /// placeholder envelope of type `_invalid.undecodable`.
+    /// `invalid`: its exact fields, read again from the stream, are kept
+    /// byte for byte (`raw_fields`), and a placeholder envelope of type
+    /// `_invalid.undecodable` shows them as text (lossy where not UTF-8).
     pub(crate) async fn dead_letter_undecodable(
         &self,
         conn: &RedisConn,
         at: &Source<'_>,
         error: &str,
     ) -> crate::Result<Uuid> {
-        let raw: Vec<(String, Vec<(String, String)>)> = redis::cmd("XRANGE")
-            .arg(at.stream)
-            .arg(at.entry_id)
-            .arg(at.entry_id)
-            .query_async(&mut conn.clone())
-            .await
-            .unwrap_or_default();
+        let raw = fetch_raw_fields(conn, at.stream, at.entry_id).await;
         let fields: serde_json::Map<String, serde_json::Value> = raw
-            .into_iter()
-            .flat_map(|(_, f)| f)
-            .map(|(k, v)| (k, serde_json::Value::String(v)))
+            .iter()
+            .flatten()
+            .map(|(k, v)| {
+                (
+                    String::from_utf8_lossy(k).into_owned(),
+                    serde_json::Value::String(String::from_utf8_lossy(v).into_owned()),
+                )
+            })
             .collect();
         let mut envelope = Envelope::new(
             "_invalid.undecodable",
@@ -142,8 +142,9 @@ impl FailureHandling {
         );
         // Stable per entry, so dead-lettering it again updates the same row.
         envelope.id = stable_id(at.stream, at.entry_id);
-        self.dead_letter(envelope, at, 1, ErrorClass::Invalid, error)
-            .await
+        let mut failure = at.failure(envelope, 1, ErrorClass::Invalid, error);
+        failure.raw_fields = raw;
+        self.writer.record(&failure).await
     }
 
     /// Dead-letters an entry whose delivery the handler consumed: the event
@@ -206,8 +207,41 @@ impl Source<'_> {
             class,
             message: message.to_owned(),
             first_failed_at: None,
+            raw_fields: None,
         }
     }
+}
+
+/// The exact fields of one stream entry (`XRANGE id id`), any bytes;
+/// `None` if it is gone or cannot be read.
+async fn fetch_raw_fields(
+    conn: &RedisConn,
+    stream: &str,
+    id: &str,
+) -> Option<Vec<crate::deadletter::RawField>> {
+    let redis::Value::Array(entries) = xrange_one(conn, stream, id).await? else {
+        return None;
+    };
+    let redis::Value::Array(parts) = entries.into_iter().next()? else {
+        return None;
+    };
+    let bytes = |v: redis::Value| match v {
+        redis::Value::BulkString(b) => Some(b),
+        redis::Value::SimpleString(s) => Some(s.into_bytes()),
+        _ => None,
+    };
+    let pairs: Vec<(redis::Value, redis::Value)> = match parts.into_iter().nth(1)? {
+        redis::Value::Array(kv) => {
+            let mut it = kv.into_iter();
+            std::iter::from_fn(|| Some((it.next()?, it.next()?))).collect()
+        }
+        redis::Value::Map(kv) => kv,
+        _ => return None,
+    };
+    pairs
+        .into_iter()
+        .map(|(k, v)| Some((bytes(k)?, bytes(v)?)))
+        .collect()
 }
 
 /// One stream entry by id (`XRANGE id id`); `None` if it is gone.
@@ -216,14 +250,18 @@ pub(crate) async fn fetch_entry(
     stream: &str,
     id: &str,
 ) -> Option<crate::reply::RawEntry> {
-    let v: redis::Value = redis::cmd("XRANGE")
+    first_entry(xrange_one(conn, stream, id).await?)
+}
+
+/// `XRANGE stream id id` as a raw reply; `None` if it failed.
+async fn xrange_one(conn: &RedisConn, stream: &str, id: &str) -> Option<redis::Value> {
+    redis::cmd("XRANGE")
         .arg(stream)
         .arg(id)
         .arg(id)
         .query_async(&mut conn.clone())
         .await
-        .ok()?;
-    first_entry(v)
+        .ok()
 }
 
 fn first_entry(v: redis::Value) -> Option<crate::reply::RawEntry> {

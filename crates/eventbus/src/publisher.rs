@@ -160,6 +160,36 @@ impl Publisher {
     /// Publishes a batch in one pipelined round trip. Every event is checked
     /// first; if one is refused, nothing is sent.
     pub async fn publish_batch(&self, events: &[Envelope]) -> Result<Vec<Published>> {
+        self.publish_batch_within(events, self.config.retry_for)
+            .await
+    }
+
+    /// Publishes one event in a single attempt (no retry): for finding out
+    /// whether Redis refuses this very event.
+    pub async fn publish_once(&self, event: &Envelope) -> Result<Published> {
+        let mut out = self
+            .publish_batch_within(std::slice::from_ref(event), Duration::ZERO)
+            .await?;
+        Ok(out.remove(0))
+    }
+
+    /// True when Redis answers a `PING`.
+    pub async fn is_reachable(&self) -> bool {
+        let ping: redis::RedisResult<String> =
+            redis::cmd("PING").query_async(&mut self.conn.clone()).await;
+        ping.is_ok()
+    }
+
+    /// This publisher's settings.
+    pub fn config(&self) -> &PublisherConfig {
+        &self.config
+    }
+
+    async fn publish_batch_within(
+        &self,
+        events: &[Envelope],
+        retry_for: Duration,
+    ) -> Result<Vec<Published>> {
         if events.is_empty() {
             return Ok(Vec::new());
         }
@@ -193,7 +223,7 @@ impl Publisher {
         let ids: Vec<String> = loop {
             match pipe.query::<String>(&self.conn).await {
                 Ok(ids) => break ids,
-                Err(e) if is_transient_redis(&e) && started.elapsed() < self.config.retry_for => {
+                Err(e) if is_transient_redis(&e) && started.elapsed() < retry_for => {
                     let delay = backoff(attempt, Duration::from_millis(50), Duration::from_secs(2));
                     tracing::warn!(error = %e, attempt, ?delay, events = events.len(), "publish failed, retrying");
                     attempt += 1;

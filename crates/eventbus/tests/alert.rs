@@ -75,6 +75,7 @@ fn failure(i: usize) -> Failure {
         class: ErrorClass::Permanent,
         message: "boom".into(),
         first_failed_at: None,
+        raw_fields: None,
     }
 }
 

@@ -24,6 +24,7 @@ fn failure(e: &Envelope, group: &str, class: ErrorClass, message: &str) -> Failu
         class,
         message: message.into(),
         first_failed_at: None,
+        raw_fields: None,
     }
 }
 

@@ -16,6 +16,7 @@
 //! (`<namespace>:{_replay:<group>}`), which only that group's consumers read,
 //! so other groups never see it again; inboxes deduplicate by event id.
 
+mod lossless;
 mod store;
 mod writer;
 
@@ -29,6 +30,11 @@ use crate::handler::ErrorClass;
 pub use store::{
     dlq_depth, DeadLetterFilter, DeadLetterStore, DlqDepth, ReplayOptions, ReplayReport,
 };
+pub use lossless::{
+    decode_raw_fields, encode_raw_fields, envelope_fields, nul_free, nul_free_json, restore,
+    storable, RawField, ShownField,
+};
+pub(crate) use writer::cap;
 pub use writer::{DeadLetterWriter, DEAD_LETTER_ERROR_CAP};
 
 /// Where a dead letter stands.
@@ -99,6 +105,9 @@ pub struct Failure {
     pub message: String,
     /// When the first delivery failed, if known (else: now).
     pub first_failed_at: Option<DateTime<Utc>>,
+    /// The entry's exact fields when it is not an envelope (it did not
+    /// decode): kept byte for byte in `raw_fields`.
+    pub raw_fields: Option<Vec<RawField>>,
 }
 
 /// A dead letter as stored.
@@ -114,8 +123,17 @@ pub struct DeadLetter {
     pub event_type: String,
     /// The partition key.
     pub key: String,
-    /// The original envelope.
+    /// The original envelope, exact (rebuilt from `raw_fields` when the
+    /// stored JSON had to replace a U+0000).
     pub envelope: serde_json::Value,
+    /// The source entry's exact fields, when they are kept apart from the
+    /// JSON (the entry held U+0000 or was not an envelope); text when
+    /// UTF-8, else base64.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub raw_fields: Option<Vec<ShownField>>,
+    /// `consumer` (a group gave up on it) or `outbox` (the relay could not
+    /// publish the outbox row; `envelope` is then the row as written).
+    pub origin: String,
     /// The consumer that gave up last.
     pub consumer: String,
     /// The source stream.

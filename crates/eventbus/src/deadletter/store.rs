@@ -138,16 +138,40 @@ fn bind_all<'q>(
 }
 
 const COLUMNS: &str = "id, group_name, event_id, event_type, key, envelope, consumer, stream, partition, \
-    entry_id, attempts, error_class, error_message, first_failed_at, last_failed_at, status, replay_count";
+    entry_id, attempts, error_class, error_message, first_failed_at, last_failed_at, status, replay_count, \
+    raw_fields, origin";
 
+/// A stored row as a [`DeadLetter`]: the envelope, its type and key exact
+/// again when the row keeps the raw fields (see [`super::storable`]).
 fn row_to_dead_letter(r: &PgRow) -> std::result::Result<DeadLetter, sqlx::Error> {
+    let stored: serde_json::Value = r.try_get::<sqlx::types::Json<serde_json::Value>, _>(5)?.0;
+    let raw: Option<Vec<u8>> = r.try_get(17)?;
+    let exact = raw
+        .as_deref()
+        .and_then(|raw| super::restore(&stored, Some(raw)));
+    let mut event_type: String = r.try_get(3)?;
+    let mut key: String = r.try_get(4)?;
+    let envelope = match exact {
+        Some(e) => {
+            event_type.clone_from(&e.event_type);
+            key.clone_from(&e.key);
+            serde_json::to_value(&e).expect("an envelope always serializes")
+        }
+        None => stored,
+    };
+    let raw_fields = raw
+        .as_deref()
+        .and_then(super::decode_raw_fields)
+        .map(|f| f.iter().map(super::ShownField::of).collect());
     Ok(DeadLetter {
         id: r.try_get(0)?,
         group: r.try_get(1)?,
         event_id: r.try_get(2)?,
-        event_type: r.try_get(3)?,
-        key: r.try_get(4)?,
-        envelope: r.try_get::<sqlx::types::Json<serde_json::Value>, _>(5)?.0,
+        event_type,
+        key,
+        envelope,
+        raw_fields,
+        origin: r.try_get(18)?,
         consumer: r.try_get(6)?,
         stream: r.try_get(7)?,
         partition: r.try_get(8)?,
@@ -303,7 +327,19 @@ impl DeadLetterStore {
     /// of the group that failed it (or `to_group`), keeping the event id,
     /// and records the replay.
     pub async fn replay(&self, f: &DeadLetterFilter, opts: &ReplayOptions) -> Result<ReplayReport> {
-        let selected = self.select_for_action(f).await?;
+        let mut selected = self.select_for_action(f).await?;
+        // A row the relay could not publish is not an event a group failed:
+        // it is fixed and inserted again, not replayed (docs/dead-letters.md).
+        if let Some(dl) = selected.iter().find(|d| d.origin == "outbox") {
+            if !f.ids.is_empty() {
+                return Err(Error::InvalidEvent(format!(
+                    "dead letter {} is an outbox row the relay could not publish ({}); it cannot be \
+                     replayed: fix the row and INSERT it into the outbox again, then discard this one",
+                    dl.id, dl.error_message
+                )));
+            }
+        }
+        selected.retain(|d| d.origin != "outbox");
         let ids: Vec<Uuid> = selected.iter().map(|d| d.id).collect();
         if opts.dry_run {
             return Ok(ReplayReport {

@@ -40,6 +40,11 @@ pub fn migrations() -> &'static [Migration] {
             name: "parked_class",
             sql: include_str!("../../../../migrations/0003_parked_class.sql"),
         },
+        Migration {
+            version: 4,
+            name: "refuse_and_isolate",
+            sql: include_str!("../../../../migrations/0004_refuse_and_isolate.sql"),
+        },
     ]
 }
 
@@ -142,4 +147,55 @@ pub async fn is_migrated(conn: &mut PgConnection, schema: &DbSchema) -> Result<b
     .await?
     .get(0);
     Ok(max >= migrations().last().map(|m| m.version))
+}
+
+/// What the outbox checks new rows against (migration 0004's
+/// `eventbus_settings`): recorded by `eventbus migrate` from its configuration.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OutboxSettings {
+    /// Partitions per topic (`EVENT_BUS_PARTITIONS`): rows outside `0..partitions` are refused.
+    pub partitions: u32,
+    /// The event size limit (`EVENT_BUS_MAX_EVENT_BYTES`).
+    pub max_event_bytes: usize,
+}
+
+/// Records `settings` in `schema` (after [`migrate`]). Returns what was
+/// recorded before, if anything.
+pub async fn record_settings(
+    conn: &mut PgConnection,
+    schema: &DbSchema,
+    settings: OutboxSettings,
+) -> Result<Option<OutboxSettings>> {
+    let table = schema.table("eventbus_settings");
+    let before = read_settings(conn, schema).await?;
+    sqlx::query(safe(&format!(
+        "UPDATE {table} SET partitions = $1, max_event_bytes = $2, updated_at = now()"
+    )))
+    .bind(i32::try_from(settings.partitions).unwrap_or(i32::MAX))
+    .bind(i32::try_from(settings.max_event_bytes).unwrap_or(i32::MAX))
+    .execute(&mut *conn)
+    .await
+    .map_err(|e| db_error(schema, e))?;
+    Ok(before)
+}
+
+/// The recorded outbox settings, if `eventbus migrate` recorded them.
+pub async fn read_settings(
+    conn: &mut PgConnection,
+    schema: &DbSchema,
+) -> Result<Option<OutboxSettings>> {
+    let row: Option<(Option<i32>, Option<i32>)> = sqlx::query_as(safe(&format!(
+        "SELECT partitions, max_event_bytes FROM {}",
+        schema.table("eventbus_settings")
+    )))
+    .fetch_optional(&mut *conn)
+    .await
+    .map_err(|e| db_error(schema, e))?;
+    Ok(match row {
+        Some((Some(p), Some(m))) => Some(OutboxSettings {
+            partitions: u32::try_from(p).unwrap_or(0),
+            max_event_bytes: usize::try_from(m).unwrap_or(0),
+        }),
+        _ => None,
+    })
 }

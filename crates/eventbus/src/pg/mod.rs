@@ -9,6 +9,7 @@ mod inbox;
 mod migrate;
 mod outbox;
 mod relay;
+mod row;
 
 use std::time::Duration;
 
@@ -16,9 +17,12 @@ use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::PgPool;
 
 pub use inbox::{cleanup_inbox, inbox_contains, record_inbox, Inbox, InboxHandler, InboxStats};
-pub use migrate::{is_migrated, migrate, migrations, Migration};
+pub use migrate::{
+    is_migrated, migrate, migrations, read_settings, record_settings, Migration, OutboxSettings,
+};
 pub use outbox::{outbox_status, replay_published, Outbox, OutboxConfig, PartitionBacklog};
 pub use relay::{Failpoint, Relay, RelayConfig, RelayStats};
+pub use row::OutboxRow;
 
 use crate::connection::redact_url;
 use crate::{Error, Result};
@@ -166,6 +170,19 @@ pub(crate) fn db_error(schema: &DbSchema, e: sqlx::Error) -> Error {
             return Error::NotMigrated {
                 schema: schema.name().to_owned(),
             };
+        }
+        // The outbox's own checks (migration 0004) say what is wrong in words.
+        if db.code().as_deref() == Some("23514")
+            && db.constraint().is_some_and(|c| c.starts_with("eventbus_outbox_"))
+        {
+            return Error::InvalidEvent(db.message().to_owned());
+        }
+        // Text PostgreSQL cannot hold: U+0000 in a text or jsonb value.
+        if matches!(db.code().as_deref(), Some("22P05" | "22021")) {
+            return Error::InvalidEvent(format!(
+                "PostgreSQL cannot store this text (U+0000 is refused in text and jsonb columns): {}",
+                db.message()
+            ));
         }
     }
     Error::Database(e)

@@ -25,7 +25,6 @@
 //! `poll_max` while idle. They catch up after every reconnect: a claim never
 //! depends on what was seen before.
 
-use std::collections::BTreeMap;
 use std::pin::pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -37,7 +36,7 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use super::{db_error, safe, DbSchema};
+use super::{db_error, safe, DbSchema, OutboxRow};
 use crate::connection::backoff;
 use crate::envelope::Envelope;
 use crate::publisher::Publisher;
@@ -116,6 +115,8 @@ pub struct RelayStats {
     pub batches: AtomicU64,
     /// Failed rounds (each retried with backoff).
     pub errors: AtomicU64,
+    /// Outbox rows that could not be published, moved to dead letters.
+    pub rejected: AtomicU64,
 }
 
 /// Moves outbox rows to Redis. See the module docs for the protocol.
@@ -150,8 +151,8 @@ impl Relay {
             "WITH batch AS (\
                SELECT id FROM {table} WHERE partition = $1 AND published_at IS NULL \
                ORDER BY id LIMIT $2 FOR UPDATE SKIP LOCKED) \
-             {take} RETURNING o.id, o.event_id, o.event_type, o.version, o.key, o.occurred_at, o.source, \
-             o.correlation_id, o.causation_id, o.traceparent, o.headers::text, o.data::text"
+             {take} RETURNING {}",
+            OutboxRow::COLUMNS
         );
         let key = format!(
             "eventbus-relay:{}:{}",
@@ -210,22 +211,163 @@ impl Relay {
         }
         let mut claimed = rows
             .iter()
-            .map(|r| Ok((r.try_get::<i64, _>(0)?, row_to_envelope(r)?)))
-            .collect::<Result<Vec<(i64, Envelope)>>>()?;
-        claimed.sort_by_key(|(id, _)| *id); // RETURNING order is unspecified
-        let events: Vec<Envelope> = claimed.into_iter().map(|(_, e)| e).collect();
-        self.publisher.publish_batch(&events).await?;
+            .map(OutboxRow::from_row)
+            .collect::<std::result::Result<Vec<_>, _>>()?;
+        claimed.sort_by_key(|r| r.id); // RETURNING order is unspecified
+        // Rows that cannot become events are dead-lettered in this
+        // transaction; the rest keep their order.
+        let mut events = Vec::with_capacity(claimed.len());
+        let mut rejected = Vec::new();
+        for row in claimed {
+            match row.to_envelope(self.max_event_bytes()).and_then(|e| {
+                self.publisher
+                    .check(&e)
+                    .map(|()| e)
+                    .map_err(|e| e.to_string())
+            }) {
+                Ok(e) => events.push((row, e)),
+                Err(reason) => rejected.push((row, reason)),
+            }
+        }
+        let batch: Vec<Envelope> = events.iter().map(|(_, e)| e.clone()).collect();
+        if let Err(e) = self.publisher.publish_batch(&batch).await {
+            // Either Redis is unreachable (give up this round: the rollback
+            // republishes the batch later) or it refused some entry: find
+            // which, one at a time, and dead-letter only those.
+            if !self.publisher.is_reachable().await {
+                return Err(e);
+            }
+            tracing::warn!(partition, error = %e, "Redis refused a batch; publishing its events one at a time");
+            let mut kept = Vec::with_capacity(events.len());
+            for (row, event) in events {
+                match self.publish_alone(&event).await? {
+                    None => kept.push((row, event)),
+                    Some(reason) => rejected.push((row, reason)),
+                }
+            }
+            events = kept;
+        }
         if let Some(Failpoint::KillAfterPublish { one_in }) = self.config.failpoint {
             if rand::random_range(0..one_in.max(1)) == 0 {
                 kill_self();
             }
         }
+        for (row, reason) in &rejected {
+            self.reject(&mut tx, row, reason).await?;
+        }
         tx.commit().await?;
+        self.count_rejected(&rejected);
         self.stats
             .published
             .fetch_add(events.len() as u64, Ordering::Relaxed);
         self.stats.batches.fetch_add(1, Ordering::Relaxed);
-        Ok(events.len())
+        Ok(events.len() + rejected.len())
+    }
+
+    fn max_event_bytes(&self) -> usize {
+        self.publisher.config().max_event_bytes
+    }
+
+    /// Publishes one event on its own: `None` when Redis took it, the
+    /// reason when Redis refused it twice while answering otherwise. An
+    /// error means Redis is unreachable.
+    async fn publish_alone(&self, event: &Envelope) -> Result<Option<String>> {
+        let mut last = None;
+        for _ in 0..2 {
+            match self.publisher.publish_once(event).await {
+                Ok(_) => return Ok(None),
+                Err(e) => {
+                    if !self.publisher.is_reachable().await {
+                        return Err(e);
+                    }
+                    last = Some(e);
+                }
+            }
+        }
+        Ok(last.map(|e| format!("Redis refused the event: {e}")))
+    }
+
+    /// Dead-letters one outbox row (class `invalid`, origin `outbox`) in the
+    /// relay's transaction: the row as written, and why.
+    async fn reject(
+        &self,
+        tx: &mut sqlx::PgConnection,
+        row: &OutboxRow,
+        reason: &str,
+    ) -> Result<()> {
+        record_rejected(tx, &self.schema, row, reason).await
+    }
+
+    fn count_rejected(&self, rejected: &[(OutboxRow, String)]) {
+        for (row, reason) in rejected {
+            metrics::counter!("eventbus_relay_rejected_total").increment(1);
+            self.stats.rejected.fetch_add(1, Ordering::Relaxed);
+            tracing::error!(
+                outbox_row = row.id, event_id = %row.event_id, event_type = %row.event_type,
+                partition = row.partition, reason = %crate::deadletter::nul_free(reason),
+                "outbox row cannot be published; moved to dead letters (origin outbox)"
+            );
+        }
+    }
+
+    /// Says so when `eventbus migrate` recorded another partition count than
+    /// this relay's: rows it refuses or never relays would follow.
+    async fn warn_on_other_settings(&self) {
+        let Ok(mut conn) = self.pool.acquire().await else {
+            return;
+        };
+        let partitions = self.publisher.topology().partitions();
+        if let Ok(Some(recorded)) = super::read_settings(&mut conn, &self.schema).await {
+            if recorded.partitions != partitions {
+                tracing::error!(
+                    recorded = recorded.partitions, relay = partitions,
+                    "the outbox was migrated for {} partitions but this relay runs {partitions} \
+                     (EVENT_BUS_PARTITIONS); run `eventbus migrate` with the partition count in use",
+                    recorded.partitions
+                );
+            }
+        }
+    }
+
+    /// Moves unpublished rows whose partition this relay's topology does
+    /// not have (`partition >= partitions`: written with another partition
+    /// count, before the outbox checked it) to dead letters, so they do not
+    /// wait unseen forever. Returns how many.
+    pub async fn sweep_out_of_range(&self) -> Result<usize> {
+        let table = self.schema.table("eventbus_outbox");
+        let partitions = self.publisher.topology().partitions();
+        let mut moved = 0;
+        loop {
+            let mut tx = self.pool.begin().await?;
+            let rows = sqlx::query(safe(&format!(
+                "WITH batch AS (\
+                   SELECT id FROM {table} WHERE partition >= $1 AND published_at IS NULL \
+                   ORDER BY id LIMIT 1000 FOR UPDATE SKIP LOCKED) \
+                 DELETE FROM {table} o USING batch WHERE o.id = batch.id RETURNING {}",
+                OutboxRow::COLUMNS
+            )))
+            .bind(i32::try_from(partitions).unwrap_or(i32::MAX))
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(|e| db_error(&self.schema, e))?;
+            if rows.is_empty() {
+                return Ok(moved);
+            }
+            let mut rejected = Vec::with_capacity(rows.len());
+            for r in &rows {
+                let row = OutboxRow::from_row(r)?;
+                let reason = format!(
+                    "partition {} is out of range: the relay has {partitions} partitions (EVENT_BUS_PARTITIONS); \
+                     the row was written with another partition count",
+                    row.partition
+                );
+                record_rejected(&mut tx, &self.schema, &row, &reason).await?;
+                rejected.push((row, reason));
+            }
+            tx.commit().await?;
+            self.count_rejected(&rejected);
+            moved += rejected.len();
+        }
     }
 
     /// Runs until `shutdown` is cancelled. Checks the tables first.
@@ -245,6 +387,8 @@ impl Relay {
         if let Some(retention) = self.config.retention {
             tasks.spawn(cleanup_published(self.clone(), retention, shutdown.clone()));
         }
+        self.warn_on_other_settings().await;
+        tasks.spawn(sweep_out_of_range(self.clone(), shutdown.clone()));
         let partitions = self.publisher.topology().partitions();
         let workers = self.config.workers.min(partitions as usize);
         for w in 0..workers {
@@ -304,27 +448,53 @@ impl Relay {
     }
 }
 
-fn row_to_envelope(r: &sqlx::postgres::PgRow) -> Result<Envelope> {
-    let headers: String = r.try_get(10)?;
-    let data: String = r.try_get(11)?;
-    let headers: BTreeMap<String, String> = serde_json::from_str(&headers).map_err(|e| {
-        Error::InvalidEvent(format!("outbox row headers are not a string map: {e}"))
-    })?;
-    let data = serde_json::from_str(&data)
-        .map_err(|e| Error::InvalidEvent(format!("outbox row data is not JSON: {e}")))?;
-    Ok(Envelope {
-        id: r.try_get(1)?,
-        event_type: r.try_get(2)?,
-        version: u32::try_from(r.try_get::<i32, _>(3)?).unwrap_or(0),
-        key: r.try_get(4)?,
-        occurred_at: r.try_get(5)?,
-        source: r.try_get(6)?,
-        correlation_id: r.try_get(7)?,
-        causation_id: r.try_get(8)?,
-        traceparent: r.try_get(9)?,
-        headers,
-        data,
-    })
+/// Inserts the dead letter of an unpublishable outbox row (one per event id
+/// with group `""` and origin `outbox`; inserting it again updates it).
+async fn record_rejected(
+    tx: &mut sqlx::PgConnection,
+    schema: &DbSchema,
+    row: &OutboxRow,
+    reason: &str,
+) -> Result<()> {
+    use crate::deadletter::{encode_raw_fields, nul_free, nul_free_json, DEAD_LETTER_ERROR_CAP};
+    let table = schema.table("eventbus_dead_letters");
+    let audit = schema.table("eventbus_dead_letter_audit");
+    let (json, _) = nul_free_json(row.as_json());
+    let message = nul_free(&crate::deadletter::cap(reason, DEAD_LETTER_ERROR_CAP)).into_owned();
+    let (id,): (uuid::Uuid,) = sqlx::query_as(safe(&format!(
+        "INSERT INTO {table} (id, group_name, event_id, event_type, key, envelope, consumer, stream, partition, \
+           entry_id, attempts, error_class, error_message, first_failed_at, last_failed_at, raw_fields, origin) \
+         VALUES ($1, '', $2, $3, $4, $5, 'relay', $6, $7, $8, 1, 'invalid', $9, now(), now(), $10, 'outbox') \
+         ON CONFLICT (group_name, event_id) DO UPDATE SET \
+           status = 'new', envelope = EXCLUDED.envelope, raw_fields = EXCLUDED.raw_fields, \
+           entry_id = EXCLUDED.entry_id, error_message = EXCLUDED.error_message, \
+           attempts = {table}.attempts + 1, last_failed_at = now(), updated_at = now() \
+         RETURNING id"
+    )))
+    .bind(uuid::Uuid::now_v7())
+    .bind(row.event_id)
+    .bind(&row.event_type)
+    .bind(&row.key)
+    .bind(sqlx::types::Json(&json))
+    .bind(schema.table("eventbus_outbox"))
+    .bind(row.partition)
+    .bind(format!("outbox:{}", row.id))
+    .bind(&message)
+    .bind(encode_raw_fields(&row.as_fields()))
+    .fetch_one(&mut *tx)
+    .await
+    .map_err(|e| db_error(schema, e))?;
+    sqlx::query(safe(&format!(
+        "INSERT INTO {audit} (dead_letter_id, action, detail) VALUES ($1, 'dead_lettered', $2)"
+    )))
+    .bind(id)
+    .bind(sqlx::types::Json(serde_json::json!({
+        "origin": "outbox", "outbox_row": row.id, "error_class": "invalid", "error": message,
+    })))
+    .execute(&mut *tx)
+    .await
+    .map_err(|e| db_error(schema, e))?;
+    Ok(())
 }
 
 /// Wakes the workers on every outbox notification, and after every
@@ -377,6 +547,19 @@ async fn sleep_or_stop(d: Duration, shutdown: &CancellationToken) {
     tokio::select! {
         _ = shutdown.cancelled() => {}
         _ = tokio::time::sleep(d) => {}
+    }
+}
+
+/// Dead-letters rows of partitions this relay does not have: at start, then every minute.
+async fn sweep_out_of_range(relay: Relay, shutdown: CancellationToken) {
+    loop {
+        if let Err(e) = relay.sweep_out_of_range().await {
+            tracing::warn!(error = %e, "outbox sweep for out-of-range partitions failed");
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(Duration::from_secs(60)) => {}
+        }
     }
 }
 

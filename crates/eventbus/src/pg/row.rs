@@ -1,0 +1,207 @@
+//! One outbox row as the relay reads it, and its stream entry.
+//!
+//! A row a plain-SQL `INSERT` wrote may still be unpublishable (written
+//! before the outbox's checks existed, or refused by Redis): the relay then
+//! dead-letters it with [`OutboxRow::as_json`] and [`OutboxRow::as_fields`]
+//! (the row as written, exactly) and moves on.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Utc};
+use serde_json::Value;
+use uuid::Uuid;
+
+use crate::deadletter::RawField;
+use crate::envelope::Envelope;
+
+/// The columns of one outbox row; `headers` and `data` as their text.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OutboxRow {
+    /// The row id (the outbox's order).
+    pub id: i64,
+    /// `event_id`.
+    pub event_id: Uuid,
+    /// `event_type`.
+    pub event_type: String,
+    /// `version`.
+    pub version: i32,
+    /// `key`.
+    pub key: String,
+    /// `partition`.
+    pub partition: i32,
+    /// `occurred_at`.
+    pub occurred_at: DateTime<Utc>,
+    /// `source`.
+    pub source: String,
+    /// `correlation_id`.
+    pub correlation_id: Option<String>,
+    /// `causation_id`.
+    pub causation_id: Option<String>,
+    /// `traceparent`.
+    pub traceparent: Option<String>,
+    /// `headers` (jsonb) as text.
+    pub headers: String,
+    /// `data` (json) as text, as written.
+    pub data: String,
+}
+
+impl OutboxRow {
+    /// The columns the relay's claim returns, in [`OutboxRow::from_row`]'s order.
+    pub(crate) const COLUMNS: &'static str = "o.id, o.event_id, o.event_type, o.version, o.key, \
+        o.partition, o.occurred_at, o.source, o.correlation_id, o.causation_id, o.traceparent, \
+        o.headers::text, o.data::text";
+
+    pub(crate) fn from_row(r: &sqlx::postgres::PgRow) -> Result<Self, sqlx::Error> {
+        use sqlx::Row;
+        Ok(OutboxRow {
+            id: r.try_get(0)?,
+            event_id: r.try_get(1)?,
+            event_type: r.try_get(2)?,
+            version: r.try_get(3)?,
+            key: r.try_get(4)?,
+            partition: r.try_get(5)?,
+            occurred_at: r.try_get(6)?,
+            source: r.try_get(7)?,
+            correlation_id: r.try_get(8)?,
+            causation_id: r.try_get(9)?,
+            traceparent: r.try_get(10)?,
+            headers: r.try_get(11)?,
+            data: r.try_get(12)?,
+        })
+    }
+
+    /// The event this row holds, or why it cannot be published (in words).
+    pub fn to_envelope(&self, max_event_bytes: usize) -> Result<Envelope, String> {
+        let headers: BTreeMap<String, String> = serde_json::from_str(&self.headers)
+            .map_err(|e| format!("headers are not a JSON object of strings: {e}"))?;
+        let data: Value =
+            serde_json::from_str(&self.data).map_err(|e| format!("data is not JSON: {e}"))?;
+        if !data.is_object() {
+            return Err("data is not a JSON object".into());
+        }
+        let version = u32::try_from(self.version)
+            .map_err(|_| format!("version {} is negative", self.version))?;
+        let envelope = Envelope {
+            id: self.event_id,
+            event_type: self.event_type.clone(),
+            version,
+            key: self.key.clone(),
+            occurred_at: self.occurred_at,
+            source: self.source.clone(),
+            correlation_id: self.correlation_id.clone(),
+            causation_id: self.causation_id.clone(),
+            traceparent: self.traceparent.clone(),
+            headers,
+            data,
+        };
+        let size: usize = envelope
+            .to_fields()
+            .iter()
+            .map(|(k, v)| k.len() + v.len())
+            .sum();
+        if size > max_event_bytes {
+            return Err(format!(
+                "the event is {size} bytes, over the limit of {max_event_bytes} bytes"
+            ));
+        }
+        Ok(envelope)
+    }
+
+    /// The row as JSON, for people (`headers` and `data` parsed when they parse).
+    pub fn as_json(&self) -> Value {
+        let parsed = |s: &str| serde_json::from_str(s).unwrap_or_else(|_| Value::String(s.into()));
+        serde_json::json!({
+            "id": self.id,
+            "event_id": self.event_id,
+            "event_type": self.event_type,
+            "version": self.version,
+            "key": self.key,
+            "partition": self.partition,
+            "occurred_at": self.occurred_at,
+            "source": self.source,
+            "correlation_id": self.correlation_id,
+            "causation_id": self.causation_id,
+            "traceparent": self.traceparent,
+            "headers": parsed(&self.headers),
+            "data": parsed(&self.data),
+        })
+    }
+
+    /// The row's columns as `(name, text)` fields, exactly as written.
+    pub fn as_fields(&self) -> Vec<RawField> {
+        let mut out: Vec<(&str, String)> = vec![
+            ("id", self.id.to_string()),
+            ("event_id", self.event_id.to_string()),
+            ("event_type", self.event_type.clone()),
+            ("version", self.version.to_string()),
+            ("key", self.key.clone()),
+            ("partition", self.partition.to_string()),
+            (
+                "occurred_at",
+                crate::envelope::format_time(&self.occurred_at),
+            ),
+            ("source", self.source.clone()),
+        ];
+        for (name, v) in [
+            ("correlation_id", &self.correlation_id),
+            ("causation_id", &self.causation_id),
+            ("traceparent", &self.traceparent),
+        ] {
+            if let Some(v) = v {
+                out.push((name, v.clone()));
+            }
+        }
+        out.push(("headers", self.headers.clone()));
+        out.push(("data", self.data.clone()));
+        out.into_iter()
+            .map(|(k, v)| (k.as_bytes().to_vec(), v.into_bytes()))
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(headers: &str, data: &str) -> OutboxRow {
+        OutboxRow {
+            id: 1,
+            event_id: Uuid::now_v7(),
+            event_type: "t.x".into(),
+            version: 1,
+            key: "k".into(),
+            partition: 0,
+            occurred_at: Utc::now(),
+            source: "s".into(),
+            correlation_id: None,
+            causation_id: None,
+            traceparent: None,
+            headers: headers.into(),
+            data: data.into(),
+        }
+    }
+
+    #[test]
+    fn each_unpublishable_row_says_why() {
+        let ok = row(r#"{"a": "1"}"#, r#"{"x": "\u0000"}"#);
+        assert!(ok.to_envelope(1 << 20).is_ok());
+        let e = row(r#"{"attempt": 3}"#, "{}").to_envelope(1 << 20).unwrap_err();
+        assert!(e.contains("headers are not a JSON object of strings"), "{e}");
+        let e = row("{}", "[1]").to_envelope(1 << 20).unwrap_err();
+        assert!(e.contains("not a JSON object"), "{e}");
+        let e = row("{}", r#"{"x": "aaaaaaaa"}"#).to_envelope(50).unwrap_err();
+        assert!(e.contains("over the limit of 50 bytes"), "{e}");
+        let mut neg = row("{}", "{}");
+        neg.version = -1;
+        assert!(neg.to_envelope(1 << 20).unwrap_err().contains("negative"));
+    }
+
+    #[test]
+    fn the_row_is_kept_exactly() {
+        let r = row(r#"{"attempt": 3}"#, r#"{ "x" : "\u0000" }"#);
+        let fields = r.as_fields();
+        let data = fields.iter().find(|(k, _)| k == b"data").unwrap();
+        assert_eq!(data.1, br#"{ "x" : "\u0000" }"#);
+        assert_eq!(r.as_json()["headers"]["attempt"], 3);
+    }
+}
