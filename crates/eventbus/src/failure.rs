@@ -219,29 +219,11 @@ async fn fetch_raw_fields(
     stream: &str,
     id: &str,
 ) -> Option<Vec<crate::deadletter::RawField>> {
-    let redis::Value::Array(entries) = xrange_one(conn, stream, id).await? else {
-        return None;
-    };
-    let redis::Value::Array(parts) = entries.into_iter().next()? else {
-        return None;
-    };
-    let bytes = |v: redis::Value| match v {
-        redis::Value::BulkString(b) => Some(b),
-        redis::Value::SimpleString(s) => Some(s.into_bytes()),
-        _ => None,
-    };
-    let pairs: Vec<(redis::Value, redis::Value)> = match parts.into_iter().nth(1)? {
-        redis::Value::Array(kv) => {
-            let mut it = kv.into_iter();
-            std::iter::from_fn(|| Some((it.next()?, it.next()?))).collect()
-        }
-        redis::Value::Map(kv) => kv,
-        _ => return None,
-    };
-    pairs
+    let reply = xrange_one(conn, stream, id).await?;
+    crate::deadletter::raw_entries(reply)
         .into_iter()
-        .map(|(k, v)| Some((bytes(k)?, bytes(v)?)))
-        .collect()
+        .next()
+        .map(|(_, fields)| fields)
 }
 
 /// One stream entry by id (`XRANGE id id`); `None` if it is gone.

@@ -55,11 +55,45 @@ pub fn decode_raw_fields(bytes: &[u8]) -> Option<Vec<RawField>> {
         Some(part.to_vec())
     };
     let mut out = Vec::new();
-    loop {
-        let Some(name) = take() else { break };
+    while let Some(name) = take() {
         out.push((name, take()?));
     }
     rest.is_empty().then_some(out)
+}
+
+/// The entries of an `XRANGE` reply as `(id, exact fields)`.
+pub(crate) fn raw_entries(reply: redis::Value) -> Vec<(String, Vec<RawField>)> {
+    let bytes = |v: redis::Value| match v {
+        redis::Value::BulkString(b) => Some(b),
+        redis::Value::SimpleString(s) => Some(s.into_bytes()),
+        _ => None,
+    };
+    let redis::Value::Array(entries) = reply else {
+        return Vec::new();
+    };
+    entries
+        .into_iter()
+        .filter_map(|entry| {
+            let redis::Value::Array(parts) = entry else {
+                return None;
+            };
+            let mut parts = parts.into_iter();
+            let id = String::from_utf8(bytes(parts.next()?)?).ok()?;
+            let pairs: Vec<(redis::Value, redis::Value)> = match parts.next()? {
+                redis::Value::Array(kv) => {
+                    let mut it = kv.into_iter();
+                    std::iter::from_fn(|| Some((it.next()?, it.next()?))).collect()
+                }
+                redis::Value::Map(kv) => kv,
+                _ => return None,
+            };
+            let fields = pairs
+                .into_iter()
+                .map(|(k, v)| Some((bytes(k)?, bytes(v)?)))
+                .collect::<Option<Vec<_>>>()?;
+            Some((id, fields))
+        })
+        .collect()
 }
 
 /// An envelope's stream fields as raw bytes.
@@ -178,9 +212,13 @@ mod tests {
     use proptest::prelude::*;
 
     fn envelope_with(s: &str) -> Envelope {
-        Envelope::new("t.x", format!("k{s}"), serde_json::json!({ "a": s, s: [s] }))
-            .with_source(format!("src{s}"))
-            .with_header(format!("h{s}"), s)
+        Envelope::new(
+            "t.x",
+            format!("k{s}"),
+            serde_json::json!({ "a": s, s: [s] }),
+        )
+        .with_source(format!("src{s}"))
+        .with_header(format!("h{s}"), s)
     }
 
     #[test]

@@ -27,12 +27,13 @@ use uuid::Uuid;
 use crate::envelope::Envelope;
 use crate::handler::ErrorClass;
 
-pub use store::{
-    dlq_depth, DeadLetterFilter, DeadLetterStore, DlqDepth, ReplayOptions, ReplayReport,
-};
+pub(crate) use lossless::raw_entries;
 pub use lossless::{
     decode_raw_fields, encode_raw_fields, envelope_fields, nul_free, nul_free_json, restore,
     storable, RawField, ShownField,
+};
+pub use store::{
+    dlq_depth, DeadLetterFilter, DeadLetterStore, DlqDepth, ReplayOptions, ReplayReport,
 };
 pub(crate) use writer::cap;
 pub use writer::{DeadLetterWriter, DEAD_LETTER_ERROR_CAP};

@@ -26,8 +26,17 @@ pub struct DeadLetterWriter {
     redis: RedisConn,
     dead_stream: String,
     pg: Option<(PgPool, DbSchema)>,
-    /// When the PostgreSQL store last failed (shared by clones).
-    store_failed_at: Arc<Mutex<Option<Instant>>>,
+    /// The PostgreSQL store's current outage, if any (shared by clones).
+    outage: Arc<Mutex<Option<Outage>>>,
+}
+
+/// The store is failing: since when, and when it last failed.
+#[derive(Debug, Clone, Copy)]
+struct Outage {
+    /// Wall-clock milliseconds a little before the first failure: dead
+    /// letters written to Redis only are found from here.
+    since_ms: i64,
+    last_failed: Instant,
 }
 
 impl DeadLetterWriter {
@@ -37,7 +46,7 @@ impl DeadLetterWriter {
             redis,
             dead_stream: topology.dead_stream(),
             pg,
-            store_failed_at: Arc::default(),
+            outage: Arc::default(),
         }
     }
 
@@ -132,32 +141,120 @@ impl DeadLetterWriter {
 
     /// False while the store is being skipped after a failure.
     fn store_due(&self) -> bool {
-        let failed_at = *self.store_failed_at.lock().expect("store state poisoned");
-        failed_at.is_none_or(|t| t.elapsed() >= STORE_RETRY_AFTER)
+        let outage = *self.outage.lock().expect("store state poisoned");
+        outage.is_none_or(|o| o.last_failed.elapsed() >= STORE_RETRY_AFTER)
     }
 
     fn store_failed(&self, e: &crate::Error) {
         metrics::counter!("eventbus_dead_letter_store_errors_total").increment(1);
-        let first = self
-            .store_failed_at
-            .lock()
-            .expect("store state poisoned")
-            .replace(Instant::now())
-            .is_none();
-        if first {
-            tracing::error!(error = %e, "the PostgreSQL dead-letter store failed; dead letters go to the Redis stream only (marked dl_store=missing) until it is back");
+        let started = {
+            let mut outage = self.outage.lock().expect("store state poisoned");
+            match outage.as_mut() {
+                Some(o) => {
+                    o.last_failed = Instant::now();
+                    false
+                }
+                None => {
+                    *outage = Some(Outage {
+                        since_ms: chrono::Utc::now().timestamp_millis() - 1000,
+                        last_failed: Instant::now(),
+                    });
+                    true
+                }
+            }
+        };
+        if started {
+            tracing::error!(error = %e, "the PostgreSQL dead-letter store failed; dead letters go to the Redis stream only (marked dl_store=missing) until it is back, then they are copied to it");
+            if let Ok(rt) = tokio::runtime::Handle::try_current() {
+                rt.spawn(self.clone().watch_store());
+            }
         }
     }
 
     fn store_ok(&self) {
-        let was_down = self
-            .store_failed_at
-            .lock()
-            .expect("store state poisoned")
-            .take()
-            .is_some();
-        if was_down {
+        let ended = self.outage.lock().expect("store state poisoned").take();
+        if let Some(o) = ended {
             tracing::info!("the PostgreSQL dead-letter store is back");
+            if let Ok(rt) = tokio::runtime::Handle::try_current() {
+                rt.spawn(self.clone().backfill_logged(o.since_ms));
+            }
+        }
+    }
+
+    /// While the store is out, checks it every few seconds; when it
+    /// answers, ends the outage and copies what went to Redis only.
+    async fn watch_store(self) {
+        let Some((pool, _)) = self.pg.clone() else {
+            return;
+        };
+        loop {
+            tokio::time::sleep(STORE_RETRY_AFTER).await;
+            if self.outage.lock().expect("store state poisoned").is_none() {
+                return; // a write found it back (and backfills)
+            }
+            if sqlx::query("SELECT 1").execute(&pool).await.is_ok() {
+                self.store_ok();
+                return;
+            }
+        }
+    }
+
+    async fn backfill_logged(self, since_ms: i64) {
+        match self.backfill(since_ms).await {
+            Ok(n) => tracing::info!(
+                copied = n,
+                "dead letters written to Redis only during the outage are in PostgreSQL now"
+            ),
+            Err(e) => {
+                tracing::warn!(error = %e, "copying Redis-only dead letters to PostgreSQL failed; run `eventbus dlq sync`")
+            }
+        }
+    }
+
+    /// Copies the dead letters of `<namespace>:dead` since `since_ms`
+    /// (wall-clock milliseconds) that are marked `dl_store=missing` into the
+    /// PostgreSQL store. Idempotent: a dead letter already stored with the
+    /// same or a later failure is left as it is. Returns how many were copied.
+    pub async fn backfill(&self, since_ms: i64) -> Result<usize> {
+        let Some((pool, schema)) = &self.pg else {
+            return Ok(0);
+        };
+        let mut start = format!("{}", since_ms.max(0));
+        let mut copied = 0;
+        loop {
+            let reply: redis::Value = redis::cmd("XRANGE")
+                .arg(&self.dead_stream)
+                .arg(&start)
+                .arg("+")
+                .arg("COUNT")
+                .arg(500)
+                .query_async(&mut self.redis.clone())
+                .await?;
+            let entries = super::raw_entries(reply);
+            let Some((last, _)) = entries.last() else {
+                return Ok(copied);
+            };
+            start = format!("({last}");
+            for (_, fields) in &entries {
+                let Some(stored) = StreamDeadLetter::parse(fields) else {
+                    continue;
+                };
+                if !stored.missing_in_store {
+                    continue;
+                }
+                let message = stored.failure.message.clone();
+                self.record_pg(
+                    pool,
+                    schema,
+                    &stored.failure,
+                    &message,
+                    stored.first,
+                    stored.last,
+                    stored.id,
+                )
+                .await?;
+                copied += 1;
+            }
         }
     }
 
@@ -181,7 +278,7 @@ impl DeadLetterWriter {
         let mut tx = pool.begin().await?;
         // One row per (group, event): a replayed event that fails again
         // goes back to `new`, keeping its id, first failure and replay count.
-        let (row_id, inserted): (Uuid, bool) = sqlx::query_as(safe(&format!(
+        let row: Option<(Uuid, bool)> = sqlx::query_as(safe(&format!(
             "INSERT INTO {table} (id, group_name, event_id, event_type, key, envelope, consumer, stream, partition, \
                entry_id, attempts, error_class, error_message, first_failed_at, last_failed_at, raw_fields) \
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16) \
@@ -190,6 +287,7 @@ impl DeadLetterWriter {
                partition = EXCLUDED.partition, entry_id = EXCLUDED.entry_id, attempts = EXCLUDED.attempts, \
                error_class = EXCLUDED.error_class, error_message = EXCLUDED.error_message, \
                last_failed_at = EXCLUDED.last_failed_at, raw_fields = EXCLUDED.raw_fields, updated_at = now() \
+             WHERE {table}.last_failed_at < EXCLUDED.last_failed_at \
              RETURNING id, (xmax = 0)"
         )))
         .bind(id)
@@ -208,9 +306,13 @@ impl DeadLetterWriter {
         .bind(first)
         .bind(now)
         .bind(raw)
-        .fetch_one(&mut *tx)
+        .fetch_optional(&mut *tx)
         .await
         .map_err(|e| db_error(schema, e))?;
+        // None: already stored with this or a later failure (a copy made again).
+        let Some((row_id, inserted)) = row else {
+            return Ok(id);
+        };
         let action = if inserted {
             "dead_lettered"
         } else {
@@ -230,6 +332,61 @@ impl DeadLetterWriter {
         .map_err(|e| db_error(schema, e))?;
         tx.commit().await?;
         Ok(row_id)
+    }
+}
+
+/// A dead letter as written to `<namespace>:dead`, read back.
+struct StreamDeadLetter {
+    id: Uuid,
+    failure: Failure,
+    first: chrono::DateTime<chrono::Utc>,
+    last: chrono::DateTime<chrono::Utc>,
+    missing_in_store: bool,
+}
+
+impl StreamDeadLetter {
+    fn parse(fields: &[super::RawField]) -> Option<Self> {
+        let text = |name: &str| {
+            fields
+                .iter()
+                .find(|(k, _)| k == name.as_bytes())
+                .and_then(|(_, v)| std::str::from_utf8(v).ok())
+        };
+        let time = |name: &str| {
+            chrono::DateTime::parse_from_rfc3339(text(name)?)
+                .ok()
+                .map(|t| t.with_timezone(&chrono::Utc))
+        };
+        let envelope = crate::envelope::Envelope::from_fields(
+            fields
+                .iter()
+                .filter(|(k, _)| !k.starts_with(b"dl_"))
+                .map(|(k, v)| (k.as_slice(), v.as_slice())),
+        )
+        .ok()?;
+        let failure = Failure {
+            envelope,
+            group: text("dl_group")?.to_owned(),
+            consumer: text("dl_consumer")?.to_owned(),
+            stream: text("dl_stream")?.to_owned(),
+            partition: text("dl_partition")?.parse().ok()?,
+            entry_id: text("dl_entry_id")?.to_owned(),
+            attempts: text("dl_attempts")?.parse().ok()?,
+            class: super::parse_error_class(text("dl_error_class")?)?,
+            message: text("dl_error")?.to_owned(),
+            first_failed_at: None,
+            raw_fields: fields
+                .iter()
+                .find(|(k, _)| k == b"dl_raw")
+                .and_then(|(_, v)| super::decode_raw_fields(v)),
+        };
+        Some(StreamDeadLetter {
+            id: Uuid::try_parse(text("dl_id")?).ok()?,
+            failure,
+            first: time("dl_first_failed_at")?,
+            last: time("dl_last_failed_at")?,
+            missing_in_store: text("dl_store") == Some("missing"),
+        })
     }
 }
 

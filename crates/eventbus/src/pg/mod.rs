@@ -173,7 +173,9 @@ pub(crate) fn db_error(schema: &DbSchema, e: sqlx::Error) -> Error {
         }
         // The outbox's own checks (migration 0004) say what is wrong in words.
         if db.code().as_deref() == Some("23514")
-            && db.constraint().is_some_and(|c| c.starts_with("eventbus_outbox_"))
+            && db
+                .constraint()
+                .is_some_and(|c| c.starts_with("eventbus_outbox_"))
         {
             return Error::InvalidEvent(db.message().to_owned());
         }

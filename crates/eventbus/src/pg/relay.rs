@@ -214,8 +214,8 @@ impl Relay {
             .map(OutboxRow::from_row)
             .collect::<std::result::Result<Vec<_>, _>>()?;
         claimed.sort_by_key(|r| r.id); // RETURNING order is unspecified
-        // Rows that cannot become events are dead-lettered in this
-        // transaction; the rest keep their order.
+                                       // Rows that cannot become events are dead-lettered in this
+                                       // transaction; the rest keep their order.
         let mut events = Vec::with_capacity(claimed.len());
         let mut rejected = Vec::new();
         for row in claimed {

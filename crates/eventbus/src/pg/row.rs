@@ -185,11 +185,18 @@ mod tests {
     fn each_unpublishable_row_says_why() {
         let ok = row(r#"{"a": "1"}"#, r#"{"x": "\u0000"}"#);
         assert!(ok.to_envelope(1 << 20).is_ok());
-        let e = row(r#"{"attempt": 3}"#, "{}").to_envelope(1 << 20).unwrap_err();
-        assert!(e.contains("headers are not a JSON object of strings"), "{e}");
+        let e = row(r#"{"attempt": 3}"#, "{}")
+            .to_envelope(1 << 20)
+            .unwrap_err();
+        assert!(
+            e.contains("headers are not a JSON object of strings"),
+            "{e}"
+        );
         let e = row("{}", "[1]").to_envelope(1 << 20).unwrap_err();
         assert!(e.contains("not a JSON object"), "{e}");
-        let e = row("{}", r#"{"x": "aaaaaaaa"}"#).to_envelope(50).unwrap_err();
+        let e = row("{}", r#"{"x": "aaaaaaaa"}"#)
+            .to_envelope(50)
+            .unwrap_err();
         assert!(e.contains("over the limit of 50 bytes"), "{e}");
         let mut neg = row("{}", "{}");
         neg.version = -1;
