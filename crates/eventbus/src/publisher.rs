@@ -164,13 +164,11 @@ impl Publisher {
             .await
     }
 
-    /// Publishes one event in a single attempt (no retry): for finding out
-    /// whether Redis refuses this very event.
-    pub async fn publish_once(&self, event: &Envelope) -> Result<Published> {
-        let mut out = self
-            .publish_batch_within(std::slice::from_ref(event), Duration::ZERO)
-            .await?;
-        Ok(out.remove(0))
+    /// Publishes a batch in a single attempt (no retry on an unknown
+    /// outcome): for a caller that retries itself (the relay rolls back and
+    /// claims again) or must find out whether Redis refuses these events.
+    pub async fn publish_batch_once(&self, events: &[Envelope]) -> Result<Vec<Published>> {
+        self.publish_batch_within(events, Duration::ZERO).await
     }
 
     /// True when Redis answers a `PING`.

@@ -208,6 +208,12 @@ async fn the_documented_plain_sql_insert_is_published() {
     assert_eq!(d.partition, topology.partition_of("wo-1001"));
     assert_eq!(d.envelope.headers["tenant"], "acme");
     assert_eq!(d.envelope.data["title"], "Check pump 7");
+    let catalog = eventbus::catalog::Catalog::embedded().unwrap();
+    assert_eq!(
+        catalog.validate(&d.envelope).map_err(|e| e.to_string()),
+        Ok(()),
+        "the documented example must pass the catalogue"
+    );
     relay.stop().await;
     consumer.stop().await.unwrap();
 }
@@ -393,11 +399,11 @@ async fn migrate_is_idempotent_and_safe_concurrently() {
         applied.extend(r.await.unwrap());
     }
     applied.sort_unstable();
-    let all: Vec<i32> = eventbus::pg::migrations().iter().map(|m| m.version).collect();
-    assert_eq!(
-        applied, all,
-        "exactly one process applies each migration"
-    );
+    let all: Vec<i32> = eventbus::pg::migrations()
+        .iter()
+        .map(|m| m.version)
+        .collect();
+    assert_eq!(applied, all, "exactly one process applies each migration");
     let pool = connect_pool(&url, 1, "migrate-test").await.unwrap();
     assert!(migrate(&mut pool.acquire().await.unwrap(), &name)
         .await

@@ -230,7 +230,7 @@ impl Relay {
             }
         }
         let batch: Vec<Envelope> = events.iter().map(|(_, e)| e.clone()).collect();
-        if let Err(e) = self.publisher.publish_batch(&batch).await {
+        if let Err(e) = self.publisher.publish_batch_once(&batch).await {
             // Either Redis is unreachable (give up this round: the rollback
             // republishes the batch later) or it refused some entry: find
             // which, one at a time, and dead-letter only those.
@@ -274,7 +274,11 @@ impl Relay {
     async fn publish_alone(&self, event: &Envelope) -> Result<Option<String>> {
         let mut last = None;
         for _ in 0..2 {
-            match self.publisher.publish_once(event).await {
+            match self
+                .publisher
+                .publish_batch_once(std::slice::from_ref(event))
+                .await
+            {
                 Ok(_) => return Ok(None),
                 Err(e) => {
                     if !self.publisher.is_reachable().await {
@@ -332,8 +336,35 @@ impl Relay {
     /// Moves unpublished rows whose partition this relay's topology does
     /// not have (`partition >= partitions`: written with another partition
     /// count, before the outbox checked it) to dead letters, so they do not
-    /// wait unseen forever. Returns how many.
+    /// wait unseen forever. Only when `eventbus migrate` recorded the same
+    /// partition count as this relay's: a relay configured with a wrong
+    /// count must not dead-letter good rows, so then it only reports how
+    /// many rows it leaves. Returns how many were moved.
     pub async fn sweep_out_of_range(&self) -> Result<usize> {
+        let partitions = self.publisher.topology().partitions();
+        let recorded = {
+            let mut conn = self.pool.acquire().await?;
+            super::read_settings(&mut conn, &self.schema).await?
+        };
+        if recorded.map(|r| r.partitions) != Some(partitions) {
+            let (stray,): (i64,) = sqlx::query_as(safe(&format!(
+                "SELECT count(*) FROM {} WHERE partition >= $1 AND published_at IS NULL",
+                self.schema.table("eventbus_outbox")
+            )))
+            .bind(i32::try_from(partitions).unwrap_or(i32::MAX))
+            .fetch_one(&self.pool)
+            .await
+            .map_err(|e| db_error(&self.schema, e))?;
+            if stray > 0 {
+                tracing::error!(
+                    rows = stray, partitions, recorded = ?recorded.map(|r| r.partitions),
+                    "outbox rows in partitions this relay does not have are not relayed; \
+                     run `eventbus migrate` with the partition count in use (the relay then \
+                     moves such rows to dead letters)"
+                );
+            }
+            return Ok(0);
+        }
         let table = self.schema.table("eventbus_outbox");
         let partitions = self.publisher.topology().partitions();
         let mut moved = 0;
