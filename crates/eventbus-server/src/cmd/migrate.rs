@@ -15,8 +15,7 @@ pub(crate) async fn run(args: MigrateArgs, settings: &Settings) -> Result<()> {
         partitions: settings.topology()?.partitions(),
         max_event_bytes: settings.pg.max_event_bytes,
     };
-    let before =
-        eventbus::pg::record_settings(&mut conn, &settings.pg.schema, recorded).await?;
+    let before = eventbus::pg::record_settings(&mut conn, &settings.pg.schema, recorded).await?;
     if before.is_some_and(|b| b != recorded) {
         tracing::warn!(?before, now = ?recorded, "outbox settings changed");
     }

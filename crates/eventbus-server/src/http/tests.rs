@@ -439,7 +439,7 @@ async fn dead_letter(f: &Fixture) -> uuid::Uuid {
             class: ErrorClass::Permanent,
             message: "boom".into(),
             first_failed_at: None,
-        raw_fields: None,
+            raw_fields: None,
         })
         .await
         .unwrap()
