@@ -108,6 +108,17 @@ pub(crate) enum DlqCommand {
         #[arg(long)]
         dry_run: bool,
     },
+    /// Copy dead letters that reached only the Redis stream (PostgreSQL was
+    /// down or refused them; marked dl_store=missing) into PostgreSQL.
+    #[command(
+        after_help = "Consumers do this by themselves when the store is back; this is for a consumer that \
+                      stopped before it could. Safe to repeat: a dead letter already stored is left as it is."
+    )]
+    Sync {
+        /// Look at dead letters since this RFC 3339 time or this long ago.
+        #[arg(long, value_name = "TIME|AGO", value_parser = parse_since, default_value = "7d")]
+        since: chrono::DateTime<chrono::Utc>,
+    },
     /// Delete dead letters (any status) whose last failure is older than a duration.
     Purge {
         /// e.g. 30d, 12h.

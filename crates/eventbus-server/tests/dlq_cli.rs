@@ -198,3 +198,118 @@ async fn bad_dlq_and_retry_input_is_refused() {
     bad_env.env("EVENT_BUS_RETRY_ATTEMPTS", "many");
     refused(&run(bad_env, &["dlq", "list"]), "EVENT_BUS_RETRY_ATTEMPTS");
 }
+
+/// A stream entry as `(id, exact fields)`.
+type RawEntry = (String, Vec<(Vec<u8>, Vec<u8>)>);
+
+/// U+0000 in data, key, source and a header: `publish --batch` takes them,
+/// the consumer dead-letters them (its handler refuses them) without
+/// stopping, `dlq list` lists them, `dlq show --json` shows each exactly,
+/// and a replay publishes each byte for byte.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_with_nul_anywhere_are_dead_lettered_shown_and_replayed_exactly() {
+    let ns = TestNamespace::new(shared_redis_url(), "dlq-nul");
+    let db = TestSchema::new("dlqnul").await;
+    let lines = [
+        r#"{"type":"work_item.x","key":"k1","data":{"t":"a\u0000b","k\u0000":1}}"#,
+        r#"{"type":"work_item.x","key":"k\u00002","data":{}}"#,
+        r#"{"type":"work_item.x","key":"k3","data":{},"source":"svc\u0000"}"#,
+        r#"{"type":"work_item.x","key":"k4","data":{},"headers":{"h\u0000":"v\u0000"}}"#,
+        r#"{"type":"work_item.x","key":"ok","data":{"fine":true}}"#,
+    ];
+    let dir = tempfile::tempdir().unwrap();
+    let batch = dir.path().join("batch.jsonl");
+    std::fs::write(&batch, lines.join("\n")).unwrap();
+    ok(&run(
+        eventbus(&ns, &db),
+        &[
+            "publish",
+            "--no-validate",
+            "--batch",
+            batch.to_str().unwrap(),
+        ],
+    ));
+    // Refuses what contains U+0000 (grep -P finds it in the JSON's escape), takes the rest.
+    let handled = dir.path().join("handled");
+    let script = format!(
+        r#"input=$(cat); case "$input" in *'\u0000'*) exit 65;; *) echo ok >> {};; esac"#,
+        handled.display()
+    );
+    let mut child = eventbus(&ns, &db)
+        .args([
+            "consume",
+            "--group",
+            "g",
+            "--topics",
+            "work_item",
+            "--no-validate",
+            "--exec",
+            &script,
+            "--block",
+            "200ms",
+        ])
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while dead_letters(&ns, &db, &[]).len() < 4 || !handled.exists() {
+        assert!(std::time::Instant::now() < deadline, "stalled");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    assert!(child.wait().unwrap().success());
+
+    let listed = dead_letters(&ns, &db, &[]);
+    assert_eq!(listed.len(), 4);
+    for line in &lines[..4] {
+        let want: serde_json::Value = serde_json::from_str(line).unwrap();
+        let dl = listed
+            .iter()
+            .find(|d| d["envelope"]["key"] == want["key"]) // keys differ
+            .unwrap_or_else(|| panic!("{line} not listed"));
+        for field in ["data", "source", "headers"] {
+            if let Some(v) = want.get(field) {
+                assert_eq!(&dl["envelope"][field], v, "{line}: {field} not exact");
+            }
+        }
+        let id = dl["id"].as_str().unwrap();
+        let shown: serde_json::Value = serde_json::from_str(&ok(&run(
+            eventbus(&ns, &db),
+            &["dlq", "show", id, "--json"],
+        )))
+        .unwrap();
+        assert_eq!(shown["dead_letter"]["envelope"], dl["envelope"]);
+        assert_eq!(shown["dead_letter"]["key"], want["key"]);
+        let text = ok(&run(eventbus(&ns, &db), &["dlq", "show", id]));
+        assert!(text.contains("raw fields"), "{text}");
+    }
+    ok(&run(eventbus(&ns, &db), &["dlq", "replay", "--all"]));
+    let mut conn = redis::Client::open(shared_redis_url())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let replayed: Vec<RawEntry> = redis::cmd("XRANGE")
+        .arg(ns.topology(4).replay_stream("g"))
+        .arg("-")
+        .arg("+")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(replayed.len(), 4);
+    let field =
+        |e: &RawEntry, name: &[u8]| e.1.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone());
+    let keys: Vec<Vec<u8>> = replayed.iter().filter_map(|e| field(e, b"key")).collect();
+    assert!(
+        keys.contains(&b"k\x002".to_vec()),
+        "the NUL key, byte for byte"
+    );
+    let datas: Vec<Vec<u8>> = replayed.iter().filter_map(|e| field(e, b"data")).collect();
+    assert!(datas.contains(&br#"{"t":"a\u0000b","k\u0000":1}"#.to_vec()));
+    let sources: Vec<Vec<u8>> = replayed
+        .iter()
+        .filter_map(|e| field(e, b"source"))
+        .collect();
+    assert!(sources.contains(&b"svc\x00".to_vec()));
+}

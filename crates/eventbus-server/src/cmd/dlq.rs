@@ -1,6 +1,8 @@
 //! `eventbus dlq list|show|replay|discard|purge`.
 
-use eventbus::deadletter::{DeadLetter, DeadLetterFilter, DeadLetterStore, ReplayOptions};
+use eventbus::deadletter::{
+    DeadLetter, DeadLetterFilter, DeadLetterStore, DeadLetterWriter, ReplayOptions,
+};
 
 use crate::cli_dlq::{DlqArgs, DlqCommand, DlqFilterArgs};
 use crate::config::Settings;
@@ -45,10 +47,10 @@ pub(crate) async fn run(args: DlqArgs, settings: &Settings) -> Result<()> {
     let pool = settings.pg.pool(2, "dlq").await?;
     let redis = settings.connector()?.shared().await?;
     let store = DeadLetterStore::new(
-        pool,
+        pool.clone(),
         settings.pg.schema.clone(),
         settings.topology()?,
-        redis,
+        redis.clone(),
     );
     match args.command {
         DlqCommand::List {
@@ -77,13 +79,22 @@ pub(crate) async fn run(args: DlqArgs, settings: &Settings) -> Result<()> {
                 output::json_line(&serde_json::json!({"dead_letter": dl, "history": audit}))?;
             } else {
                 let mut s = format!(
-                    "dead letter {}\n  group: {}\n  event: {} {} (key {})\n  status: {} (replayed {} times)\n  \
+                    "dead letter {}\n  origin: {}\n  group: {}\n  event: {} {} (key {:?})\n  status: {} (replayed {} times)\n  \
                      error: {} after {} attempts: {}\n  source: {} entry {} (partition {}), consumer {}\n  \
                      failed: first {}, last {}\n  envelope: {}\n  history:\n",
-                    dl.id, dl.group, dl.event_type, dl.event_id, dl.key, dl.status, dl.replay_count,
+                    dl.id, dl.origin, dl.group, dl.event_type, dl.event_id, dl.key, dl.status, dl.replay_count,
                     dl.error_class, dl.attempts, dl.error_message, dl.stream, dl.entry_id, dl.partition,
                     dl.consumer, dl.first_failed_at, dl.last_failed_at, dl.envelope
                 );
+                if let Some(raw) = &dl.raw_fields {
+                    s.insert_str(
+                        s.len() - "  history:\n".len(),
+                        &format!(
+                            "  raw fields: {} (the exact source bytes; --json shows them)\n",
+                            raw.len()
+                        ),
+                    );
+                }
                 for a in &audit {
                     s.push_str(&format!("    {}  {:<14} {}\n", a.at, a.action, a.detail));
                 }
@@ -156,6 +167,7 @@ pub(crate) async fn run(args: DlqArgs, settings: &Settings) -> Result<()> {
             };
             output::write_stdout(format!("{verb} {} dead letters\n", done.len()).as_bytes())?;
         }
+        DlqCommand::Sync { since } => sync(pool, redis, since, settings).await?,
         DlqCommand::Purge {
             older_than,
             dry_run,
@@ -168,6 +180,26 @@ pub(crate) async fn run(args: DlqArgs, settings: &Settings) -> Result<()> {
             )?;
         }
     }
+    Ok(())
+}
+
+/// `dlq sync`: copies Redis-only dead letters since `since` into PostgreSQL.
+async fn sync(
+    pool: sqlx::PgPool,
+    redis: eventbus::RedisConn,
+    since: chrono::DateTime<chrono::Utc>,
+    settings: &Settings,
+) -> Result<()> {
+    let topology = settings.topology()?;
+    let writer = DeadLetterWriter::new(redis, &topology, Some((pool, settings.pg.schema.clone())));
+    let n = writer.backfill(since.timestamp_millis()).await?;
+    output::write_stdout(
+        format!(
+            "copied {n} dead letters from {} to PostgreSQL\n",
+            topology.dead_stream()
+        )
+        .as_bytes(),
+    )?;
     Ok(())
 }
 
