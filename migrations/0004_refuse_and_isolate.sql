@@ -21,11 +21,29 @@ LANGUAGE sql STABLE STRICT PARALLEL SAFE
 SET search_path FROM CURRENT
 AS $$ SELECT eventbus_partition(key, coalesce((SELECT partitions FROM eventbus_settings), 16)) $$;
 
--- Checks every new outbox row (INSERT only: rows already there, and the
--- relay's updates, are not re-checked; the relay isolates what it cannot
--- publish). Each refusal is a check_violation naming its rule as the
--- constraint, with a message that says what is wrong and how to fix it.
--- A row without a partition gets eventbus_partition(key).
+-- A row inserted without a partition gets the key's, among the recorded
+-- partitions (the WHEN clause keeps the cost off rows that have one).
+CREATE OR REPLACE FUNCTION eventbus_outbox_default_partition() RETURNS trigger
+LANGUAGE plpgsql
+SET search_path FROM CURRENT
+AS $$
+BEGIN
+    NEW.partition := eventbus_partition(NEW.key);
+    RETURN NEW;
+END
+$$;
+
+CREATE OR REPLACE TRIGGER eventbus_outbox_default_partition
+    BEFORE INSERT ON eventbus_outbox
+    FOR EACH ROW WHEN (NEW.partition IS NULL)
+    EXECUTE FUNCTION eventbus_outbox_default_partition();
+
+-- Checks the rows of every INSERT statement, in one set-based query per
+-- statement (a per-row trigger cost a third of the insert rate). Rows
+-- already in the table, and the relay's updates, are not re-checked; the
+-- relay isolates what it cannot publish. Each refusal is a check_violation
+-- naming its rule as the constraint, with a message that says what is wrong
+-- and how to fix it.
 CREATE OR REPLACE FUNCTION eventbus_outbox_check() RETURNS trigger
 LANGUAGE plpgsql
 SET search_path FROM CURRENT
@@ -33,54 +51,60 @@ AS $$
 DECLARE
     parts  integer;
     limit_ integer;
-    bad    text;
-    badty  text;
-    size   bigint;
+    bad    record;
 BEGIN
     SELECT partitions, max_event_bytes INTO parts, limit_ FROM eventbus_settings;
-    IF NEW.partition IS NULL THEN
-        NEW.partition := eventbus_partition(NEW.key, coalesce(parts, 16));
+    SELECT r.partition,
+           json_typeof(r.data) AS data_type,
+           h.key AS header, jsonb_typeof(h.value) AS header_type,
+           octet_length(r.data::text) + octet_length(r.headers::text) + octet_length(r.event_type)
+             + octet_length(r.key) + octet_length(r.source) + coalesce(octet_length(r.correlation_id), 0)
+             + coalesce(octet_length(r.causation_id), 0) + coalesce(octet_length(r.traceparent), 0) + 120 AS size
+      INTO bad
+      FROM inserted r
+      LEFT JOIN LATERAL (
+          SELECT e.key, e.value FROM jsonb_each(CASE WHEN r.headers = '{}'::jsonb THEN NULL ELSE r.headers END) e
+          WHERE jsonb_typeof(e.value) <> 'string' LIMIT 1) h ON true
+     WHERE (parts IS NOT NULL AND r.partition >= parts)
+        OR json_typeof(r.data) IS DISTINCT FROM 'object'
+        OR h.key IS NOT NULL
+        OR (limit_ IS NOT NULL AND octet_length(r.data::text) + octet_length(r.headers::text) + octet_length(r.event_type)
+             + octet_length(r.key) + octet_length(r.source) + coalesce(octet_length(r.correlation_id), 0)
+             + coalesce(octet_length(r.causation_id), 0) + coalesce(octet_length(r.traceparent), 0) + 120 > limit_)
+     LIMIT 1;
+    IF NOT FOUND THEN
+        RETURN NULL;
     END IF;
-    IF parts IS NOT NULL AND NEW.partition >= parts THEN
+    IF parts IS NOT NULL AND bad.partition >= parts THEN
         RAISE EXCEPTION USING ERRCODE = 'check_violation',
             CONSTRAINT = 'eventbus_outbox_partition_in_range',
             MESSAGE = format('eventbus_outbox: partition %s is out of range: this outbox has %s partitions (0 to %s, recorded by eventbus migrate from EVENT_BUS_PARTITIONS)',
-                             NEW.partition, parts, parts - 1),
+                             bad.partition, parts, parts - 1),
             HINT = 'leave the partition column out (it defaults to eventbus_partition(key)) or use eventbus_partition(key)';
     END IF;
-    IF json_typeof(NEW.data) IS DISTINCT FROM 'object' THEN
+    IF bad.data_type IS DISTINCT FROM 'object' THEN
         RAISE EXCEPTION USING ERRCODE = 'check_violation',
             CONSTRAINT = 'eventbus_outbox_data_is_object',
-            MESSAGE = format('eventbus_outbox: data must be a JSON object, not %s', coalesce(json_typeof(NEW.data), 'NULL')),
+            MESSAGE = format('eventbus_outbox: data must be a JSON object, not %s', coalesce(bad.data_type, 'NULL')),
             HINT = 'wrap the payload in an object, e.g. {"value": ...}';
     END IF;
-    SELECT h.key, jsonb_typeof(h.value) INTO bad, badty
-        FROM jsonb_each(NEW.headers) h WHERE jsonb_typeof(h.value) <> 'string' LIMIT 1;
-    IF bad IS NOT NULL THEN
+    IF bad.header IS NOT NULL THEN
         RAISE EXCEPTION USING ERRCODE = 'check_violation',
             CONSTRAINT = 'eventbus_outbox_headers_are_strings',
-            MESSAGE = format('eventbus_outbox: header %s must be a string, not a %s', to_json(bad)::text, badty),
+            MESSAGE = format('eventbus_outbox: header %s must be a string, not a %s', to_json(bad.header)::text, bad.header_type),
             HINT = 'headers is a JSON object of strings, e.g. {"attempt": "3"}';
     END IF;
-    IF limit_ IS NOT NULL THEN
-        -- The stream entry's size, as stored (the relay checks the exact encoding again).
-        size := octet_length(NEW.data::text) + octet_length(NEW.headers::text) + octet_length(NEW.event_type)
-              + octet_length(NEW.key) + octet_length(NEW.source) + coalesce(octet_length(NEW.correlation_id), 0)
-              + coalesce(octet_length(NEW.causation_id), 0) + coalesce(octet_length(NEW.traceparent), 0) + 120;
-        IF size > limit_ THEN
-            RAISE EXCEPTION USING ERRCODE = 'check_violation',
-                CONSTRAINT = 'eventbus_outbox_size_within_limit',
-                MESSAGE = format('eventbus_outbox: the event is %s bytes, over the limit of %s bytes (EVENT_BUS_MAX_EVENT_BYTES)', size, limit_),
-                HINT = 'store large payloads elsewhere and send a reference';
-        END IF;
-    END IF;
-    RETURN NEW;
+    RAISE EXCEPTION USING ERRCODE = 'check_violation',
+        CONSTRAINT = 'eventbus_outbox_size_within_limit',
+        MESSAGE = format('eventbus_outbox: the event is %s bytes, over the limit of %s bytes (EVENT_BUS_MAX_EVENT_BYTES)', bad.size, limit_),
+        HINT = 'store large payloads elsewhere and send a reference';
 END
 $$;
 
 CREATE OR REPLACE TRIGGER eventbus_outbox_check
-    BEFORE INSERT ON eventbus_outbox
-    FOR EACH ROW EXECUTE FUNCTION eventbus_outbox_check();
+    AFTER INSERT ON eventbus_outbox
+    REFERENCING NEW TABLE AS inserted
+    FOR EACH STATEMENT EXECUTE FUNCTION eventbus_outbox_check();
 
 -- Dead letters: the exact source bytes when the JSON form had to change
 -- (U+0000, which jsonb and text refuse, is shown there as U+FFFD) or the
