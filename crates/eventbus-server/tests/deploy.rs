@@ -23,6 +23,8 @@ const SERIES: &[&str] = &[
     "eventbus_handler_duration_seconds",
     "eventbus_relay_lag_seconds",
     "eventbus_relay_published_total",
+    "eventbus_relay_rejected_total",
+    "eventbus_dead_letter_store_errors_total",
 ];
 
 #[test]
