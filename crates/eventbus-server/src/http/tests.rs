@@ -266,6 +266,30 @@ async fn bad_bodies_are_refused_and_nothing_is_written() {
     assert_eq!(s, StatusCode::BAD_REQUEST);
 }
 
+/// PostgreSQL cannot hold U+0000 in the outbox's text and jsonb columns:
+/// that is the client's event, answered 422 (not 503), and nothing is
+/// written; straight to Redis the same event is accepted (it is binary-safe).
+#[tokio::test]
+async fn nul_in_source_or_a_header_through_the_outbox_is_the_clients_mistake() {
+    let f = fixture(true).await;
+    let mut in_source = valid_event();
+    in_source["source"] = json!("svc\u{0}");
+    let mut in_header = valid_event();
+    in_header["headers"] = json!({"h": "v\u{0}"});
+    for event in [in_source, in_header] {
+        let (s, res, _) = f.post("/v1/events", &event).await;
+        assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{res}");
+        assert_eq!(res["error"]["code"], "invalid_event", "{res}");
+        assert!(
+            res["error"]["message"].as_str().unwrap().contains("U+0000"),
+            "{res}"
+        );
+        let (s, res, _) = f.post("/v1/events?direct=true", &event).await;
+        assert_eq!(s, StatusCode::CREATED, "{res}");
+    }
+    assert_eq!(f.outbox_rows().await, 0);
+}
+
 #[tokio::test]
 async fn tokens_missing_wrong_and_read_only() {
     let f = fixture(false).await;
