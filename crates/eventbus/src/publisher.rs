@@ -178,6 +178,23 @@ impl Publisher {
         ping.is_ok()
     }
 
+    /// True when Redis takes a small write in `stream`'s hash slot: an
+    /// entry in `<stream>:relay-probe` (capped at one entry). Tells a
+    /// refusal of one event (too large for the server, say) from a server
+    /// that refuses every write (out of memory, read-only, no permission).
+    pub async fn takes_writes_near(&self, stream: &str) -> bool {
+        let probe: redis::RedisResult<String> = redis::cmd("XADD")
+            .arg(format!("{stream}:relay-probe"))
+            .arg("MAXLEN")
+            .arg(1)
+            .arg("*")
+            .arg("probe")
+            .arg("1")
+            .query_async(&mut self.conn.clone())
+            .await;
+        probe.is_ok()
+    }
+
     /// This publisher's settings.
     pub fn config(&self) -> &PublisherConfig {
         &self.config

@@ -665,3 +665,66 @@ async fn an_event_redis_refuses_is_dead_lettered_and_the_rows_around_it_are_deli
     token.cancel();
     c.stop().await.unwrap();
 }
+
+/// A Redis that refuses every write (out of memory under noeviction)
+/// answers PING: the relay must not take that for a refusal of each event.
+/// Nothing is dead-lettered, the rows wait in the outbox, and once Redis
+/// takes writes again they are delivered in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redis_refusing_every_write_dead_letters_nothing() {
+    let server = RedisServer::start();
+    let url = server.url();
+    let ns = TestNamespace::new(&url, "oboom");
+    let db = TestSchema::new("oboom").await;
+    let topology = ns.topology(2);
+    record_partitions(&db, &topology, 1 << 20).await;
+    let mut admin = redis::Client::open(url.as_str())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let set_maxmemory = |n: &'static str| {
+        redis::cmd("CONFIG")
+            .arg("SET")
+            .arg("maxmemory")
+            .arg(n)
+            .clone()
+    };
+    let _: () = set_maxmemory("1").query_async(&mut admin).await.unwrap();
+    sql(&db, &good_rows(0, 100, None)).await.unwrap();
+    let (relay, token) = run_relay(&db, publisher(&url, &topology).await).await;
+    let refused = Collector::wait_until(WAIT, || {
+        relay
+            .stats()
+            .errors
+            .load(std::sync::atomic::Ordering::Relaxed)
+            >= 2
+    })
+    .await;
+    assert!(refused, "the relay never met the refusal");
+    assert_eq!(
+        relay
+            .stats()
+            .rejected
+            .load(std::sync::atomic::Ordering::Relaxed),
+        0
+    );
+    let (dead,): (i64,) = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT count(*) FROM {}",
+        db.table("eventbus_dead_letters")
+    )))
+    .fetch_one(db.pool())
+    .await
+    .unwrap();
+    assert_eq!(dead, 0, "an outage is not a bad row");
+
+    let _: () = set_maxmemory("0").query_async(&mut admin).await.unwrap();
+    let handler = Recorder::default();
+    let c = spawn(&url, &topology, ConsumerMode::Ordered, handler.clone(), &db);
+    assert_eq!(
+        handler.wait_distinct(100).await,
+        (0..100).collect::<Vec<_>>()
+    );
+    token.cancel();
+    c.stop().await.unwrap();
+}

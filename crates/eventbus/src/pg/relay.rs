@@ -269,8 +269,10 @@ impl Relay {
     }
 
     /// Publishes one event on its own: `None` when Redis took it, the
-    /// reason when Redis refused it twice while answering otherwise. An
-    /// error means Redis is unreachable.
+    /// reason when Redis refused it twice while taking other writes (a
+    /// probe entry in the same slot). An error means Redis is unreachable
+    /// or refuses every write (out of memory, read-only, no permission):
+    /// then nothing is dead-lettered and the round is retried.
     async fn publish_alone(&self, event: &Envelope) -> Result<Option<String>> {
         let mut last = None;
         for _ in 0..2 {
@@ -288,7 +290,15 @@ impl Relay {
                 }
             }
         }
-        Ok(last.map(|e| format!("Redis refused the event: {e}")))
+        let stream = self.publisher.topology().stream_key(
+            event.topic(),
+            self.publisher.topology().partition_of(&event.key),
+        );
+        match last {
+            Some(e) if !self.publisher.takes_writes_near(&stream).await => Err(e),
+            Some(e) => Ok(Some(format!("Redis refused the event: {e}"))),
+            None => Ok(None),
+        }
     }
 
     /// Dead-letters one outbox row (class `invalid`, origin `outbox`) in the
