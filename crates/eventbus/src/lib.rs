@@ -69,6 +69,7 @@ pub mod alert;
 pub mod catalog;
 pub mod deadletter;
 pub mod pg;
+pub mod retention;
 pub mod topology;
 
 pub use catalog::{Catalog, SchemaError, SchemaErrors, Validating};
