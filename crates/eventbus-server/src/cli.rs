@@ -16,6 +16,7 @@ Environment (flags win over variables):
   EVENT_BUS_PARTITIONS       partitions per topic (default 16)
   EVENT_BUS_CONSUMER_GROUP   default for `consume --group`
   EVENT_BUS_MAX_LEN          approximate stream length cap for publish (default off)
+  EVENT_BUS_STREAM_RETENTION what `eventbus trim` keeps: acked, acked:<age> or off (default acked)
   EVENT_BUS_HEARTBEAT_MS     ordered consumers' heartbeat interval (default 1000)
   EVENT_BUS_SESSION_TIMEOUT_MS  ordered consumers' session timeout (default 10000)
   EVENT_BUS_LOG              log filter (default info); logs go to stderr
@@ -84,6 +85,8 @@ pub(crate) enum Command {
     Streams(StreamsArgs),
     /// Show consumer groups: members, partition leases, pending and lag.
     Groups(crate::cli_ordered::GroupsArgs),
+    /// Trim streams to what some group still needs (ack-aware retention).
+    Trim(TrimArgs),
     /// Inspect, replay, discard and purge dead letters.
     Dlq(crate::cli_dlq::DlqArgs),
     /// Run the HTTP admin API, the relay and the dead-letter alerter.
@@ -297,6 +300,36 @@ pub(crate) struct StreamsArgs {
     /// Topics, comma-separated [default: every topic seen in the namespace].
     #[arg(long, value_delimiter = ',', value_name = "TOPIC,...")]
     pub(crate) topics: Vec<String>,
+}
+
+/// `eventbus trim`.
+#[derive(Debug, Args)]
+#[command(after_help = "\
+Per stream (every partition of every topic seen, and the groups' replay streams), trims
+the entries every consumer group has acknowledged, and never one a group still needs:
+its oldest pending entry, or the first it has not read. Prints the length before, the
+safe point (the oldest entry kept), how many entries were trimmed, and the group at the
+safe point: the one holding retention back. A stream no group reads keeps its entries 7
+days. `eventbus relay` and `eventbus serve` do not trim by themselves yet; run this from
+cron (it is safe to run from several hosts at once).")]
+pub(crate) struct TrimArgs {
+    /// acked (trim once every group acknowledged), acked:<age> (and keep at
+    /// least that long, e.g. acked:1h), or off.
+    #[arg(long, env = "EVENT_BUS_STREAM_RETENTION", default_value = "acked", value_parser = parse_retention, hide_env_values = true)]
+    pub(crate) retention: eventbus::retention::RetentionPolicy,
+    /// Report what would be trimmed; change nothing.
+    #[arg(long)]
+    pub(crate) dry_run: bool,
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    pub(crate) json: bool,
+}
+
+fn parse_retention(s: &str) -> std::result::Result<eventbus::retention::RetentionPolicy, String> {
+    eventbus::retention::RetentionPolicy::parse(s).map_err(|e| match e {
+        eventbus::Error::Config(m) => m,
+        other => other.to_string(),
+    })
 }
 
 /// `eventbus demo`.

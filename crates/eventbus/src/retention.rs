@@ -150,12 +150,16 @@ elseif ARGV[1] ~= '' and less(ARGV[1], safe) then
   safe, holder = ARGV[1], ''
 end
 local trimmed = 0
-if ARGV[3] == '1' then
+if len == 0 then
+  trimmed = 0
+elseif ARGV[3] == '1' then
   local below = redis.call('XRANGE', KEYS[1], '-', '(' .. safe, 'COUNT', len)
   trimmed = #below
 else
   trimmed = redis.call('XTRIM', KEYS[1], 'MINID', safe)
 end
+-- A group holds retention back only if entries are kept because of it.
+if len - trimmed == 0 then holder = '' end
 return {len, safe, trimmed, holder, #groups}
 "#;
 

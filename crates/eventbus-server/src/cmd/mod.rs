@@ -16,6 +16,7 @@ mod serve;
 mod serve_consumers;
 mod streams;
 mod tail;
+mod trim;
 
 use std::collections::BTreeSet;
 
@@ -37,6 +38,7 @@ pub(crate) async fn run(command: Command, settings: Settings) -> Result<()> {
         Command::Tail(args) => tail::run(args, &settings).await,
         Command::Streams(args) => streams::run(args, &settings).await,
         Command::Groups(args) => groups::run(args, &settings).await,
+        Command::Trim(args) => trim::run(args, &settings).await,
         Command::Demo(args) => demo::run(args, &settings).await,
         Command::Bench(args) => bench::run(args, &settings).await,
         Command::Migrate(args) => migrate::run(args, &settings).await,
