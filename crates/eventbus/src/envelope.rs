@@ -8,7 +8,7 @@
 
 use std::collections::BTreeMap;
 
-use chrono::{DateTime, SecondsFormat, SubsecRound, Utc};
+use chrono::{DateTime, Datelike, SecondsFormat, SubsecRound, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use uuid::Uuid;
@@ -208,10 +208,21 @@ impl Envelope {
             )
         })?;
         let key = required(4, fields::KEY)?;
-        let occurred_at = required(5, fields::OCCURRED_AT)?;
-        let occurred_at = DateTime::parse_from_rfc3339(occurred_at)
-            .map_err(|e| invalid(fields::OCCURRED_AT, format!("{occurred_at:?}: {e}")))?
-            .with_timezone(&Utc);
+        let time = required(5, fields::OCCURRED_AT)?;
+        let occurred_at = DateTime::parse_from_rfc3339(time)
+            .map_err(|e| invalid(fields::OCCURRED_AT, format!("{time:?}: {e}")))?
+            .with_timezone(&Utc)
+            // Envelopes hold microseconds, the precision the encoder writes:
+            // finer digits from another writer would not survive a re-encode.
+            .trunc_subsecs(6);
+        if !(0..=9999).contains(&occurred_at.year()) {
+            // An offset can move a valid RFC 3339 time out of its four-digit
+            // years once in UTC, where the encoder could not write it back.
+            return Err(invalid(
+                fields::OCCURRED_AT,
+                format!("{time:?} is outside the years 0000-9999 in UTC"),
+            ));
+        }
         let source = required(6, fields::SOURCE)?;
         let headers = match text(10, fields::HEADERS)? {
             None => BTreeMap::new(),
@@ -341,6 +352,17 @@ mod tests {
             .collect()
     }
 
+    /// The sample's fields with `occurred_at` written as `time`.
+    fn sample_at(time: &str) -> Vec<(Vec<u8>, Vec<u8>)> {
+        let mut f = as_bytes(&sample().to_fields());
+        for (k, v) in &mut f {
+            if k == b"occurred_at" {
+                *v = time.as_bytes().to_vec();
+            }
+        }
+        f
+    }
+
     fn decode(f: &[(Vec<u8>, Vec<u8>)]) -> Result<Envelope, DecodeError> {
         Envelope::from_fields(f.iter().map(|(k, v)| (k.as_slice(), v.as_slice())))
     }
@@ -348,6 +370,33 @@ mod tests {
     #[test]
     fn round_trips() {
         let e = sample();
+        assert_eq!(decode(&as_bytes(&e.to_fields())).unwrap(), e);
+    }
+
+    /// Found by the `envelope_fields` fuzz target: an entry written with
+    /// finer than microsecond precision decoded to an envelope that did not
+    /// survive its own encoding (which writes six digits).
+    #[test]
+    fn sub_microsecond_time_is_truncated_so_it_round_trips() {
+        let e = decode(&sample_at("2026-01-02T03:04:05.1234056+01:00")).unwrap();
+        assert_eq!(format_time(&e.occurred_at), "2026-01-02T02:04:05.123405Z");
+        assert_eq!(decode(&as_bytes(&e.to_fields())).unwrap(), e);
+    }
+
+    /// Found while checking the `envelope_fields` round trip: an offset can
+    /// carry a four-digit-year time out of RFC 3339's range in UTC, which the
+    /// encoder then writes as `-0001-…` or `+10000-…`, unreadable.
+    #[test]
+    fn time_outside_rfc3339_years_in_utc_is_invalid() {
+        for t in ["0000-01-01T00:00:00+23:59", "9999-12-31T23:59:59-23:59"] {
+            let err = decode(&sample_at(t)).unwrap_err();
+            assert_eq!(
+                (err.kind(), err.field()),
+                ("invalid_field", "occurred_at"),
+                "{t}"
+            );
+        }
+        let e = decode(&sample_at("0000-01-01T23:59:00+23:59")).unwrap();
         assert_eq!(decode(&as_bytes(&e.to_fields())).unwrap(), e);
     }
 
