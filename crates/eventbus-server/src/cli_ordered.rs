@@ -70,11 +70,18 @@ pub(crate) struct HttpArgs {
 
 /// `eventbus groups`.
 #[derive(Debug, Args)]
-#[command(after_help = "\
+#[command(
+    after_help = "\
 For each group: its members (ordered mode) with the partitions they hold and the time
 left before each is declared dead; then every partition with its owner, the lease's
-fencing token and age, and the group's pending entries and lag on it.")]
+fencing token and age, and the group's pending entries and lag on it.
+`eventbus groups delete GROUP` retires a group.",
+    args_conflicts_with_subcommands = true
+)]
 pub(crate) struct GroupsArgs {
+    /// What to do instead of showing the groups.
+    #[command(subcommand)]
+    pub(crate) action: Option<GroupsAction>,
     /// Only this group [default: every group reading the topics].
     pub(crate) group: Option<String>,
     /// Print JSON instead of tables.
@@ -89,6 +96,21 @@ pub(crate) struct GroupsArgs {
     /// changing the partition count (docs/scaling.md).
     #[arg(long)]
     pub(crate) drained: bool,
+}
+
+/// `eventbus groups …` actions.
+#[derive(Debug, clap::Subcommand)]
+pub(crate) enum GroupsAction {
+    /// Retire a group everywhere: its consumer group on every partition (so
+    /// it no longer holds stream retention back), leases, park state,
+    /// membership and replay stream. Stop its consumers first.
+    Delete {
+        /// The group.
+        group: String,
+        /// Do not ask for confirmation.
+        #[arg(long)]
+        yes: bool,
+    },
 }
 
 impl MembershipArgs {

@@ -83,6 +83,28 @@ fn trims_what_every_group_acknowledged_and_names_the_group_holding_it_back() {
     assert_eq!(off["retention"], "off");
     assert_eq!(trimmed(&off), 0);
 
+    // Retiring the group that holds retention back releases it.
+    let out = run(eventbus(&ns, &["groups", "delete", "slow"]), None);
+    assert_eq!(out.code, 2, "{}", out.stderr);
+    assert!(out.stderr.contains("give --yes"), "{}", out.stderr);
+    assert_eq!(
+        total_length(&streams_json(&ns)),
+        before - would,
+        "not deleted without --yes"
+    );
+    let out = run(eventbus(&ns, &["groups", "delete", "slow", "--yes"]), None);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(out.stdout.contains("deleted group slow"), "{}", out.stdout);
+    let released = trim(&ns, &[]);
+    assert_eq!(
+        trimmed(&released),
+        before - would,
+        "fast acknowledged everything"
+    );
+    assert_eq!(total_length(&streams_json(&ns)), 0);
+    let groups = streams_json(&ns).to_string();
+    assert!(!groups.contains("\"slow\""), "{groups}");
+
     // The table names the streams and the group.
     let out = run(eventbus(&ns, &["trim", "--dry-run"]), None);
     assert_eq!(out.code, 0);

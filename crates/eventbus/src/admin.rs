@@ -195,3 +195,75 @@ impl Tail {
         Ok(out)
     }
 }
+
+/// What [`delete_group`] removed.
+#[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
+pub struct GroupDeletion {
+    /// The group.
+    pub group: String,
+    /// Partition streams the group was destroyed on.
+    pub streams: u64,
+    /// Other keys deleted: leases, fences, park state, membership, the replay stream.
+    pub keys: u64,
+}
+
+/// Retires a consumer group everywhere in the namespace: its consumer group
+/// on every partition stream of every known topic (`XGROUP DESTROY`, so it no
+/// longer holds retention back), its partition leases and fences, its park
+/// state, its membership and its replay stream. Stop the group's consumers
+/// first: a running one creates the group again. Every command stays in one
+/// hash slot (a stream's keys share its tag), so this works on a cluster.
+pub async fn delete_group(
+    conn: &RedisConn,
+    topology: &Topology,
+    group: &str,
+) -> Result<GroupDeletion> {
+    use crate::ordered::{lease, park};
+    let mut c = conn.clone();
+    let mut done = GroupDeletion {
+        group: group.to_owned(),
+        ..Default::default()
+    };
+    let mut streams: Vec<String> = Vec::new();
+    for topic in known_topics(conn, topology).await? {
+        streams.extend((0..topology.partitions()).map(|p| topology.stream_key(&topic, p)));
+    }
+    streams.push(topology.replay_stream(group));
+    for stream in &streams {
+        let destroyed: redis::RedisResult<i64> = redis::cmd("XGROUP")
+            .arg("DESTROY")
+            .arg(stream)
+            .arg(group)
+            .query_async(&mut c)
+            .await;
+        done.streams += u64::from(destroyed.unwrap_or(0) > 0);
+        let parked = park::parked_hash(stream, group);
+        let keys: Vec<String> = redis::cmd("HKEYS").arg(&parked).query_async(&mut c).await?;
+        let mut del = redis::cmd("DEL");
+        del.arg(lease::lease_key(stream, group))
+            .arg(lease::fence_key(stream, group))
+            .arg(&parked);
+        for k in &keys {
+            del.arg(park::queue_key(stream, group, k));
+        }
+        let n: u64 = del.query_async(&mut c).await?;
+        done.keys += n;
+    }
+    let replay: u64 = redis::cmd("DEL")
+        .arg(topology.replay_stream(group))
+        .query_async(&mut c)
+        .await?;
+    let membership: u64 = redis::cmd("DEL")
+        .arg(crate::ordered::membership::members_key(topology, group))
+        .arg(crate::ordered::membership::info_key(topology, group))
+        .query_async(&mut c)
+        .await?;
+    done.keys += replay + membership;
+    tracing::info!(
+        group,
+        streams = done.streams,
+        keys = done.keys,
+        "consumer group deleted"
+    );
+    Ok(done)
+}

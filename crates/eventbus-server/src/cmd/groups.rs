@@ -4,7 +4,7 @@
 
 use eventbus::admin::GroupView;
 
-use crate::cli_ordered::GroupsArgs;
+use crate::cli_ordered::{GroupsAction, GroupsArgs};
 use crate::config::Settings;
 use crate::error::{CliError, Result};
 use crate::output;
@@ -13,11 +13,10 @@ use crate::output;
 pub(crate) async fn run(args: GroupsArgs, settings: &Settings) -> Result<()> {
     super::check_topics(&args.topics)?;
     if let Some(g) = &args.group {
-        if g.is_empty() || g.chars().any(|c| c.is_whitespace() || c == '{' || c == '}') {
-            return Err(CliError::Input(format!(
-                "{g:?} is not a group name (non-empty, without spaces or braces)"
-            )));
-        }
+        check_group(g)?;
+    }
+    if let Some(GroupsAction::Delete { group, yes }) = &args.action {
+        return delete(group, *yes, settings).await;
     }
     let topology = settings.topology()?;
     let conn = settings.connector()?.shared().await?;
@@ -228,4 +227,46 @@ mod tests {
             .split_whitespace()
             .eq(["work_item", "1", "-", "-", "-", "0", "?"]));
     }
+}
+
+fn check_group(g: &str) -> Result<()> {
+    if g.is_empty() || g.chars().any(|c| c.is_whitespace() || c == '{' || c == '}') {
+        return Err(CliError::Input(format!(
+            "{g:?} is not a group name (non-empty, without spaces or braces)"
+        )));
+    }
+    Ok(())
+}
+
+/// `eventbus groups delete GROUP [--yes]`.
+async fn delete(group: &str, yes: bool, settings: &Settings) -> Result<()> {
+    use std::io::{BufRead, IsTerminal, Write};
+    check_group(group)?;
+    let topology = settings.topology()?;
+    if !yes {
+        if !std::io::stdin().is_terminal() {
+            return Err(CliError::Input(format!(
+                "groups delete {group}: give --yes to delete without a question (stdin is not a terminal)"
+            )));
+        }
+        eprint!(
+            "Delete consumer group {group:?} in namespace {:?} (its position, pending entries, leases, park state and replays are lost)? [y/N] ",
+            topology.namespace()
+        );
+        let _ = std::io::stderr().flush();
+        let mut answer = String::new();
+        let _ = std::io::stdin().lock().read_line(&mut answer);
+        if !matches!(answer.trim(), "y" | "Y" | "yes") {
+            return Err(CliError::Input("not deleted".into()));
+        }
+    }
+    let conn = settings.connector()?.shared().await?;
+    let done = eventbus::admin::delete_group(&conn, &topology, group).await?;
+    output::write_stdout(
+        format!(
+            "deleted group {group}: destroyed on {} streams, {} other keys removed\n",
+            done.streams, done.keys
+        )
+        .as_bytes(),
+    )
 }

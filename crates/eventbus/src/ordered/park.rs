@@ -85,7 +85,7 @@ pub(crate) fn parked_hash(stream: &str, group: &str) -> String {
 
 /// The queue of a parked key's dead letters. The key is hex-encoded, so
 /// no group and key pair can name another's queue.
-fn queue_key(stream: &str, group: &str, key: &str) -> String {
+pub(crate) fn queue_key(stream: &str, group: &str, key: &str) -> String {
     let mut out = format!("{stream}:parked:{group}:q:");
     for b in key.bytes() {
         let _ = write!(out, "{b:02x}");
