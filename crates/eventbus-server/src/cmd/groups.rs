@@ -172,6 +172,48 @@ fn render(g: &GroupView) -> String {
     out
 }
 
+fn check_group(g: &str) -> Result<()> {
+    if g.is_empty() || g.chars().any(|c| c.is_whitespace() || c == '{' || c == '}') {
+        return Err(CliError::Input(format!(
+            "{g:?} is not a group name (non-empty, without spaces or braces)"
+        )));
+    }
+    Ok(())
+}
+
+/// `eventbus groups delete GROUP [--yes]`.
+async fn delete(group: &str, yes: bool, settings: &Settings) -> Result<()> {
+    use std::io::{BufRead, IsTerminal, Write};
+    check_group(group)?;
+    let topology = settings.topology()?;
+    if !yes {
+        if !std::io::stdin().is_terminal() {
+            return Err(CliError::Input(format!(
+                "groups delete {group}: give --yes to delete without a question (stdin is not a terminal)"
+            )));
+        }
+        eprint!(
+            "Delete consumer group {group:?} in namespace {:?} (its position, pending entries, leases, park state and replays are lost)? [y/N] ",
+            topology.namespace()
+        );
+        let _ = std::io::stderr().flush();
+        let mut answer = String::new();
+        let _ = std::io::stdin().lock().read_line(&mut answer);
+        if !matches!(answer.trim(), "y" | "Y" | "yes") {
+            return Err(CliError::Input("not deleted".into()));
+        }
+    }
+    let conn = settings.connector()?.shared().await?;
+    let done = eventbus::admin::delete_group(&conn, &topology, group).await?;
+    output::write_stdout(
+        format!(
+            "deleted group {group}: destroyed on {} streams, {} other keys removed\n",
+            done.streams, done.keys
+        )
+        .as_bytes(),
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use eventbus::admin::{MemberView, PartitionView};
@@ -227,46 +269,4 @@ mod tests {
             .split_whitespace()
             .eq(["work_item", "1", "-", "-", "-", "0", "?"]));
     }
-}
-
-fn check_group(g: &str) -> Result<()> {
-    if g.is_empty() || g.chars().any(|c| c.is_whitespace() || c == '{' || c == '}') {
-        return Err(CliError::Input(format!(
-            "{g:?} is not a group name (non-empty, without spaces or braces)"
-        )));
-    }
-    Ok(())
-}
-
-/// `eventbus groups delete GROUP [--yes]`.
-async fn delete(group: &str, yes: bool, settings: &Settings) -> Result<()> {
-    use std::io::{BufRead, IsTerminal, Write};
-    check_group(group)?;
-    let topology = settings.topology()?;
-    if !yes {
-        if !std::io::stdin().is_terminal() {
-            return Err(CliError::Input(format!(
-                "groups delete {group}: give --yes to delete without a question (stdin is not a terminal)"
-            )));
-        }
-        eprint!(
-            "Delete consumer group {group:?} in namespace {:?} (its position, pending entries, leases, park state and replays are lost)? [y/N] ",
-            topology.namespace()
-        );
-        let _ = std::io::stderr().flush();
-        let mut answer = String::new();
-        let _ = std::io::stdin().lock().read_line(&mut answer);
-        if !matches!(answer.trim(), "y" | "Y" | "yes") {
-            return Err(CliError::Input("not deleted".into()));
-        }
-    }
-    let conn = settings.connector()?.shared().await?;
-    let done = eventbus::admin::delete_group(&conn, &topology, group).await?;
-    output::write_stdout(
-        format!(
-            "deleted group {group}: destroyed on {} streams, {} other keys removed\n",
-            done.streams, done.keys
-        )
-        .as_bytes(),
-    )
 }
