@@ -7,7 +7,7 @@
 
 use std::collections::BTreeMap;
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, Datelike, Utc};
 use serde_json::Value;
 use uuid::Uuid;
 
@@ -72,6 +72,18 @@ impl OutboxRow {
 
     /// The event this row holds, or why it cannot be published (in words).
     pub fn to_envelope(&self, max_event_bytes: usize) -> Result<Envelope, String> {
+        // What a direct publish refuses, and what no consumer could decode:
+        // the relay does not go through the publisher's checks.
+        crate::topology::validate_event_type(&self.event_type).map_err(|e| e.to_string())?;
+        if self.key.is_empty() {
+            return Err("the event has an empty key".into());
+        }
+        if !(0..=9999).contains(&self.occurred_at.year()) {
+            return Err(format!(
+                "occurred_at {} is outside the years 0000-9999 (RFC 3339 cannot write it)",
+                self.occurred_at
+            ));
+        }
         let headers: BTreeMap<String, String> = serde_json::from_str(&self.headers)
             .map_err(|e| format!("headers are not a JSON object of strings: {e}"))?;
         let data: Value =
@@ -201,6 +213,28 @@ mod tests {
         let mut neg = row("{}", "{}");
         neg.version = -1;
         assert!(neg.to_envelope(1 << 20).unwrap_err().contains("negative"));
+    }
+
+    /// Found by the `outbox_row` fuzz target: rows the relay published as
+    /// entries no consumer can decode (an empty type; a time PostgreSQL holds
+    /// but RFC 3339 cannot write) or that a direct publish refuses (a type
+    /// not `topic.name`, an empty key). Each is refused with its reason.
+    #[test]
+    fn rows_a_consumer_could_not_decode_are_refused() {
+        let refused = |edit: &dyn Fn(&mut OutboxRow)| {
+            let mut r = row("{}", "{}");
+            edit(&mut r);
+            r.to_envelope(1 << 20).unwrap_err()
+        };
+        assert!(refused(&|r| r.event_type.clear()).contains("topic.name"));
+        assert!(refused(&|r| r.event_type = "no_dot".into()).contains("topic.name"));
+        assert!(refused(&|r| r.key.clear()).contains("empty key"));
+        for micros in [-62_198_755_200_000_000, 253_402_300_800_000_000] {
+            let e = refused(&|r| {
+                r.occurred_at = DateTime::from_timestamp_micros(micros).unwrap();
+            });
+            assert!(e.contains("0000-9999"), "{micros}: {e}");
+        }
     }
 
     #[test]
