@@ -8,7 +8,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use eventbus::pg::{
-    connect_pool, migrate, DbSchema, Inbox, InboxHandler, Outbox, OutboxConfig, Relay, RelayConfig,
+    connect_pool, migrate, DbSchema, Inbox, InboxHandler, Outbox, OutboxConfig, PoolGate, Relay,
+    RelayConfig,
 };
 use eventbus::{
     Consumer, ConsumerConfig, ConsumerMode, Delivery, Envelope, HandlerError, Publisher,
@@ -72,13 +73,15 @@ impl Pipeline {
         .map_err(|e| e.to_string())?;
         let reached = Arc::new(Mutex::new(HashMap::new()));
         let mut tasks = vec![tokio::spawn(relay.run(token.clone()))];
+        // Both consumers' handlers queue for the pool in one line.
+        let gate = PoolGate::new(pool.clone());
         for _ in 0..consumers.max(1) {
             let mut config = ConsumerConfig::new("bench-inbox", ["work_item"]);
             config.mode = ConsumerMode::Unordered;
             config.concurrency = 64;
             config.block = Duration::from_millis(500);
-            let inbox = Inbox::new(
-                pool.clone(),
+            let inbox = Inbox::with_gate(
+                gate.clone(),
                 schema,
                 Stamp {
                     reached: reached.clone(),
@@ -392,21 +395,36 @@ async fn commit_to_handler(
     let (topology, ns) = ctx.topology(&format!("oblat{rate}"))?;
     let (outbox, pipeline) = outbox_and_pipeline(ctx, &topology, pool, schema).await?;
     let count = rate * p.rate_secs;
+    // The writers are the application: a pool of their own, and a gate in
+    // front of it, so that an offered rate above what PostgreSQL sustains
+    // queues tasks (the achieved rate shows it) instead of timing out
+    // acquires and retrying their connects at once (a connection storm).
+    let writers = PoolGate::new(
+        connect_pool(&ctx.target.database_url, 8, "eventbus-bench writers")
+            .await
+            .map_err(|e| e.to_string())?,
+    );
     let committed = Arc::new(Mutex::new(HashMap::with_capacity(count as usize)));
     let meter = Meter::start(&ctx.cpu_nodes).await;
     let sent = paced(rate, count, |seq| {
-        let (pool, outbox, committed, payload) =
-            (pool.clone(), outbox.clone(), committed.clone(), p.payload);
+        let (writers, outbox, committed, payload) = (
+            writers.clone(),
+            outbox.clone(),
+            committed.clone(),
+            p.payload,
+        );
         async move {
             let e = envelope(seq, payload);
             // Over capacity, waiting for a connection is part of the
-            // offered load, not a failure: the achieved rate shows it.
-            let mut tx = loop {
-                match pool.begin().await {
+            // offered load, not a failure: the achieved rate shows it. A
+            // timed-out acquire has already backed off in the gate.
+            let mut conn = loop {
+                match writers.acquire().await {
                     Err(sqlx::Error::PoolTimedOut) => continue,
                     other => break other?,
                 }
             };
+            let mut tx = sqlx::Connection::begin(&mut **conn).await?;
             outbox.enqueue(&mut *tx, &e).await?;
             tx.commit().await?;
             committed

@@ -70,6 +70,12 @@ pub(crate) struct GlobalArgs {
     /// Schema of the eventbus tables [env: EVENT_BUS_DB_SCHEMA; default: public].
     #[arg(long, global = true, value_name = "SCHEMA")]
     pub(crate) db_schema: Option<String>,
+    /// PostgreSQL connections this process holds at most, shared by all its
+    /// parts and independent of handler concurrency
+    /// [env: EVENT_BUS_PG_POOL_SIZE; default: 6] (sizing: docs/operations.md).
+    #[arg(long, global = true, value_name = "N",
+          value_parser = clap::value_parser!(u32).range(1..=1000))]
+    pub(crate) pg_pool_size: Option<u32>,
 }
 
 /// The commands.

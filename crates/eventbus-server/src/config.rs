@@ -232,6 +232,7 @@ impl Settings {
         let pg = crate::config_pg::PgSettings::load(
             flags.database_url.as_deref(),
             flags.db_schema.as_deref(),
+            flags.pg_pool_size,
             env,
         )?;
         let schema_dir = env

@@ -5,14 +5,16 @@
 //! |----------|---------|------|
 //! | `DATABASE_URL` | none (needed by migrate, relay, outbox, `--via-outbox`, `--inbox`) | `--database-url` |
 //! | `EVENT_BUS_DB_SCHEMA` | `public` | `--db-schema` |
+//! | `EVENT_BUS_PG_POOL_SIZE` | `6` ([`eventbus::pg::DEFAULT_POOL_SIZE`]): PostgreSQL connections this process holds at most, whatever its handler concurrency | `--pg-pool-size` |
 //! | `EVENT_BUS_MAX_EVENT_BYTES` | `1048576` (1 MiB) | |
 //! | `EVENT_BUS_OUTBOX_RETENTION` | off (published rows are deleted) | `relay --retention` |
 //! | `EVENT_BUS_INBOX_RETENTION` | `7d` | |
 //! | `EVENT_BUS_FAILPOINT` | none; crash tests only: `relay-kill-after-publish:N` kills the relay between publish and commit once every N batches, `inbox-kill-mid-transaction:N` kills a `consume --sql` consumer inside its inbox transaction once every N events | |
 
+use std::sync::Arc;
 use std::time::Duration;
 
-use eventbus::pg::{connect_pool, DbSchema, Failpoint, Outbox, OutboxConfig};
+use eventbus::pg::{connect_pool, DbSchema, Failpoint, Outbox, OutboxConfig, DEFAULT_POOL_SIZE};
 use eventbus::{redact_url, Topology};
 use sqlx::PgPool;
 
@@ -23,6 +25,7 @@ use crate::error::{CliError, Result};
 pub(crate) const PG_VARS: &[&str] = &[
     "DATABASE_URL",
     "EVENT_BUS_DB_SCHEMA",
+    "EVENT_BUS_PG_POOL_SIZE",
     "EVENT_BUS_MAX_EVENT_BYTES",
     "EVENT_BUS_OUTBOX_RETENTION",
     "EVENT_BUS_INBOX_RETENTION",
@@ -46,6 +49,12 @@ pub(crate) struct PgSettings {
     pub(crate) failpoint: Option<Failpoint>,
     /// Crash tests: an inbox consumer kills itself mid-transaction once every N events.
     pub(crate) consumer_failpoint: Option<u32>,
+    /// Connections of this process's one pool (every PostgreSQL user of
+    /// the command shares it: relay workers and LISTEN, inbox, dead letters,
+    /// alerts, the HTTP API).
+    pub(crate) pool_size: u32,
+    /// The process's pool, opened by the first [`PgSettings::pool`] call.
+    pool: Arc<tokio::sync::OnceCell<PgPool>>,
 }
 
 impl std::fmt::Debug for PgSettings {
@@ -56,6 +65,7 @@ impl std::fmt::Debug for PgSettings {
             .field("max_event_bytes", &self.max_event_bytes)
             .field("outbox_retention", &self.outbox_retention)
             .field("inbox_retention", &self.inbox_retention)
+            .field("pool_size", &self.pool_size)
             .finish()
     }
 }
@@ -65,6 +75,7 @@ impl PgSettings {
     pub(crate) fn load(
         url_flag: Option<&str>,
         schema_flag: Option<&str>,
+        pool_size_flag: Option<u32>,
         env: &Env,
     ) -> Result<Self> {
         let database_url = match url_flag {
@@ -83,6 +94,16 @@ impl PgSettings {
             var: schema_var,
             reason: config_message(e),
         })?;
+        let pool_size = match pool_size_flag {
+            Some(n) => n,
+            None => env
+                .parse(
+                    "EVENT_BUS_PG_POOL_SIZE",
+                    "a number of connections from 1 to 1000",
+                    |s| s.parse::<u32>().ok().filter(|n| (1..=1000).contains(n)),
+                )?
+                .unwrap_or(DEFAULT_POOL_SIZE),
+        };
         let max_event_bytes = env
             .parse(
                 "EVENT_BUS_MAX_EVENT_BYTES",
@@ -135,6 +156,8 @@ impl PgSettings {
             inbox_retention,
             failpoint,
             consumer_failpoint,
+            pool_size,
+            pool: Arc::default(),
         })
     }
 
@@ -142,6 +165,7 @@ impl PgSettings {
     pub(crate) fn with_default_url(&self, url: &str) -> PgSettings {
         let mut s = self.clone();
         s.database_url.get_or_insert_with(|| url.to_owned());
+        s.pool = Arc::default();
         s
     }
 
@@ -161,8 +185,21 @@ impl PgSettings {
         self.database_url.as_deref().map(redact_url)
     }
 
-    /// A connection pool, or an error saying `DATABASE_URL` is needed.
+    /// The process's one connection pool, or an error saying `DATABASE_URL`
+    /// is needed. The first call opens it with `min(max_connections,
+    /// pool_size)` connections (a one-shot command needing one connection
+    /// asks for 1; long-running ones ask for [`PgSettings::pool_size`]) and
+    /// names it `eventbus <purpose>` in `pg_stat_activity.application_name`;
+    /// every later call shares it, so a process never holds more than one
+    /// pool's connections however many parts use PostgreSQL.
     pub(crate) async fn pool(&self, max_connections: u32, purpose: &str) -> Result<PgPool> {
+        self.pool
+            .get_or_try_init(|| self.open_pool(max_connections.min(self.pool_size), purpose))
+            .await
+            .cloned()
+    }
+
+    async fn open_pool(&self, max_connections: u32, purpose: &str) -> Result<PgPool> {
         let Some(url) = &self.database_url else {
             return Err(CliError::Setting {
                 var: "DATABASE_URL",
@@ -216,7 +253,7 @@ mod tests {
     use super::*;
 
     fn load(pairs: &[(&'static str, &str)]) -> Result<PgSettings> {
-        PgSettings::load(None, None, &Env::from_pairs(pairs))
+        PgSettings::load(None, None, None, &Env::from_pairs(pairs))
     }
 
     #[test]
@@ -227,6 +264,7 @@ mod tests {
         assert_eq!(s.outbox_retention, None);
         assert_eq!(s.inbox_retention, Duration::from_secs(7 * 86_400));
         assert_eq!(s.failpoint, None);
+        assert_eq!(s.pool_size, DEFAULT_POOL_SIZE);
         assert!(s.redacted_url().is_none());
     }
 
@@ -238,12 +276,14 @@ mod tests {
             ("EVENT_BUS_OUTBOX_RETENTION", "2d"),
             ("EVENT_BUS_INBOX_RETENTION", "12h"),
             ("EVENT_BUS_FAILPOINT", "relay-kill-after-publish:5"),
+            ("EVENT_BUS_PG_POOL_SIZE", "3"),
         ])
         .unwrap();
         assert_eq!(s.schema.name(), "events");
         assert_eq!(s.outbox_retention, Some(Duration::from_secs(2 * 86_400)));
         assert_eq!(s.inbox_retention, Duration::from_secs(12 * 3600));
         assert_eq!(s.failpoint, Some(Failpoint::KillAfterPublish { one_in: 5 }));
+        assert_eq!(s.pool_size, 3);
         assert!(!format!("{s:?}").contains("hunter2"));
         assert!(s.redacted_url().unwrap().contains("***"));
     }
@@ -256,6 +296,7 @@ mod tests {
             ("EVENT_BUS_OUTBOX_RETENTION", "forever"),
             ("EVENT_BUS_INBOX_RETENTION", "off"),
             ("EVENT_BUS_FAILPOINT", "boom"),
+            ("EVENT_BUS_PG_POOL_SIZE", "0"),
         ] {
             let err = load(&[(var, value)]).unwrap_err();
             assert!(err.to_string().starts_with(var), "{var}: {err}");

@@ -104,7 +104,7 @@ pub(crate) async fn run_with(
         (None, None) => Action::Print,
     };
     let inbox = if args.inbox {
-        let pool = settings.pg.pool(4, "consume --inbox").await?;
+        let pool = settings.pg.pool(settings.pg.pool_size, "consume").await?;
         if !eventbus::pg::is_migrated(
             &mut *pool.acquire().await.map_err(eventbus::Error::from)?,
             &settings.pg.schema,
@@ -123,7 +123,7 @@ pub(crate) async fn run_with(
             shutdown.clone(),
         ));
         Some(InboxGate {
-            pool,
+            gate: eventbus::pg::PoolGate::new(pool),
             schema: settings.pg.schema.clone(),
             skipped: AtomicU64::new(0),
         })
@@ -151,7 +151,7 @@ pub(crate) async fn run_with(
         // Watches the dead-letter queue while this consumer runs.
         let source = if settings.pg.has_database() {
             eventbus::alert::DlqSource::Postgres(
-                settings.pg.pool(1, "dead-letter alerts").await?,
+                settings.pg.pool(settings.pg.pool_size, "consume").await?,
                 settings.pg.schema.clone(),
             )
         } else {
@@ -167,7 +167,7 @@ pub(crate) async fn run_with(
     // With PostgreSQL configured, dead letters are also kept there, where
     // `eventbus dlq` can list, replay and discard them.
     if settings.pg.has_database() {
-        let pool = settings.pg.pool(2, "dead letters").await?;
+        let pool = settings.pg.pool(settings.pg.pool_size, "consume").await?;
         consumer = consumer.with_dead_letter_store(pool, settings.pg.schema.clone());
     }
     let stats = consumer.stats();
@@ -248,9 +248,35 @@ impl Limit {
 /// is recorded after its action succeeded (see docs/outbox.md for what this
 /// guarantees for an external command).
 struct InboxGate {
-    pool: sqlx::PgPool,
+    /// Handlers queue here for a connection, not inside the pool.
+    gate: eventbus::pg::PoolGate,
     schema: eventbus::pg::DbSchema,
     skipped: AtomicU64,
+}
+
+impl InboxGate {
+    async fn contains(&self, delivery: &Delivery) -> eventbus::Result<bool> {
+        let mut conn = self.gate.acquire().await?;
+        eventbus::pg::inbox_contains(
+            &mut **conn,
+            &self.schema,
+            &delivery.group,
+            delivery.envelope.id,
+        )
+        .await
+    }
+
+    async fn record(&self, delivery: &Delivery) -> eventbus::Result<bool> {
+        let mut conn = self.gate.acquire().await?;
+        eventbus::pg::record_inbox(
+            &mut **conn,
+            &self.schema,
+            &delivery.group,
+            delivery.envelope.id,
+            &delivery.envelope.event_type,
+        )
+        .await
+    }
 }
 
 /// Deletes inbox rows past the retention at start, then hourly.
@@ -294,14 +320,10 @@ impl Handler for CliHandler {
             }
         }
         if let Some(inbox) = &self.inbox {
-            let seen = eventbus::pg::inbox_contains(
-                &inbox.pool,
-                &inbox.schema,
-                &delivery.group,
-                delivery.envelope.id,
-            )
-            .await
-            .map_err(|e| HandlerError::retryable(format!("inbox lookup: {e}")));
+            let seen = inbox
+                .contains(&delivery)
+                .await
+                .map_err(|e| HandlerError::retryable(format!("inbox lookup: {e}")));
             match seen {
                 Ok(true) => {
                     inbox.skipped.fetch_add(1, Ordering::Relaxed);
@@ -326,15 +348,7 @@ impl Handler for CliHandler {
             Action::Http(sink) => sink.deliver(&delivery).await,
         };
         if let (Ok(()), Some(inbox)) = (&result, &self.inbox) {
-            if let Err(e) = eventbus::pg::record_inbox(
-                &inbox.pool,
-                &inbox.schema,
-                &delivery.group,
-                delivery.envelope.id,
-                &delivery.envelope.event_type,
-            )
-            .await
-            {
+            if let Err(e) = inbox.record(&delivery).await {
                 result = Err(HandlerError::retryable(format!("inbox record: {e}")));
             }
         }

@@ -79,7 +79,7 @@ pub(crate) async fn run(
 ) -> Result<()> {
     let pool = settings
         .pg
-        .pool(config.concurrency.min(32) as u32 + 2, "consume --sql")
+        .pool(settings.pg.pool_size, "consume --sql")
         .await?;
     // Check the statement once, so a typo fails at start and not per event.
     let mut tx = pool.begin().await.map_err(eventbus::Error::from)?;
@@ -104,7 +104,10 @@ pub(crate) async fn run(
         },
     );
     let inbox_stats = inbox.stats();
-    let dead_letters = settings.pg.pool(2, "dead letters").await?;
+    let dead_letters = settings
+        .pg
+        .pool(settings.pg.pool_size, "consume --sql")
+        .await?;
     let consumer = Consumer::new(connector, topology, config, inbox)?
         .with_dead_letter_store(dead_letters, settings.pg.schema.clone());
     let stats = consumer.stats();

@@ -24,7 +24,7 @@ pub(crate) async fn run(args: GroupsArgs, settings: &Settings) -> Result<()> {
     let groups = eventbus::admin::groups(&conn, &topology, &topics, args.group.as_deref()).await?;
     if args.drained {
         let backlog = if settings.pg.has_database() {
-            let pool = settings.pg.pool(1, "the outbox check").await?;
+            let pool = settings.pg.pool(1, "groups").await?;
             let status = eventbus::pg::outbox_status(&pool, &settings.pg.schema).await?;
             Some(status.iter().map(|p| p.backlog).sum::<i64>())
         } else {

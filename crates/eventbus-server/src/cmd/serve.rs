@@ -49,7 +49,7 @@ pub(crate) async fn run(args: ServeArgs, settings: &Settings) -> Result<()> {
     .await?;
     let pg = if settings.pg.has_database() {
         Some(PgState {
-            pool: settings.pg.pool(8, "serve").await?,
+            pool: settings.pg.pool(settings.pg.pool_size, "serve").await?,
             schema: settings.pg.schema.clone(),
             outbox: settings.pg.outbox(&topology)?,
         })

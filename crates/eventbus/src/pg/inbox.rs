@@ -21,7 +21,7 @@ use std::time::Duration;
 use sqlx::{PgConnection, PgExecutor, PgPool};
 use uuid::Uuid;
 
-use super::{db_error, safe, DbSchema};
+use super::{db_error, safe, DbSchema, PoolGate};
 use crate::handler::{Delivery, Handler, HandlerError};
 use crate::Result;
 
@@ -48,7 +48,7 @@ pub struct InboxStats {
 /// Wraps an [`InboxHandler`] as a consumer [`Handler`]; see the module docs.
 #[derive(Debug)]
 pub struct Inbox<H> {
-    pool: PgPool,
+    gate: PoolGate,
     insert_sql: String,
     handler: H,
     stats: Arc<InboxStats>,
@@ -56,9 +56,19 @@ pub struct Inbox<H> {
 
 impl<H: InboxHandler> Inbox<H> {
     /// An inbox in `schema`. The group recorded is the delivery's group.
+    ///
+    /// Handlers wait for a connection in a [`PoolGate`] sized to the pool,
+    /// so a consumer with many more handlers than connections opens at most
+    /// the pool's connections and never cuts a connect off half-way.
     pub fn new(pool: PgPool, schema: &DbSchema, handler: H) -> Self {
+        Self::with_gate(PoolGate::new(pool), schema, handler)
+    }
+
+    /// An inbox sharing `gate` (and its pool) with other users of the pool,
+    /// so that together they queue in one line.
+    pub fn with_gate(gate: PoolGate, schema: &DbSchema, handler: H) -> Self {
         Inbox {
-            pool,
+            gate,
             insert_sql: insert_sql(schema),
             handler,
             stats: Arc::default(),
@@ -84,7 +94,14 @@ fn retryable(what: &str, e: impl std::fmt::Display) -> HandlerError {
 
 impl<H: InboxHandler> Handler for Inbox<H> {
     async fn handle(&self, delivery: Delivery) -> Result<(), HandlerError> {
-        let mut tx = self.pool.begin().await.map_err(|e| retryable("begin", e))?;
+        let mut conn = self
+            .gate
+            .acquire()
+            .await
+            .map_err(|e| retryable("connection", e))?;
+        let mut tx = sqlx::Connection::begin(&mut **conn)
+            .await
+            .map_err(|e| retryable("begin", e))?;
         let inserted = sqlx::query(safe(&self.insert_sql))
             .bind(&delivery.group)
             .bind(delivery.envelope.id)

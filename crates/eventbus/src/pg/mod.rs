@@ -5,6 +5,7 @@
 //! matter. Functions take `impl PgExecutor` (or a connection) so they join
 //! the caller's transaction.
 
+mod gate;
 mod inbox;
 mod migrate;
 mod outbox;
@@ -16,6 +17,7 @@ use std::time::Duration;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::PgPool;
 
+pub use gate::{GatedConnection, PoolGate};
 pub use inbox::{cleanup_inbox, inbox_contains, record_inbox, Inbox, InboxHandler, InboxStats};
 pub use migrate::{
     is_migrated, migrate, migrations, read_settings, record_settings, Migration, OutboxSettings,
@@ -79,7 +81,25 @@ impl DbSchema {
     }
 }
 
-/// Opens a connection pool. `application_name` shows in `pg_stat_activity`.
+/// The default size of a process's pool: small, so that several relays and
+/// consumers per group fit in PostgreSQL's default `max_connections = 100`
+/// (docs/operations.md, "Sizing PostgreSQL connections").
+pub const DEFAULT_POOL_SIZE: u32 = 6;
+
+/// How long one `acquire` may take, connect included. Long enough that a
+/// connect to a busy server completes instead of being cut off and retried;
+/// tasks queue in a [`PoolGate`] before it starts, not inside it.
+pub const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Opens a connection pool of at most `max_connections` (at least 1).
+/// `application_name` shows in `pg_stat_activity`.
+///
+/// Idle connections are not pinged before use (`test_before_acquire` off):
+/// a ping inside a waiter's deadline is cut off when the deadline passes,
+/// which closes a good connection and opens a slot that the next waiter
+/// reconnects; a dead connection shows as a failed statement instead, which
+/// every caller retries with backoff. Many tasks sharing a small pool should
+/// wait in a [`PoolGate`].
 ///
 /// TLS is used when the URL asks for it (`sslmode=require`, `verify-ca`,
 /// `verify-full`; `sslrootcert=` for a private CA). Without `sslmode`, the
@@ -109,8 +129,9 @@ pub async fn connect_pool(
     };
     let options = options.application_name(application_name);
     PgPoolOptions::new()
-        .max_connections(max_connections)
-        .acquire_timeout(Duration::from_secs(5))
+        .max_connections(max_connections.max(1))
+        .acquire_timeout(ACQUIRE_TIMEOUT)
+        .test_before_acquire(false)
         .connect_with(options)
         .await
         .map_err(|source| Error::DatabaseUnreachable {

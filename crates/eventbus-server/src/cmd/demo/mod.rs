@@ -72,7 +72,7 @@ pub(crate) async fn run(args: DemoArgs, settings: &Settings) -> Result<()> {
     let pool = settings
         .pg
         .with_default_url(LOCAL_DATABASE_URL)
-        .pool(8, "demo")
+        .pool(settings.pg.pool_size, "demo")
         .await?;
     let schema = DbSchema::new(format!("demo_{}", &suffix[..8]))?;
     eventbus::pg::migrate(
