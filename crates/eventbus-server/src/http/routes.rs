@@ -1,6 +1,6 @@
 //! The handlers. Each returns JSON or an [`HttpError`].
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -15,6 +15,7 @@ use eventbus::deadletter::{
     parse_error_class, DeadLetterFilter, DeadLetterStatus, DeadLetterStore, ReplayOptions,
 };
 use eventbus::Envelope;
+use eventbus_server::events_body;
 use serde::Deserialize;
 use serde_json::{json, Value};
 use uuid::Uuid;
@@ -30,39 +31,6 @@ const ACTOR: &str = "api";
 /// How long a readiness probe waits for each service.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
 
-/// The body of `POST /v1/events`, one event.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct EventIn {
-    #[serde(rename = "type")]
-    event_type: String,
-    key: String,
-    data: Value,
-    version: Option<u32>,
-    id: Option<Uuid>,
-    source: Option<String>,
-    headers: Option<BTreeMap<String, String>>,
-    correlation_id: Option<String>,
-    causation_id: Option<String>,
-    traceparent: Option<String>,
-}
-
-impl EventIn {
-    fn into_envelope(self) -> Envelope {
-        let mut e = Envelope::new(self.event_type, self.key, self.data);
-        if let Some(id) = self.id {
-            e.id = id;
-        }
-        e.version = self.version.unwrap_or(1);
-        e.source = self.source.unwrap_or_else(|| "eventbus-api".to_owned());
-        e.headers = self.headers.unwrap_or_default();
-        e.correlation_id = self.correlation_id;
-        e.causation_id = self.causation_id;
-        e.traceparent = self.traceparent;
-        e
-    }
-}
-
 /// Query of `POST /v1/events`.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -71,16 +39,18 @@ pub(crate) struct PublishQuery {
     direct: bool,
 }
 
-fn body_json(body: Result<Bytes, BytesRejection>) -> HttpResult<Value> {
-    let bytes = body.map_err(|r| {
+fn body_bytes(body: Result<Bytes, BytesRejection>) -> HttpResult<Bytes> {
+    body.map_err(|r| {
         if r.status() == StatusCode::PAYLOAD_TOO_LARGE {
             HttpError::TooLarge
         } else {
             HttpError::BadRequest(r.body_text())
         }
-    })?;
-    serde_json::from_slice(&bytes)
-        .map_err(|e| HttpError::BadRequest(format!("the body is not valid JSON: {e}")))
+    })
+}
+
+fn body_json(body: Result<Bytes, BytesRejection>) -> HttpResult<Value> {
+    events_body::parse_json(&body_bytes(body)?).map_err(HttpError::BadRequest)
 }
 
 fn query<T>(q: Result<Query<T>, QueryRejection>) -> HttpResult<T> {
@@ -96,27 +66,7 @@ pub(crate) async fn post_events(
     body: Result<Bytes, BytesRejection>,
 ) -> HttpResult<impl IntoResponse> {
     let q = query(q)?;
-    let body = body_json(body)?;
-    let items = match body {
-        Value::Object(mut o) if o.contains_key("events") => match o.remove("events") {
-            Some(Value::Array(items)) if o.is_empty() => items,
-            _ => {
-                return Err(HttpError::BadRequest(
-                    "a batch is {\"events\": [event, ...]} and nothing else".into(),
-                ))
-            }
-        },
-        one => vec![one],
-    };
-    if items.is_empty() {
-        return Err(HttpError::BadRequest("the batch holds no events".into()));
-    }
-    let mut events = Vec::with_capacity(items.len());
-    for (i, item) in items.into_iter().enumerate() {
-        let e: EventIn = serde_json::from_value(item)
-            .map_err(|e| HttpError::BadRequest(format!("event {i}: {e}")))?;
-        events.push(e.into_envelope());
-    }
+    let events = events_body::parse_events(&body_bytes(body)?).map_err(HttpError::BadRequest)?;
     let mut details = Vec::new();
     for (i, e) in events.iter().enumerate() {
         let problem = match app.catalog.validate(e) {

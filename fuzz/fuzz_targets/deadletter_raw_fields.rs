@@ -1,0 +1,4 @@
+//! See docs/fuzzing.md and `eventbus_fuzz::checks::deadletter_raw_fields`.
+#![no_main]
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| eventbus_fuzz::checks::deadletter_raw_fields(data));

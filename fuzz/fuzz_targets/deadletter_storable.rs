@@ -1,0 +1,4 @@
+//! See docs/fuzzing.md and `eventbus_fuzz::checks::deadletter_storable`.
+#![no_main]
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| eventbus_fuzz::checks::deadletter_storable(data));
