@@ -20,6 +20,12 @@ pub const DEAD_LETTER_ERROR_CAP: usize = 4096;
 /// each dead letter nothing instead of a connect timeout.
 const STORE_RETRY_AFTER: Duration = Duration::from_secs(5);
 
+/// The longest a dead letter waits for the PostgreSQL store (a free pool
+/// connection, or a connect to a server that is down) before the Redis copy
+/// is the durable one: a store outage delays a partition by this, once per
+/// [`STORE_RETRY_AFTER`], not by the pool's acquire timeout per event.
+const STORE_TIMEOUT: Duration = Duration::from_secs(3);
+
 /// Writes dead letters. Cheap to clone.
 #[derive(Debug, Clone)]
 pub struct DeadLetterWriter {
@@ -84,10 +90,11 @@ impl DeadLetterWriter {
             None => None,
         };
         if let Some((pool, schema)) = store {
-            match self
-                .record_pg(pool, schema, f, &message, first, now, id)
+            let stored = self.record_pg(pool, schema, f, &message, first, now, id);
+            let stored = tokio::time::timeout(STORE_TIMEOUT, stored)
                 .await
-            {
+                .unwrap_or(Err(crate::Error::Database(sqlx::Error::PoolTimedOut)));
+            match stored {
                 Ok(row_id) => {
                     id = row_id;
                     in_store = true;
