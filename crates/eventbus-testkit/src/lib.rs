@@ -84,3 +84,24 @@ pub use namespace::{shared_redis_url, TestNamespace};
 pub use pg::{shared_database_url, ResultWriter, TestSchema};
 pub use pg_server::PgServer;
 pub use redis_server::RedisServer;
+
+/// A consumer configuration with test-friendly timings, in either mode:
+/// 100 ms blocking reads, idle entries claimed after 400 ms (checked every
+/// 100 ms), 100 ms heartbeats, a 1 s session timeout, 5 s to drain on stop.
+/// Callers set the retry policy and anything else their test is about.
+pub fn fast_config(
+    group: &str,
+    topics: &[&str],
+    mode: eventbus::ConsumerMode,
+) -> eventbus::ConsumerConfig {
+    use std::time::Duration;
+    let mut c = eventbus::ConsumerConfig::new(group, topics.iter().copied());
+    c.mode = mode;
+    c.block = Duration::from_millis(100);
+    c.claim_idle = Duration::from_millis(400);
+    c.claim_interval = Duration::from_millis(100);
+    c.heartbeat_interval = Duration::from_millis(100);
+    c.session_timeout = Duration::from_secs(1);
+    c.shutdown_timeout = Duration::from_secs(5);
+    c
+}

@@ -14,20 +14,13 @@ use eventbus::{
 };
 use eventbus_testkit::conformance::{publisher, Running};
 use eventbus_testkit::{
-    shared_redis_url, Collector, PgServer, RedisServer, TestNamespace, TestSchema,
+    fast_config, shared_redis_url, Collector, PgServer, RedisServer, TestNamespace, TestSchema,
 };
 
 const WAIT: Duration = Duration::from_secs(60);
 
 fn config(group: &str, mode: ConsumerMode, attempts: u32) -> ConsumerConfig {
-    let mut c = ConsumerConfig::new(group, ["work_item"]);
-    c.mode = mode;
-    c.block = Duration::from_millis(100);
-    c.claim_idle = Duration::from_millis(400);
-    c.claim_interval = Duration::from_millis(100);
-    c.heartbeat_interval = Duration::from_millis(100);
-    c.session_timeout = Duration::from_secs(1);
-    c.shutdown_timeout = Duration::from_secs(5);
+    let mut c = fast_config(group, &["work_item"], mode);
     c.retry = RetryPolicy {
         max_attempts: attempts,
         backoff: Backoff::Schedule(vec![Duration::from_millis(30)]),

@@ -13,20 +13,15 @@ use eventbus::{
     Backoff, ConsumerConfig, ConsumerMode, Delivery, Envelope, Handler, HandlerError, RetryPolicy,
 };
 use eventbus_testkit::conformance::{publisher, Running};
-use eventbus_testkit::{shared_redis_url, Collector, TestNamespace, TestSchema};
+use eventbus_testkit::{fast_config, shared_redis_url, Collector, TestNamespace, TestSchema};
 
 const WAIT: Duration = Duration::from_secs(60);
 /// One partition: every key of the test shares it.
 const PARTITIONS: u32 = 1;
 
 fn config(park: bool) -> ConsumerConfig {
-    let mut c = ConsumerConfig::new("g", ["work_item"]);
-    c.block = Duration::from_millis(100);
+    let mut c = fast_config("g", &["work_item"], ConsumerMode::Ordered);
     c.claim_idle = Duration::from_millis(800);
-    c.claim_interval = Duration::from_millis(100);
-    c.heartbeat_interval = Duration::from_millis(100);
-    c.session_timeout = Duration::from_secs(1);
-    c.shutdown_timeout = Duration::from_secs(5);
     c.retry = RetryPolicy {
         max_attempts: 3,
         backoff: Backoff::Schedule(vec![Duration::from_millis(200)]),

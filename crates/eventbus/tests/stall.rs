@@ -19,21 +19,16 @@ use eventbus::{
     PublisherConfig, RedisConnector, RedisOptions, RetryPolicy, Topology,
 };
 use eventbus_testkit::conformance::{publisher, Running};
-use eventbus_testkit::{shared_redis_url, Collector, RedisServer, TestNamespace, TestSchema};
+use eventbus_testkit::{
+    fast_config, shared_redis_url, Collector, RedisServer, TestNamespace, TestSchema,
+};
 use tokio_util::sync::CancellationToken;
 
 const WAIT: Duration = Duration::from_secs(90);
 const BEHIND: usize = 1000;
 
 fn config(mode: ConsumerMode) -> ConsumerConfig {
-    let mut c = ConsumerConfig::new("g", ["work_item"]);
-    c.mode = mode;
-    c.block = Duration::from_millis(100);
-    c.claim_idle = Duration::from_millis(400);
-    c.claim_interval = Duration::from_millis(100);
-    c.heartbeat_interval = Duration::from_millis(100);
-    c.session_timeout = Duration::from_secs(1);
-    c.shutdown_timeout = Duration::from_secs(5);
+    let mut c = fast_config("g", &["work_item"], mode);
     c.retry = RetryPolicy {
         max_attempts: 2,
         backoff: Backoff::Schedule(vec![Duration::from_millis(20)]),
