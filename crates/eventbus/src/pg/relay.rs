@@ -216,21 +216,26 @@ impl Relay {
         claimed.sort_by_key(|r| r.id); // RETURNING order is unspecified
                                        // Rows that cannot become events are dead-lettered in this
                                        // transaction; the rest keep their order.
+                                       // `events[i]` is the event of `rows[i]`; no envelope is copied.
         let mut events = Vec::with_capacity(claimed.len());
+        let mut rows = Vec::with_capacity(claimed.len());
         let mut rejected = Vec::new();
         for row in claimed {
-            match row.to_envelope(self.max_event_bytes()).and_then(|e| {
+            let event = row.to_envelope(self.max_event_bytes()).and_then(|e| {
                 self.publisher
                     .check(&e)
                     .map(|()| e)
                     .map_err(|e| e.to_string())
-            }) {
-                Ok(e) => events.push((row, e)),
+            });
+            match event {
+                Ok(e) => {
+                    events.push(e);
+                    rows.push(row);
+                }
                 Err(reason) => rejected.push((row, reason)),
             }
         }
-        let batch: Vec<Envelope> = events.iter().map(|(_, e)| e.clone()).collect();
-        if let Err(e) = self.publisher.publish_batch_once(&batch).await {
+        if let Err(e) = self.publisher.publish_batch_once(&events).await {
             // Either Redis is unreachable (give up this round: the rollback
             // republishes the batch later) or it refused some entry: find
             // which, one at a time, and dead-letter only those.
@@ -239,9 +244,9 @@ impl Relay {
             }
             tracing::warn!(partition, error = %e, "Redis refused a batch; publishing its events one at a time");
             let mut kept = Vec::with_capacity(events.len());
-            for (row, event) in events {
+            for (row, event) in rows.into_iter().zip(events) {
                 match self.publish_alone(&event).await? {
-                    None => kept.push((row, event)),
+                    None => kept.push(event),
                     Some(reason) => rejected.push((row, reason)),
                 }
             }
@@ -253,7 +258,7 @@ impl Relay {
             }
         }
         for (row, reason) in &rejected {
-            self.reject(&mut tx, row, reason).await?;
+            record_rejected(&mut tx, &self.schema, row, reason).await?;
         }
         tx.commit().await?;
         self.count_rejected(&rejected);
@@ -299,17 +304,6 @@ impl Relay {
             Some(e) => Ok(Some(format!("Redis refused the event: {e}"))),
             None => Ok(None),
         }
-    }
-
-    /// Dead-letters one outbox row (class `invalid`, origin `outbox`) in the
-    /// relay's transaction: the row as written, and why.
-    async fn reject(
-        &self,
-        tx: &mut sqlx::PgConnection,
-        row: &OutboxRow,
-        reason: &str,
-    ) -> Result<()> {
-        record_rejected(tx, &self.schema, row, reason).await
     }
 
     fn count_rejected(&self, rejected: &[(OutboxRow, String)]) {
