@@ -102,15 +102,15 @@ pub struct TrimReport {
     pub trimmed: u64,
     /// The group whose position is the safe point: it holds retention back.
     pub held_by: Option<String>,
-    /// Groups on the stream.
-    pub groups: u64,
+    /// The groups reading the stream.
+    pub groups: Vec<String>,
 }
 
 /// Computes the safe point and trims to it, atomically. ARGV: [1] the
 /// oldest id the age rule allows trimming below ("" = no age rule),
 /// [2] the id below which a stream without groups is trimmed ("" = never),
 /// [3] "1" for a dry run. Returns {length, safe point or "", trimmed,
-/// holding group or "", groups}.
+/// holding group or "", group names}.
 const TRIM: &str = r#"
 local function parse(id)
   local ms, seq = string.match(id, '^(%d+)-(%d+)$')
@@ -125,10 +125,10 @@ local function after(id)
   local ms, seq = parse(id)
   return string.format('%d-%d', ms, seq + 1)
 end
-if redis.call('EXISTS', KEYS[1]) == 0 then return {0, '', 0, '', 0} end
+if redis.call('EXISTS', KEYS[1]) == 0 then return {0, '', 0, '', {}} end
 local len = redis.call('XLEN', KEYS[1])
 local groups = redis.call('XINFO', 'GROUPS', KEYS[1])
-local safe, holder = nil, ''
+local safe, holder, names = nil, '', {}
 for _, g in ipairs(groups) do
   local name, pending, last
   for i = 1, #g, 2 do
@@ -136,6 +136,7 @@ for _, g in ipairs(groups) do
     elseif g[i] == 'pending' then pending = g[i + 1]
     elseif g[i] == 'last-delivered-id' then last = g[i + 1] end
   end
+  table.insert(names, name)
   local floor = after(last)
   if pending > 0 then
     local summary = redis.call('XPENDING', KEYS[1], name)
@@ -144,7 +145,7 @@ for _, g in ipairs(groups) do
   if safe == nil or less(floor, safe) then safe, holder = floor, name end
 end
 if #groups == 0 then
-  if ARGV[2] == '' then return {len, '', 0, '', 0} end
+  if ARGV[2] == '' then return {len, '', 0, '', {}} end
   safe = ARGV[2]
 elseif ARGV[1] ~= '' and less(ARGV[1], safe) then
   safe, holder = ARGV[1], ''
@@ -160,7 +161,7 @@ else
 end
 -- A group holds retention back only if entries are kept because of it.
 if len - trimmed == 0 then holder = '' end
-return {len, safe, trimmed, holder, #groups}
+return {len, safe, trimmed, holder, names}
 "#;
 
 /// Trims one stream by `policy` (nothing when retention is off).
@@ -181,7 +182,7 @@ pub async fn trim_stream(
             safe_point: None,
             trimmed: 0,
             held_by: None,
-            groups: 0,
+            groups: Vec::new(),
         });
     };
     let now_ms = chrono::Utc::now().timestamp_millis().max(0) as u128;
@@ -191,7 +192,7 @@ pub async fn trim_stream(
     } else {
         before(acked_after)
     };
-    let (length_before, safe, trimmed, holder, groups): (u64, String, u64, String, u64) =
+    let (length_before, safe, trimmed, holder, groups): (u64, String, u64, String, Vec<String>) =
         redis::Script::new(TRIM)
             .key(stream)
             .arg(age_floor)
@@ -199,7 +200,7 @@ pub async fn trim_stream(
             .arg(if dry_run { "1" } else { "0" })
             .invoke_async(&mut conn.clone())
             .await?;
-    if groups == 0 && trimmed > 0 {
+    if groups.is_empty() && trimmed > 0 {
         metrics::counter!("eventbus_stream_unread_trimmed_total").increment(trimmed);
         tracing::warn!(
             stream, trimmed, keep = ?policy.unread_keep, dry_run,
@@ -239,19 +240,7 @@ pub async fn trim_all(
         for p in 0..topology.partitions() {
             let stream = topology.stream_key(topic, p);
             let report = trim_stream(conn, &stream, policy, dry_run).await?;
-            if report.groups > 0 {
-                let info: redis::RedisResult<Vec<std::collections::HashMap<String, redis::Value>>> =
-                    redis::cmd("XINFO")
-                        .arg("GROUPS")
-                        .arg(&stream)
-                        .query_async(&mut conn.clone())
-                        .await;
-                for g in info.unwrap_or_default() {
-                    if let Some(redis::Value::BulkString(name)) = g.get("name") {
-                        groups.insert(String::from_utf8_lossy(name).into_owned());
-                    }
-                }
-            }
+            groups.extend(report.groups.iter().cloned());
             reports.push(report);
         }
     }

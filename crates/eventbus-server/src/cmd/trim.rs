@@ -37,11 +37,11 @@ fn table(reports: &[TrimReport], dry_run: bool) -> String {
             r.length_before.to_string(),
             r.safe_point.clone().unwrap_or_else(|| "-".into()),
             r.trimmed.to_string(),
-            match (&r.held_by, r.groups) {
-                (Some(g), _) => g.clone(),
-                (None, 0) => "(no group)".into(),
-                (None, _) if r.trimmed == r.length_before => "-".into(),
-                (None, _) => "(age)".into(),
+            match &r.held_by {
+                Some(g) => g.clone(),
+                None if r.groups.is_empty() => "(no group)".into(),
+                None if r.trimmed == r.length_before => "-".into(),
+                None => "(age)".into(),
             },
         ]);
     }
