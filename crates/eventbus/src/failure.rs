@@ -220,7 +220,7 @@ async fn fetch_raw_fields(
     id: &str,
 ) -> Option<Vec<crate::deadletter::RawField>> {
     let reply = xrange_one(conn, stream, id).await?;
-    crate::deadletter::raw_entries(reply)
+    crate::reply::parse_raw_entries(&reply)
         .into_iter()
         .next()
         .map(|(_, fields)| fields)

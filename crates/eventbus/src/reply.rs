@@ -48,6 +48,36 @@ pub(crate) fn parse_entry(v: &Value) -> Option<RawEntry> {
     Some(RawEntry { id, decoded })
 }
 
+/// The entries of an `XRANGE` reply as `(id, exact fields)`, undecoded:
+/// for keeping an entry that is not an envelope byte for byte.
+pub(crate) fn parse_raw_entries(v: &Value) -> Vec<(String, Vec<crate::deadletter::RawField>)> {
+    let Value::Array(entries) = v else {
+        return Vec::new();
+    };
+    let owned = |(k, v): (&[u8], &[u8])| (k.to_vec(), v.to_vec());
+    entries
+        .iter()
+        .filter_map(|entry| {
+            let Value::Array(parts) = entry else {
+                return None;
+            };
+            let id = as_string(parts.first()?)?;
+            let fields = match parts.get(1)? {
+                Value::Array(kv) => kv
+                    .chunks_exact(2)
+                    .map(|c| Some(owned((as_bytes(&c[0])?, as_bytes(&c[1])?))))
+                    .collect::<Option<Vec<_>>>()?,
+                Value::Map(kv) => kv
+                    .iter()
+                    .map(|(k, v)| Some(owned((as_bytes(k)?, as_bytes(v)?))))
+                    .collect::<Option<Vec<_>>>()?,
+                _ => return None,
+            };
+            Some((id, fields))
+        })
+        .collect()
+}
+
 /// Parses an `XREAD`/`XREADGROUP` reply into `(stream, entries)` pairs. A
 /// nil reply (the block timed out) is an empty list.
 pub(crate) fn parse_read(v: &Value) -> Vec<(String, Vec<RawEntry>)> {

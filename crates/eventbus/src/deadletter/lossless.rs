@@ -61,41 +61,6 @@ pub fn decode_raw_fields(bytes: &[u8]) -> Option<Vec<RawField>> {
     rest.is_empty().then_some(out)
 }
 
-/// The entries of an `XRANGE` reply as `(id, exact fields)`.
-pub(crate) fn raw_entries(reply: redis::Value) -> Vec<(String, Vec<RawField>)> {
-    let bytes = |v: redis::Value| match v {
-        redis::Value::BulkString(b) => Some(b),
-        redis::Value::SimpleString(s) => Some(s.into_bytes()),
-        _ => None,
-    };
-    let redis::Value::Array(entries) = reply else {
-        return Vec::new();
-    };
-    entries
-        .into_iter()
-        .filter_map(|entry| {
-            let redis::Value::Array(parts) = entry else {
-                return None;
-            };
-            let mut parts = parts.into_iter();
-            let id = String::from_utf8(bytes(parts.next()?)?).ok()?;
-            let pairs: Vec<(redis::Value, redis::Value)> = match parts.next()? {
-                redis::Value::Array(kv) => {
-                    let mut it = kv.into_iter();
-                    std::iter::from_fn(|| Some((it.next()?, it.next()?))).collect()
-                }
-                redis::Value::Map(kv) => kv,
-                _ => return None,
-            };
-            let fields = pairs
-                .into_iter()
-                .map(|(k, v)| Some((bytes(k)?, bytes(v)?)))
-                .collect::<Option<Vec<_>>>()?;
-            Some((id, fields))
-        })
-        .collect()
-}
-
 /// An envelope's stream fields as raw bytes.
 pub fn envelope_fields(e: &Envelope) -> Vec<RawField> {
     e.to_fields()

@@ -27,7 +27,6 @@ use uuid::Uuid;
 use crate::envelope::Envelope;
 use crate::handler::ErrorClass;
 
-pub(crate) use lossless::raw_entries;
 pub use lossless::{
     decode_raw_fields, encode_raw_fields, envelope_fields, nul_free, nul_free_json, restore,
     storable, RawField, ShownField,

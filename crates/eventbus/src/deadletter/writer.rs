@@ -246,7 +246,7 @@ impl DeadLetterWriter {
                 .arg(500)
                 .query_async(&mut self.redis.clone())
                 .await?;
-            let entries = super::raw_entries(reply);
+            let entries = crate::reply::parse_raw_entries(&reply);
             let Some((last, _)) = entries.last() else {
                 return Ok(copied);
             };
