@@ -16,7 +16,8 @@ Environment (flags win over variables):
   EVENT_BUS_PARTITIONS       partitions per topic (default 16)
   EVENT_BUS_CONSUMER_GROUP   default for `consume --group`
   EVENT_BUS_MAX_LEN          approximate stream length cap for publish (default off)
-  EVENT_BUS_STREAM_RETENTION what `eventbus trim` keeps: acked, acked:<age> or off (default acked)
+  EVENT_BUS_STREAM_RETENTION what relay, serve and `trim` keep: acked, acked:<age> or off (default acked)
+  EVENT_BUS_TRIM_INTERVAL    how often relay and serve trim (default 10s)
   EVENT_BUS_HEARTBEAT_MS     ordered consumers' heartbeat interval (default 1000)
   EVENT_BUS_SESSION_TIMEOUT_MS  ordered consumers' session timeout (default 10000)
   EVENT_BUS_LOG              log filter (default info); logs go to stderr
@@ -316,8 +317,9 @@ the entries every consumer group has acknowledged, and never one a group still n
 its oldest pending entry, or the first it has not read. Prints the length before, the
 safe point (the oldest entry kept), how many entries were trimmed, and the group at the
 safe point: the one holding retention back. A stream no group reads keeps its entries 7
-days. `eventbus relay` and `eventbus serve` do not trim by themselves yet; run this from
-cron (it is safe to run from several hosts at once).")]
+days. `eventbus relay` and `eventbus serve` trim the same way every
+EVENT_BUS_TRIM_INTERVAL by themselves; this command trims now, and is safe to run from
+several hosts at once.")]
 pub(crate) struct TrimArgs {
     /// acked (trim once every group acknowledged), acked:<age> (and keep at
     /// least that long, e.g. acked:1h), or off.

@@ -13,7 +13,9 @@
 //! | `EVENT_BUS_NAMESPACE` | `eventbus` | `--namespace` |
 //! | `EVENT_BUS_PARTITIONS` | `16` | `--partitions` |
 //! | `EVENT_BUS_CONSUMER_GROUP` | none | `consume --group` |
-//! | `EVENT_BUS_MAX_LEN` | off (no trimming) | `publish --max-len` |
+//! | `EVENT_BUS_MAX_LEN` | off (no length cap) | `publish --max-len` |
+//! | `EVENT_BUS_STREAM_RETENTION` | `acked` | `trim --retention` |
+//! | `EVENT_BUS_TRIM_INTERVAL` | `10s` | |
 //! | `EVENT_BUS_LOG` | `info` | |
 //! | `EVENT_BUS_LOG_FORMAT` | `text` on a terminal, `json` otherwise | |
 //! | `EVENT_BUS_SCHEMA_DIR` | none: the event catalogue built in | |
@@ -43,6 +45,8 @@ const VARS: &[&str] = &[
     "EVENT_BUS_CONSUMER_GROUP",
     "EVENT_BUS_RETRY_ATTEMPTS",
     "EVENT_BUS_MAX_LEN",
+    "EVENT_BUS_STREAM_RETENTION",
+    "EVENT_BUS_TRIM_INTERVAL",
     "EVENT_BUS_LOG",
     "EVENT_BUS_LOG_FORMAT",
     "EVENT_BUS_SCHEMA_DIR",
@@ -140,6 +144,9 @@ pub(crate) struct Settings {
     pub(crate) consumer_group: Option<String>,
     /// Approximate stream length cap for publishing; `None` never trims.
     pub(crate) max_len: Option<usize>,
+    /// Ack-aware retention, run by `relay`, `serve` and `consume` in the
+    /// background (`None`: retention off, only the gauges are refreshed).
+    pub(crate) trim: eventbus::retention::TrimmerConfig,
     /// Logging.
     pub(crate) log: LogSettings,
     /// Dead-letter alerting.
@@ -162,6 +169,7 @@ impl std::fmt::Debug for Settings {
             .field("partitions", &self.partitions)
             .field("consumer_group", &self.consumer_group)
             .field("max_len", &self.max_len)
+            .field("trim", &self.trim)
             .field("log", &self.log)
             .field("schema_dir", &self.schema_dir)
             .finish()
@@ -217,6 +225,7 @@ impl Settings {
             s.parse::<usize>().ok().filter(|n| *n > 0)
         })?;
         let consumer_group = env.get("EVENT_BUS_CONSUMER_GROUP")?;
+        let trim = trim_settings(env)?;
 
         let filter = env
             .get("EVENT_BUS_LOG")?
@@ -257,6 +266,7 @@ impl Settings {
             partitions,
             consumer_group,
             max_len,
+            trim,
             log: LogSettings { filter, format },
         })
     }
@@ -312,6 +322,27 @@ fn strip_config_prefix(e: &eventbus::Error) -> String {
         eventbus::Error::Config(m) => m.clone(),
         other => other.to_string(),
     }
+}
+
+/// `EVENT_BUS_STREAM_RETENTION` and `EVENT_BUS_TRIM_INTERVAL`.
+fn trim_settings(env: &Env) -> Result<eventbus::retention::TrimmerConfig> {
+    use eventbus::retention::{parse_duration, RetentionPolicy, TrimmerConfig};
+    let mut trim = TrimmerConfig::default();
+    if let Some(raw) = env.get("EVENT_BUS_STREAM_RETENTION")? {
+        trim.policy = RetentionPolicy::parse(&raw).map_err(|e| CliError::Setting {
+            var: "EVENT_BUS_STREAM_RETENTION",
+            reason: strip_config_prefix(&e),
+        })?;
+    }
+    let interval = env.parse(
+        "EVENT_BUS_TRIM_INTERVAL",
+        "a duration between 1s and 1d (e.g. 10s, 5m)",
+        |s| parse_duration(s).filter(|d| (1..=86_400).contains(&d.as_secs())),
+    )?;
+    if let Some(interval) = interval {
+        trim.interval = interval;
+    }
+    Ok(trim)
 }
 
 /// Parses `REDIS_CLUSTER_NODES`: comma-separated seed nodes, each a

@@ -25,6 +25,11 @@ const SERIES: &[&str] = &[
     "eventbus_relay_published_total",
     "eventbus_relay_rejected_total",
     "eventbus_dead_letter_store_errors_total",
+    "eventbus_group_oldest_unacked_age_seconds",
+    "eventbus_redis_used_memory_bytes",
+    "eventbus_redis_maxmemory_bytes",
+    "eventbus_stream_entries",
+    "eventbus_stream_trimmed_total",
 ];
 
 #[test]

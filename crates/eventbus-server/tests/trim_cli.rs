@@ -5,7 +5,9 @@
 #[allow(dead_code)] // each test file uses some of the helpers
 mod common;
 
-use common::{batch_text, eventbus, publish_batch, run, streams_json, total_length};
+use common::{
+    batch_text, consume_unordered, eventbus, publish_batch, run, streams_json, total_length,
+};
 
 fn trim(ns: &eventbus_testkit::TestNamespace, args: &[&str]) -> serde_json::Value {
     let mut all = vec!["trim", "--json"];
@@ -28,28 +30,8 @@ fn trimmed(report: &serde_json::Value) -> u64 {
 fn trims_what_every_group_acknowledged_and_names_the_group_holding_it_back() {
     let ns = eventbus_testkit::TestNamespace::new(eventbus_testkit::shared_redis_url(), "trim");
     publish_batch(&ns, &batch_text(30));
-    for (group, n) in [("fast", "30"), ("slow", "5")] {
-        let out = run(
-            eventbus(
-                &ns,
-                &[
-                    "consume",
-                    "--group",
-                    group,
-                    "--unordered",
-                    "--no-validate",
-                    "--max-events",
-                    n,
-                    "--block",
-                    "200ms",
-                    "--concurrency",
-                    "1",
-                ],
-            ),
-            None,
-        );
-        assert_eq!(out.code, 0, "consume {group}: {}", out.stderr);
-    }
+    consume_unordered(&ns, "fast", 30);
+    consume_unordered(&ns, "slow", 5);
     let before = total_length(&streams_json(&ns));
     assert_eq!(before, 30);
 

@@ -53,6 +53,7 @@ impl Suite {
                 c.claim_idle = Duration::from_millis(300);
                 c.claim_interval = Duration::from_millis(100);
                 c.shutdown_timeout = Duration::from_secs(5);
+                c.trim = Some(crate::fast_trim());
             }),
         }
     }
@@ -71,6 +72,7 @@ impl Suite {
                 c.session_timeout = Duration::from_secs(1);
                 c.retry.backoff = eventbus::Backoff::Schedule(vec![Duration::from_millis(20)]);
                 c.shutdown_timeout = Duration::from_secs(5);
+                c.trim = Some(crate::fast_trim());
             }),
         }
     }

@@ -87,7 +87,8 @@ pub use redis_server::RedisServer;
 
 /// A consumer configuration with test-friendly timings, in either mode:
 /// 100 ms blocking reads, idle entries claimed after 400 ms (checked every
-/// 100 ms), 100 ms heartbeats, a 1 s session timeout, 5 s to drain on stop.
+/// 100 ms), 100 ms heartbeats, a 1 s session timeout, 5 s to drain on stop,
+/// and retention on, trimming every 50 ms ([`fast_trim`]).
 /// Callers set the retry policy and anything else their test is about.
 pub fn fast_config(
     group: &str,
@@ -103,5 +104,15 @@ pub fn fast_config(
     c.heartbeat_interval = Duration::from_millis(100);
     c.session_timeout = Duration::from_secs(1);
     c.shutdown_timeout = Duration::from_secs(5);
+    c.trim = Some(fast_trim());
     c
+}
+
+/// Retention as in production (`acked`), trimming every 50 ms so that
+/// tests run with trims between their reads and acknowledgements.
+pub fn fast_trim() -> eventbus::retention::TrimmerConfig {
+    eventbus::retention::TrimmerConfig {
+        interval: std::time::Duration::from_millis(50),
+        ..Default::default()
+    }
 }

@@ -20,6 +20,7 @@ fn ordered(group: &str) -> ConsumerConfig {
     c.heartbeat_interval = Duration::from_millis(100);
     c.session_timeout = Duration::from_secs(1);
     c.shutdown_timeout = Duration::from_secs(5);
+    c.trim = Some(eventbus_testkit::fast_trim());
     c
 }
 

@@ -7,7 +7,10 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use eventbus::retention::{trim_stream, RetentionPolicy};
+use std::time::Duration;
+
+use eventbus::retention::{trim_stream, RetentionPolicy, Trimmer, TrimmerConfig};
+use eventbus::Topology;
 use eventbus::{RedisConnector, RedisOptions};
 use eventbus_testkit::RedisServer;
 use proptest::prelude::*;
@@ -55,19 +58,20 @@ impl Model {
     /// The oldest entry some group still needs: its oldest unacknowledged
     /// delivered entry, or the first one not yet delivered to it.
     fn floor(&self, groups: u8) -> Option<(u64, u64)> {
-        (0..groups)
-            .filter_map(|g| {
-                let delivered = self.delivered.get(&g).cloned().unwrap_or_default();
-                let acked = self.acked.get(&g).cloned().unwrap_or_default();
-                let unacked = delivered.difference(&acked).next().copied();
-                let undelivered = self
-                    .all
-                    .iter()
-                    .map(|s| id(s))
-                    .find(|i| !delivered.contains(i));
-                [unacked, undelivered].into_iter().flatten().min()
-            })
-            .min()
+        (0..groups).filter_map(|g| self.group_floor(g)).min()
+    }
+
+    /// Group `g`'s oldest entry not acknowledged (pending or undelivered).
+    fn group_floor(&self, g: u8) -> Option<(u64, u64)> {
+        let delivered = self.delivered.get(&g).cloned().unwrap_or_default();
+        let acked = self.acked.get(&g).cloned().unwrap_or_default();
+        let unacked = delivered.difference(&acked).next().copied();
+        let undelivered = self
+            .all
+            .iter()
+            .map(|s| id(s))
+            .find(|i| !delivered.contains(i));
+        [unacked, undelivered].into_iter().flatten().min()
     }
 
     fn needed(&self, groups: u8) -> BTreeSet<(u64, u64)> {
@@ -83,6 +87,18 @@ impl Model {
         }
         out
     }
+}
+
+/// Appends one entry; returns its id.
+async fn xadd(c: &mut eventbus::RedisConn, stream: &str) -> String {
+    redis::cmd("XADD")
+        .arg(stream)
+        .arg("*")
+        .arg("f")
+        .arg("v")
+        .query_async(c)
+        .await
+        .unwrap()
 }
 
 async fn run(url: &str, case: u64, ops: Vec<Op>) -> Result<u64, TestCaseError> {
@@ -117,15 +133,7 @@ async fn run(url: &str, case: u64, ops: Vec<Op>) -> Result<u64, TestCaseError> {
         match op {
             Op::Add(n) => {
                 for _ in 0..n {
-                    let id: String = redis::cmd("XADD")
-                        .arg(&stream)
-                        .arg("*")
-                        .arg("f")
-                        .arg("v")
-                        .query_async(&mut c)
-                        .await
-                        .unwrap();
-                    model.all.push(id);
+                    model.all.push(xadd(&mut c, &stream).await);
                 }
             }
             Op::Read { g, c: consumer, n } => {
@@ -190,6 +198,14 @@ async fn run(url: &str, case: u64, ops: Vec<Op>) -> Result<u64, TestCaseError> {
                     .await
                     .unwrap();
                 let left: BTreeSet<(u64, u64)> = left.iter().map(|(i, _)| id(i)).collect();
+                for g in 0..GROUPS {
+                    prop_assert_eq!(
+                        report.oldest_unacked.get(&format!("g{g}")).map(|s| id(s)),
+                        model.group_floor(g),
+                        "group g{}'s oldest unacknowledged entry",
+                        g
+                    );
+                }
                 let needed = model.needed(GROUPS);
                 let lost: Vec<_> = needed.difference(&left).collect();
                 prop_assert!(
@@ -237,5 +253,90 @@ fn trims_never_remove_what_a_group_needs_and_remove_all_below_the_floor() {
     assert!(
         trimmed.into_inner() > 0,
         "no trim ever removed anything: the property was not exercised"
+    );
+}
+
+/// Trimmers in several processes take turns per stream: of two passes at
+/// once, each stream is trimmed by one and only read by the other; once the
+/// lease (one interval) has passed, either may trim again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn trimmers_take_turns_per_stream() {
+    let ns =
+        eventbus_testkit::TestNamespace::new(eventbus_testkit::shared_redis_url(), "trimlease");
+    let topology = Topology::new(ns.name(), 4).unwrap();
+    let conn = RedisConnector::new(ns.url(), RedisOptions::default())
+        .unwrap()
+        .shared()
+        .await
+        .unwrap();
+    let mut c = conn.clone();
+    let _: () = redis::cmd("SADD")
+        .arg(topology.topics_key())
+        .arg("t")
+        .query_async(&mut c)
+        .await
+        .unwrap();
+    let fill = |n: usize| {
+        let mut c = conn.clone();
+        let topology = topology.clone();
+        async move {
+            for p in 0..4 {
+                let stream = topology.stream_key("t", p);
+                for _ in 0..n {
+                    xadd(&mut c, &stream).await;
+                }
+                // A group that has read and acknowledged everything.
+                let _: redis::RedisResult<()> = redis::cmd("XGROUP")
+                    .arg("CREATE")
+                    .arg(&stream)
+                    .arg("g")
+                    .arg("$")
+                    .query_async(&mut c)
+                    .await;
+                let _: () = redis::cmd("XGROUP")
+                    .arg("SETID")
+                    .arg(&stream)
+                    .arg("g")
+                    .arg("$")
+                    .query_async(&mut c)
+                    .await
+                    .unwrap();
+            }
+        }
+    };
+    fill(10).await;
+    let config = TrimmerConfig {
+        interval: Duration::from_millis(400),
+        ..Default::default()
+    };
+    let a = Trimmer::new(conn.clone(), topology.clone(), config);
+    let b = Trimmer::new(conn.clone(), topology.clone(), config);
+    let (ra, rb) = tokio::join!(a.pass(), b.pass());
+    let (ra, rb) = (ra.unwrap(), rb.unwrap());
+    assert_eq!(ra.len(), 4);
+    for (x, y) in ra.iter().zip(&rb) {
+        assert_eq!(x.stream, y.stream);
+        assert!(
+            x.leased_elsewhere != y.leased_elsewhere,
+            "exactly one trims {}: {x:?} {y:?}",
+            x.stream
+        );
+        assert_eq!(x.trimmed + y.trimmed, 10, "{x:?} {y:?}");
+    }
+    // Within the lease, the other trims nothing; after it, it may.
+    fill(5).await;
+    let early = if ra[0].leased_elsewhere { &a } else { &b };
+    let reports = early.pass().await.unwrap();
+    assert!(
+        reports[0].leased_elsewhere && reports[0].trimmed == 0,
+        "{reports:?}"
+    );
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let reports = early.pass().await.unwrap();
+    assert!(
+        reports
+            .iter()
+            .all(|r| !r.leased_elsewhere && r.trimmed == 5),
+        "{reports:?}"
     );
 }

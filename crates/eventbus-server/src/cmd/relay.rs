@@ -1,6 +1,8 @@
-//! `eventbus relay`: move committed outbox rows to Redis until stopped.
+//! `eventbus relay`: move committed outbox rows to Redis until stopped, and
+//! trim the streams (ack-aware retention) in the background.
 
 use eventbus::pg::{Relay, RelayConfig};
+use eventbus::retention::Trimmer;
 use eventbus::{Publisher, PublisherConfig};
 
 use crate::cli_outbox::RelayArgs;
@@ -32,9 +34,11 @@ pub(crate) async fn run(args: RelayArgs, settings: &Settings) -> Result<()> {
         );
     }
     let pool = settings.pg.pool(pool_size, "relay").await?;
+    let connector = settings.connector()?;
+    let topology = settings.topology()?;
     let publisher = Publisher::connect(
-        &settings.connector()?,
-        settings.topology()?,
+        &connector,
+        topology.clone(),
         PublisherConfig {
             max_len: settings.max_len,
             max_event_bytes: settings.pg.max_event_bytes.max(1024 * 1024),
@@ -51,5 +55,12 @@ pub(crate) async fn run(args: RelayArgs, settings: &Settings) -> Result<()> {
     };
     let relay = Relay::new(pool, publisher, settings.pg.schema.clone(), config)?;
     let shutdown = super::shutdown_on_signal();
-    Ok(relay.run(shutdown).await?)
+    // Ack-aware retention of every stream, taking turns with the other
+    // relays, servers and consumers (per-stream leases).
+    let trimmer = Trimmer::new(connector.shared().await?, topology, settings.trim);
+    let trimming = tokio::spawn(trimmer.run(shutdown.clone()));
+    let relayed = relay.run(shutdown.clone()).await;
+    shutdown.cancel();
+    let _ = trimming.await;
+    Ok(relayed?)
 }

@@ -1,5 +1,5 @@
 //! `eventbus serve`: the HTTP admin API, the outbox relay (with
-//! `DATABASE_URL`), the dead-letter alerter (with
+//! `DATABASE_URL`), the stream trimmer, the dead-letter alerter (with
 //! `EVENT_BUS_ALERT_WEBHOOK_URL`) and the consumers of `--consumers FILE`
 //! in one process.
 //!
@@ -106,6 +106,12 @@ pub(crate) async fn run(args: ServeArgs, settings: &Settings) -> Result<()> {
         let alerter = eventbus::alert::Alerter::new(alert, source)?;
         tasks.spawn(alerter.run(shutdown.clone()));
     }
+    // Ack-aware retention of every stream (and the retention and Redis
+    // memory gauges), taking turns with the other processes per stream.
+    tasks.spawn(
+        eventbus::retention::Trimmer::new(state.redis.clone(), topology.clone(), settings.trim)
+            .run(shutdown.clone()),
+    );
     tasks.spawn(http::metrics::refresh_gauges(
         state.clone(),
         relay_stats,

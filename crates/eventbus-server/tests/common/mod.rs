@@ -51,12 +51,16 @@ pub(crate) fn namespace() -> TestNamespace {
     TestNamespace::new(shared_redis_url(), "cli")
 }
 
-/// The binary, pointed at the namespace, with a clean environment.
+/// The binary, pointed at the namespace, with a clean environment. A
+/// namespace on a private cluster is reached the way operators do, by
+/// `REDIS_CLUSTER_NODES`.
 pub(crate) fn eventbus(ns: &TestNamespace, args: &[&str]) -> Command {
     let mut c = bare_eventbus();
-    c.env("REDIS_URL", ns.url())
-        .env("EVENT_BUS_NAMESPACE", ns.name())
-        .args(args);
+    match ns.url().strip_prefix("redis+cluster://") {
+        Some(nodes) => c.env("REDIS_CLUSTER_NODES", nodes),
+        None => c.env("REDIS_URL", ns.url()),
+    };
+    c.env("EVENT_BUS_NAMESPACE", ns.name()).args(args);
     c
 }
 
@@ -204,4 +208,30 @@ pub(crate) fn read_lines(path: &Path) -> Vec<String> {
         .lines()
         .map(str::to_owned)
         .collect()
+}
+
+/// `consume --unordered` of `n` events for `group`, one at a time (no
+/// validation), waiting for it to exit 0.
+pub(crate) fn consume_unordered(ns: &TestNamespace, group: &str, n: usize) {
+    let n = n.to_string();
+    let out = run(
+        eventbus(
+            ns,
+            &[
+                "consume",
+                "--group",
+                group,
+                "--unordered",
+                "--no-validate",
+                "--max-events",
+                &n,
+                "--block",
+                "200ms",
+                "--concurrency",
+                "1",
+            ],
+        ),
+        None,
+    );
+    assert_eq!(out.code, 0, "consume {group}: {}", out.stderr);
 }

@@ -64,6 +64,13 @@ pub struct ConsumerConfig {
     /// is never broken; other keys flow. Default false. See
     /// `docs/dead-letters.md` for the trade-off.
     pub park_keys: bool,
+    /// Ack-aware retention of the consumer's streams (its topics' partitions
+    /// and the replay streams of their groups), trimmed in the background;
+    /// processes take turns per stream (see [`crate::retention::Trimmer`]).
+    /// Default `None`: `eventbus relay` and `eventbus serve` trim every
+    /// stream; set this where neither runs (the consumer's Redis user then
+    /// needs `XTRIM`, `XINFO`, `XPENDING`, `XRANGE`, `SET` and `EVAL`).
+    pub trim: Option<crate::retention::TrimmerConfig>,
 }
 
 impl ConsumerConfig {
@@ -92,6 +99,7 @@ impl ConsumerConfig {
             static_membership: false,
             retry: crate::retry::RetryPolicy::default(),
             park_keys: false,
+            trim: None,
         }
     }
 

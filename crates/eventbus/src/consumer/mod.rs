@@ -182,6 +182,15 @@ impl<H: Handler> Consumer<H> {
             dead_letter_store,
         } = self;
         let conn = connector.shared().await?;
+        // The trimmer lives as long as this run (a child token, dropped
+        // with the guard, never cancels the caller's token).
+        let trimming = shutdown.child_token();
+        let _stop_trimming = trimming.clone().drop_guard();
+        if let Some(trim) = config.trim {
+            let trimmer = crate::retention::Trimmer::new(conn.clone(), topology.clone(), trim)
+                .topics(config.topics.iter().cloned());
+            tokio::spawn(trimmer.run(trimming));
+        }
         let failures = Arc::new(FailureHandling {
             policy: config.retry.clone(),
             writer: DeadLetterWriter::new(conn.clone(), &topology, dead_letter_store),
