@@ -2,7 +2,8 @@
 //! acknowledged, a group that stops consuming holds retention back and
 //! `/metrics` shows for how long, `trim --dry-run` changes nothing, and
 //! `groups delete` releases the streams; on one server and on a private
-//! Redis Cluster. Also: bad `EVENT_BUS_TRIM_INTERVAL` values are refused.
+//! Redis Cluster. `eventbus relay` trims the same way. Also: bad
+//! `EVENT_BUS_TRIM_INTERVAL` values are refused.
 
 #[allow(dead_code)] // each test file uses some of the helpers
 mod common;
@@ -159,6 +160,31 @@ fn on_a_cluster_serve_trims_and_a_stuck_group_shows_until_it_is_deleted() {
     let cluster = eventbus_testkit::RedisCluster::start();
     let ns = TestNamespace::new(cluster.cluster_url(), "ret-cluster");
     stuck_group_holds_retention_until_deleted(&ns);
+}
+
+/// The relay's trimmer: streams whose entries every group acknowledged are
+/// emptied within a few intervals, while it relays.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_relay_trims_what_every_group_acknowledged() {
+    let ns = TestNamespace::new(eventbus_testkit::shared_redis_url(), "ret-relay");
+    let db = eventbus_testkit::TestSchema::new("retrelay").await;
+    publish_batch(&ns, &batch_text(20));
+    consume_unordered(&ns, "all", 20);
+    assert_eq!(total_length(&streams_json(&ns)), 20);
+    let mut relay = common::eventbus_pg(&ns, db.url(), db.name(), 16);
+    relay
+        .env("EVENT_BUS_TRIM_INTERVAL", "1s")
+        .arg("relay")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    let mut child = relay.spawn().unwrap();
+    let deadline = Instant::now() + WAIT;
+    while total_length(&streams_json(&ns)) != 0 {
+        assert!(Instant::now() < deadline, "the relay did not trim");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
 }
 
 #[test]
