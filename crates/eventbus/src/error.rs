@@ -66,6 +66,11 @@ pub enum Error {
     #[error("timed out after {0:?}")]
     Timeout(std::time::Duration),
 
+    /// A dead-letter record kept in Redis changed under every attempt to
+    /// update it (others were changing it too); nothing was changed.
+    #[error("{0} kept changing while being updated; try again")]
+    Contended(String),
+
     /// Another process joined the group with this member id (a static
     /// member started twice): this one stopped.
     #[error("member id {member:?} was taken over by another process; this one stopped")]
@@ -80,7 +85,7 @@ impl Error {
     /// loss, timeouts, a server that is loading or failing over).
     pub fn is_transient(&self) -> bool {
         match self {
-            Error::Unreachable { .. } | Error::Timeout(_) => true,
+            Error::Unreachable { .. } | Error::Timeout(_) | Error::Contended(_) => true,
             Error::Redis(e) => is_transient_redis(e),
             Error::DatabaseUnreachable { .. } => true,
             Error::Database(e) => is_transient_db(e),

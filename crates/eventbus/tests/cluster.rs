@@ -118,6 +118,92 @@ fn the_16_partitions_of_a_topic_land_on_all_three_masters() {
     );
 }
 
+/// Without PostgreSQL, dead letters are recorded in Redis by one script
+/// over the dead stream's slot: on a cluster, a record is written, fails
+/// again into the same record, is listed, replayed, discarded and purged.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dead_letter_records_in_redis_work_on_a_cluster() {
+    use eventbus::deadletter::{
+        DeadLetterFilter, DeadLetterStore, DeadLetterWriter, Failure, ReplayOptions,
+    };
+    let cluster = RedisCluster::start();
+    let topology = Topology::new("dlqcl", 16).unwrap();
+    let dead = topology.dead_stream();
+    assert_eq!(
+        cluster.keyslot(&format!("dlqcl:{{{dead}}}:records")),
+        cluster.keyslot(&dead),
+        "the records share the dead stream's slot"
+    );
+    let mut conn =
+        eventbus::RedisConnector::new(&cluster.cluster_url(), eventbus::RedisOptions::default())
+            .unwrap()
+            .shared()
+            .await
+            .unwrap();
+    let writer = DeadLetterWriter::new(conn.clone(), &topology, None);
+    let store = DeadLetterStore::in_redis(topology.clone(), conn.clone());
+    let failure = |e: &Envelope, message: &str| Failure {
+        envelope: e.clone(),
+        group: "g".into(),
+        consumer: "c".into(),
+        stream: topology.stream_for(&e.event_type, &e.key),
+        partition: topology.partition_of(&e.key),
+        entry_id: "1-0".into(),
+        attempts: 3,
+        class: eventbus::ErrorClass::Permanent,
+        message: message.into(),
+        first_failed_at: None,
+        raw_fields: None,
+    };
+    let events: Vec<Envelope> = (0..20).map(|i| keyed_event(&format!("k{i}"), i)).collect();
+    let mut ids = Vec::new();
+    for e in &events {
+        ids.push(writer.record(&failure(e, "boom")).await.unwrap());
+    }
+    assert_eq!(
+        writer.record(&failure(&events[0], "again")).await.unwrap(),
+        ids[0]
+    );
+    let listed = store.list(&DeadLetterFilter::default()).await.unwrap();
+    assert_eq!(listed.len(), 20);
+    assert_eq!(listed[0].id, ids[0], "the latest failure first");
+    let report = store
+        .replay(
+            &DeadLetterFilter {
+                group: Some("g".into()),
+                ..Default::default()
+            },
+            &ReplayOptions::default(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(report.replayed, 20);
+    let replays: u64 = redis::cmd("XLEN")
+        .arg(topology.replay_stream("g"))
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(replays, 20);
+    let (dl, history) = store.get(ids[0]).await.unwrap().unwrap();
+    assert_eq!((dl.status.as_str(), dl.replay_count), ("replayed", 1));
+    let actions: Vec<_> = history.iter().map(|a| a.action.as_str()).collect();
+    assert_eq!(actions, ["dead_lettered", "failed_again", "replayed"]);
+    writer.record(&failure(&events[1], "still")).await.unwrap();
+    let one = DeadLetterFilter {
+        ids: vec![ids[1]],
+        ..Default::default()
+    };
+    assert_eq!(store.discard(&one, "t", false).await.unwrap(), [ids[1]]);
+    assert_eq!(
+        store.get(ids[1]).await.unwrap().unwrap().0.status,
+        "discarded"
+    );
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let purged = store.purge(Duration::from_millis(1), false).await.unwrap();
+    let left = store.list(&DeadLetterFilter::default()).await.unwrap();
+    assert_eq!((purged, left.len()), (20, 0));
+}
+
 async fn scalar(db: &TestSchema, sql: String) -> i64 {
     sqlx::query_scalar(sqlx::AssertSqlSafe(sql))
         .fetch_one(db.pool())

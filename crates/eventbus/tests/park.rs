@@ -2,7 +2,8 @@
 //! with an event in dead letters holds its later events (dead-lettered
 //! unhandled, class `parked`, in order) while other keys flow; replaying the
 //! key's dead letters handles them in order and releases it; discarding
-//! releases it too; without park mode nothing changes.
+//! releases it too; without park mode nothing changes. Replay and discard
+//! run on both dead-letter backends: PostgreSQL, and Redis alone.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -82,26 +83,33 @@ fn event(seq: i64, key: &str, poison: bool) -> Envelope {
 struct Setup {
     url: String,
     ns: TestNamespace,
-    db: TestSchema,
+    /// `None`: no PostgreSQL, the records are in Redis.
+    db: Option<TestSchema>,
     store: DeadLetterStore,
     redis: eventbus::RedisConn,
 }
 
-async fn setup(prefix: &str) -> Setup {
+async fn setup(prefix: &str, with_postgres: bool) -> Setup {
     let url = shared_redis_url();
     let ns = TestNamespace::new(&url, prefix);
-    let db = TestSchema::new(prefix).await;
     let redis = eventbus::RedisConnector::new(&url, eventbus::RedisOptions::default())
         .unwrap()
         .shared()
         .await
         .unwrap();
-    let store = DeadLetterStore::new(
-        db.pool().clone(),
-        db.schema().clone(),
-        ns.topology(PARTITIONS),
-        redis.clone(),
-    );
+    let db = match with_postgres {
+        true => Some(TestSchema::new(prefix).await),
+        false => None,
+    };
+    let store = match &db {
+        Some(db) => DeadLetterStore::new(
+            db.pool().clone(),
+            db.schema().clone(),
+            ns.topology(PARTITIONS),
+            redis.clone(),
+        ),
+        None => DeadLetterStore::in_redis(ns.topology(PARTITIONS), redis.clone()),
+    };
     Setup {
         url,
         ns,
@@ -115,11 +123,12 @@ impl Setup {
     fn spawn(&self, cfg: ConsumerConfig, h: Poisoned) -> Running {
         let connector =
             eventbus::RedisConnector::new(&self.url, eventbus::RedisOptions::default()).unwrap();
-        let consumer =
+        let mut consumer =
             eventbus::Consumer::new(connector, self.ns.topology(PARTITIONS), cfg, h).unwrap();
-        Running::spawn(
-            consumer.with_dead_letter_store(self.db.pool().clone(), self.db.schema().clone()),
-        )
+        if let Some(db) = &self.db {
+            consumer = consumer.with_dead_letter_store(db.pool().clone(), db.schema().clone());
+        }
+        Running::spawn(consumer)
     }
 
     async fn publish(&self, events: &[Envelope]) {
@@ -239,7 +248,16 @@ async fn poison_and_park(s: &Setup, h: &Poisoned) -> Vec<DeadLetter> {
 
 #[tokio::test]
 async fn a_parked_key_is_released_by_replaying_its_dead_letters_in_order() {
-    let s = setup("park_replay").await;
+    released_by_replaying_in_order(true).await;
+}
+
+#[tokio::test]
+async fn without_postgres_a_parked_key_is_released_by_replaying_its_dead_letters_in_order() {
+    released_by_replaying_in_order(false).await;
+}
+
+async fn released_by_replaying_in_order(with_postgres: bool) {
+    let s = setup("park_replay", with_postgres).await;
     let h = Poisoned::default();
     let c = s.spawn(config(true), h.clone());
     let dls = poison_and_park(&s, &h).await;
@@ -311,7 +329,16 @@ async fn a_parked_key_is_released_by_replaying_its_dead_letters_in_order() {
 
 #[tokio::test]
 async fn discarding_a_parked_keys_dead_letters_releases_it() {
-    let s = setup("park_discard").await;
+    released_by_discarding(true).await;
+}
+
+#[tokio::test]
+async fn without_postgres_discarding_a_parked_keys_dead_letters_releases_it() {
+    released_by_discarding(false).await;
+}
+
+async fn released_by_discarding(with_postgres: bool) {
+    let s = setup("park_discard", with_postgres).await;
     let h = Poisoned::default();
     let c = s.spawn(config(true), h.clone());
     let dls = poison_and_park(&s, &h).await;
@@ -352,7 +379,7 @@ async fn discarding_a_parked_keys_dead_letters_releases_it() {
 
 #[tokio::test]
 async fn without_park_mode_later_events_of_the_key_are_handled() {
-    let s = setup("park_off").await;
+    let s = setup("park_off", true).await;
     let h = Poisoned::default();
     let c = s.spawn(config(false), h.clone());
     s.publish(&[

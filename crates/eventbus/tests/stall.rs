@@ -86,32 +86,42 @@ fn good(seq: usize, key: &str) -> Envelope {
     )
 }
 
-fn spawn(
+fn spawn<'a>(
     url: &str,
     topology: &Topology,
     mode: ConsumerMode,
     h: Recorder,
-    db: &TestSchema,
+    db: impl Into<Option<&'a TestSchema>>,
 ) -> Running {
     let connector = RedisConnector::new(url, RedisOptions::default()).unwrap();
-    let consumer = eventbus::Consumer::new(connector, topology.clone(), config(mode), h)
-        .unwrap()
-        .with_dead_letter_store(db.pool().clone(), db.schema().clone());
+    let mut consumer =
+        eventbus::Consumer::new(connector, topology.clone(), config(mode), h).unwrap();
+    if let Some(db) = db.into() {
+        consumer = consumer.with_dead_letter_store(db.pool().clone(), db.schema().clone());
+    }
     Running::spawn(consumer)
 }
 
-async fn store(url: &str, topology: &Topology, db: &TestSchema) -> DeadLetterStore {
+/// The PostgreSQL store of `db`, or without one the records in Redis.
+async fn store<'a>(
+    url: &str,
+    topology: &Topology,
+    db: impl Into<Option<&'a TestSchema>>,
+) -> DeadLetterStore {
     let redis = RedisConnector::new(url, RedisOptions::default())
         .unwrap()
         .shared()
         .await
         .unwrap();
-    DeadLetterStore::new(
-        db.pool().clone(),
-        db.schema().clone(),
-        topology.clone(),
-        redis,
-    )
+    match db.into() {
+        Some(db) => DeadLetterStore::new(
+            db.pool().clone(),
+            db.schema().clone(),
+            topology.clone(),
+            redis,
+        ),
+        None => DeadLetterStore::in_redis(topology.clone(), redis),
+    }
 }
 
 async fn wait_dead_letters(store: &DeadLetterStore, n: usize) -> Vec<DeadLetter> {
@@ -168,13 +178,20 @@ fn nul_events() -> Vec<Envelope> {
     vec![in_data, in_key, in_source, in_header]
 }
 
-async fn nul_in_any_field_is_dead_lettered_and_replayed_exactly(mode: ConsumerMode) {
+/// With `with_postgres` false, the records are in Redis (no PostgreSQL).
+async fn nul_in_any_field_is_dead_lettered_and_replayed_exactly(
+    mode: ConsumerMode,
+    with_postgres: bool,
+) {
     let url = shared_redis_url();
     let ns = TestNamespace::new(&url, "nul");
-    let db = TestSchema::new("nul").await;
+    let db = match with_postgres {
+        true => Some(TestSchema::new("nul").await),
+        false => None,
+    };
     let topology = ns.topology(1); // one partition: everything is behind the poison events
     let handler = Recorder::default();
-    let c = spawn(&url, &topology, mode, handler.clone(), &db);
+    let c = spawn(&url, &topology, mode, handler.clone(), db.as_ref());
     let poisons = nul_events();
     let p = publisher(&url, &topology).await;
     p.publish_batch(&poisons).await.unwrap();
@@ -187,7 +204,7 @@ async fn nul_in_any_field_is_dead_lettered_and_replayed_exactly(mode: ConsumerMo
     if mode == ConsumerMode::Ordered {
         assert_eq!(got, (0..BEHIND as i64).collect::<Vec<_>>(), "order changed");
     }
-    let store = store(&url, &topology, &db).await;
+    let store = store(&url, &topology, db.as_ref()).await;
     let dls = wait_dead_letters(&store, poisons.len()).await;
     c.stop().await.unwrap();
 
@@ -231,22 +248,46 @@ async fn nul_in_any_field_is_dead_lettered_and_replayed_exactly(mode: ConsumerMo
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ordered_nul_in_any_field_is_dead_lettered_and_replayed_exactly() {
-    nul_in_any_field_is_dead_lettered_and_replayed_exactly(ConsumerMode::Ordered).await;
+    nul_in_any_field_is_dead_lettered_and_replayed_exactly(ConsumerMode::Ordered, true).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_postgres_nul_in_any_field_is_dead_lettered_and_replayed_exactly() {
+    nul_in_any_field_is_dead_lettered_and_replayed_exactly(ConsumerMode::Ordered, false).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unordered_nul_in_any_field_is_dead_lettered_and_replayed_exactly() {
-    nul_in_any_field_is_dead_lettered_and_replayed_exactly(ConsumerMode::Unordered).await;
+    nul_in_any_field_is_dead_lettered_and_replayed_exactly(ConsumerMode::Unordered, true).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stream_entry_that_is_not_utf8_keeps_its_raw_fields() {
+    a_stream_entry_that_is_not_utf8_keeps_its_raw_fields_in(true).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_postgres_a_stream_entry_that_is_not_utf8_keeps_its_raw_fields() {
+    a_stream_entry_that_is_not_utf8_keeps_its_raw_fields_in(false).await;
+}
+
+/// With `with_postgres` false, the records are in Redis (no PostgreSQL).
+async fn a_stream_entry_that_is_not_utf8_keeps_its_raw_fields_in(with_postgres: bool) {
     let url = shared_redis_url();
     let ns = TestNamespace::new(&url, "nonutf8");
-    let db = TestSchema::new("nonutf8").await;
+    let db = match with_postgres {
+        true => Some(TestSchema::new("nonutf8").await),
+        false => None,
+    };
     let topology = ns.topology(1);
     let handler = Recorder::default();
-    let c = spawn(&url, &topology, ConsumerMode::Ordered, handler.clone(), &db);
+    let c = spawn(
+        &url,
+        &topology,
+        ConsumerMode::Ordered,
+        handler.clone(),
+        db.as_ref(),
+    );
     let stream = topology.stream_key("work_item", 0);
     let fields: Vec<(Vec<u8>, Vec<u8>)> = vec![
         (b"v".to_vec(), b"1".to_vec()),
@@ -277,7 +318,7 @@ async fn a_stream_entry_that_is_not_utf8_keeps_its_raw_fields() {
         (0..100).collect::<Vec<_>>()
     );
 
-    let store = store(&url, &topology, &db).await;
+    let store = store(&url, &topology, db.as_ref()).await;
     let dl = wait_dead_letters(&store, 1).await.remove(0);
     assert_eq!(dl.error_class, "invalid");
     let shown = dl.raw_fields.expect("raw fields kept");
@@ -294,14 +335,32 @@ async fn a_stream_entry_that_is_not_utf8_keeps_its_raw_fields() {
         .iter()
         .any(|f| f.name_base64.as_deref() == Some(b64(&fields[4].0).as_str())));
     // The stored bytes are exactly the entry's.
-    let (raw,): (Vec<u8>,) = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "SELECT raw_fields FROM {} WHERE id = $1",
-        db.table("eventbus_dead_letters")
-    )))
-    .bind(dl.id)
-    .fetch_one(db.pool())
-    .await
-    .unwrap();
+    let raw: Vec<u8> = match &db {
+        Some(db) => {
+            let (raw,): (Vec<u8>,) = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+                "SELECT raw_fields FROM {} WHERE id = $1",
+                db.table("eventbus_dead_letters")
+            )))
+            .bind(dl.id)
+            .fetch_one(db.pool())
+            .await
+            .unwrap();
+            raw
+        }
+        None => {
+            let records = format!("{0}:{{{1}}}:records", ns.name(), topology.dead_stream());
+            let record: String = redis::cmd("HGET")
+                .arg(records)
+                .arg(dl.id.to_string())
+                .query_async(&mut conn)
+                .await
+                .unwrap();
+            let record: serde_json::Value = serde_json::from_str(&record).unwrap();
+            base64::engine::general_purpose::STANDARD
+                .decode(record["raw_fields_base64"].as_str().unwrap())
+                .unwrap()
+        }
+    };
     assert_eq!(decode_raw_fields(&raw), Some(fields));
     c.stop().await.unwrap();
 }

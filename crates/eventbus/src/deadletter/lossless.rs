@@ -90,6 +90,24 @@ pub fn restore(json: &Value, raw: Option<&[u8]>) -> Option<Envelope> {
     }
 }
 
+/// A stored dead letter as shown: the exact envelope rebuilt from `raw`
+/// when that decodes to one (returned too, for its exact type and key),
+/// else `stored` as it is; and `raw`'s fields as shown to people.
+pub(crate) fn shown(
+    stored: Value,
+    raw: Option<&[u8]>,
+) -> (Value, Option<Envelope>, Option<Vec<ShownField>>) {
+    let exact = raw.and_then(|raw| restore(&stored, Some(raw)));
+    let envelope = match &exact {
+        Some(e) => serde_json::to_value(e).expect("an envelope always serializes"),
+        None => stored,
+    };
+    let fields = raw
+        .and_then(decode_raw_fields)
+        .map(|f| f.iter().map(ShownField::of).collect());
+    (envelope, exact, fields)
+}
+
 /// `s` with every U+0000 replaced by U+FFFD (PostgreSQL text refuses U+0000).
 pub fn nul_free(s: &str) -> Cow<'_, str> {
     if s.contains('\0') {

@@ -4,20 +4,26 @@
 //! An event is dead-lettered when its handler fails permanently, when it is
 //! invalid (does not decode, fails its schema), or when a retryable failure
 //! used up the retry policy's attempts. The [`DeadLetterWriter`] records it
-//! in the Redis stream `<namespace>:dead` and, when PostgreSQL is configured,
-//! in `eventbus_dead_letters` (one row per group and event, with an audit
-//! trail); the consumer acknowledges the source entry only after both writes
-//! succeeded, so a failure while dead-lettering leaves the entry pending and
-//! it is dead-lettered again later (never lost).
+//! in the Redis stream `<namespace>:dead` and in a store of records with a
+//! status and a history: `eventbus_dead_letters` when PostgreSQL is
+//! configured, else Redis hashes beside the stream (`store_redis`, in the
+//! stream's hash slot, written in the same script as the stream entry). The
+//! consumer acknowledges the source entry only after the writes succeeded,
+//! so a failure while dead-lettering leaves the entry pending and it is
+//! dead-lettered again later (never lost).
 //!
-//! [`store`] queries and changes the PostgreSQL records (list with filters,
-//! show, replay, discard, purge). A replay publishes the original envelope,
+//! [`DeadLetterStore`] queries and changes the records of either backend
+//! (list with filters, show, replay, discard, purge, depth): the actions are
+//! written once in `store`, each backend (`store_pg`, `store_redis`)
+//! only reads and writes records. A replay publishes the original envelope,
 //! same event id, to the replay stream of the group that failed it
 //! (`<namespace>:{_replay:<group>}`), which only that group's consumers read,
 //! so other groups never see it again; inboxes deduplicate by event id.
 
 mod lossless;
 mod store;
+mod store_pg;
+mod store_redis;
 mod writer;
 
 use chrono::{DateTime, Utc};
@@ -31,9 +37,8 @@ pub use lossless::{
     decode_raw_fields, encode_raw_fields, envelope_fields, nul_free, nul_free_json, restore,
     storable, RawField, ShownField,
 };
-pub use store::{
-    dlq_depth, DeadLetterFilter, DeadLetterStore, DlqDepth, ReplayOptions, ReplayReport,
-};
+pub use store::{DeadLetterFilter, DeadLetterStore, DlqDepth, ReplayOptions, ReplayReport};
+pub use store_pg::dlq_depth;
 pub(crate) use writer::cap;
 pub use writer::{DeadLetterWriter, DEAD_LETTER_ERROR_CAP};
 
@@ -160,7 +165,7 @@ pub struct DeadLetter {
 }
 
 /// One action in a dead letter's history.
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct AuditEntry {
     /// `dead_lettered`, `failed_again`, `replayed`, `discarded`.
     pub action: String,

@@ -1,18 +1,22 @@
-//! Queries and actions on the PostgreSQL dead-letter store.
+//! Queries and actions on dead-letter records, in PostgreSQL or in Redis.
+//!
+//! The actions (replay, discard, purge) are written once here; a backend
+//! only lists, reads and changes records (`store_pg`, `store_redis`).
 
 use std::time::Duration;
 
-use crate::connection::RedisConn;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
-use sqlx::postgres::PgRow;
-use sqlx::{PgPool, Row};
+use sqlx::PgPool;
 use uuid::Uuid;
 
+use super::store_pg::PgRecords;
+use super::store_redis::RedisRecords;
 use super::{AuditEntry, DeadLetter, DeadLetterStatus};
+use crate::connection::RedisConn;
 use crate::envelope::Envelope;
 use crate::handler::ErrorClass;
-use crate::pg::{db_error, safe, DbSchema};
+use crate::pg::DbSchema;
 use crate::topology::Topology;
 use crate::{Error, Result};
 
@@ -50,140 +54,15 @@ impl DeadLetterFilter {
             && self.since.is_none()
     }
 
-    /// `WHERE ...` with `$n` placeholders from `first`, and the values in order.
-    fn sql(&self, first: usize) -> (String, Vec<Bind>) {
-        let mut clauses = Vec::new();
-        let mut binds = Vec::new();
-        let mut next = |b: Bind, clause: &dyn Fn(usize) -> String, clauses: &mut Vec<String>| {
-            binds.push(b);
-            clauses.push(clause(first + binds.len() - 1));
-        };
-        if !self.ids.is_empty() {
-            next(
-                Bind::Ids(self.ids.clone()),
-                &|n| format!("id = ANY(${n})"),
-                &mut clauses,
-            );
-        }
-        if let Some(g) = &self.group {
-            next(
-                Bind::Text(g.clone()),
-                &|n| format!("group_name = ${n}"),
-                &mut clauses,
-            );
-        }
-        if let Some(t) = &self.event_type {
-            next(
-                Bind::Text(t.clone()),
-                &|n| format!("event_type = ${n}"),
-                &mut clauses,
-            );
-        }
-        if let Some(k) = &self.key {
-            next(
-                Bind::Text(k.clone()),
-                &|n| format!("key = ${n}"),
-                &mut clauses,
-            );
-        }
-        if let Some(c) = self.error_class {
-            next(
-                Bind::Text(c.as_str().into()),
-                &|n| format!("error_class = ${n}"),
-                &mut clauses,
-            );
-        }
-        if let Some(s) = self.since {
-            next(
-                Bind::Time(s),
-                &|n| format!("last_failed_at >= ${n}"),
-                &mut clauses,
-            );
-        }
-        if let Some(s) = self.status {
-            next(
-                Bind::Text(s.as_str().into()),
-                &|n| format!("status = ${n}"),
-                &mut clauses,
-            );
-        }
-        let sql = if clauses.is_empty() {
-            String::new()
-        } else {
-            format!("WHERE {}", clauses.join(" AND "))
-        };
-        (sql, binds)
+    /// The page size: `limit`, 100 by default, at most 10,000.
+    pub(crate) fn limit(&self) -> i64 {
+        self.limit.unwrap_or(100).clamp(1, 10_000)
     }
-}
 
-#[derive(Debug, Clone)]
-enum Bind {
-    Ids(Vec<Uuid>),
-    Text(String),
-    Time(DateTime<Utc>),
-}
-
-fn bind_all<'q>(
-    mut q: sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments>,
-    binds: &'q [Bind],
-) -> sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments> {
-    for b in binds {
-        q = match b {
-            Bind::Ids(ids) => q.bind(ids),
-            Bind::Text(t) => q.bind(t),
-            Bind::Time(t) => q.bind(t),
-        };
+    /// How many to skip: `offset`, 0 by default.
+    pub(crate) fn offset(&self) -> i64 {
+        self.offset.unwrap_or(0).max(0)
     }
-    q
-}
-
-const COLUMNS: &str = "id, group_name, event_id, event_type, key, envelope, consumer, stream, partition, \
-    entry_id, attempts, error_class, error_message, first_failed_at, last_failed_at, status, replay_count, \
-    raw_fields, origin";
-
-/// A stored row as a [`DeadLetter`]: the envelope, its type and key exact
-/// again when the row keeps the raw fields (see [`super::storable`]).
-fn row_to_dead_letter(r: &PgRow) -> std::result::Result<DeadLetter, sqlx::Error> {
-    let stored: serde_json::Value = r.try_get::<sqlx::types::Json<serde_json::Value>, _>(5)?.0;
-    let raw: Option<Vec<u8>> = r.try_get(17)?;
-    let exact = raw
-        .as_deref()
-        .and_then(|raw| super::restore(&stored, Some(raw)));
-    let mut event_type: String = r.try_get(3)?;
-    let mut key: String = r.try_get(4)?;
-    let envelope = match exact {
-        Some(e) => {
-            event_type.clone_from(&e.event_type);
-            key.clone_from(&e.key);
-            serde_json::to_value(&e).expect("an envelope always serializes")
-        }
-        None => stored,
-    };
-    let raw_fields = raw
-        .as_deref()
-        .and_then(super::decode_raw_fields)
-        .map(|f| f.iter().map(super::ShownField::of).collect());
-    Ok(DeadLetter {
-        id: r.try_get(0)?,
-        group: r.try_get(1)?,
-        event_id: r.try_get(2)?,
-        event_type,
-        key,
-        envelope,
-        raw_fields,
-        origin: r.try_get(18)?,
-        consumer: r.try_get(6)?,
-        stream: r.try_get(7)?,
-        partition: r.try_get(8)?,
-        entry_id: r.try_get(9)?,
-        attempts: r.try_get(10)?,
-        error_class: r.try_get(11)?,
-        error_message: r.try_get(12)?,
-        first_failed_at: r.try_get(13)?,
-        last_failed_at: r.try_get(14)?,
-        status: r.try_get(15)?,
-        replay_count: r.try_get(16)?,
-    })
 }
 
 /// How a replay runs.
@@ -221,30 +100,31 @@ pub struct DlqDepth {
     pub last_minute: i64,
 }
 
-/// Depth, oldest age and last-minute rate of the dead-letter queue.
-pub async fn dlq_depth(pool: &PgPool, schema: &DbSchema) -> Result<DlqDepth> {
-    let table = schema.table("eventbus_dead_letters");
-    let (depth, oldest, last_minute): (i64, Option<f64>, i64) = sqlx::query_as(safe(&format!(
-        "SELECT count(*) FILTER (WHERE status = 'new'), \
-                extract(epoch FROM now() - min(first_failed_at) FILTER (WHERE status = 'new'))::float8, \
-                count(*) FILTER (WHERE last_failed_at > now() - interval '1 minute') \
-         FROM {table}"
-    )))
-    .fetch_one(pool)
-    .await
-    .map_err(|e| db_error(schema, e))?;
-    Ok(DlqDepth {
-        depth,
-        oldest_age_seconds: oldest,
-        last_minute,
-    })
+/// What an operator's action changes in a record: its status, and the
+/// entry added to its history.
+#[derive(Debug, Clone)]
+pub(crate) struct Mark {
+    pub(crate) status: DeadLetterStatus,
+    /// `replayed` or `discarded`.
+    pub(crate) action: &'static str,
+    pub(crate) detail: serde_json::Value,
 }
 
-/// The PostgreSQL dead-letter store, with the Redis connection replays go through.
+/// Where the records are.
+#[derive(Debug, Clone)]
+enum Backend {
+    /// `eventbus_dead_letters` and its audit trail.
+    Postgres(PgRecords),
+    /// Hashes beside `<namespace>:dead`, when there is no PostgreSQL.
+    Redis(RedisRecords),
+}
+
+/// The dead-letter store: records in PostgreSQL, or in Redis when there is
+/// no PostgreSQL, with the Redis connection replays go through. Both
+/// backends list, filter, order, replay, discard and purge alike.
 #[derive(Debug, Clone)]
 pub struct DeadLetterStore {
-    pool: PgPool,
-    schema: DbSchema,
+    backend: Backend,
     topology: Topology,
     redis: RedisConn,
 }
@@ -253,60 +133,50 @@ impl DeadLetterStore {
     /// A store in `schema`; replays go to `topology`'s replay streams.
     pub fn new(pool: PgPool, schema: DbSchema, topology: Topology, redis: RedisConn) -> Self {
         DeadLetterStore {
-            pool,
-            schema,
+            backend: Backend::Postgres(PgRecords { pool, schema }),
             topology,
             redis,
         }
     }
 
-    /// Dead letters matching the filter, most recent failure first.
+    /// A store of the records a [`super::DeadLetterWriter`] without
+    /// PostgreSQL keeps in Redis beside `topology`'s dead stream.
+    pub fn in_redis(topology: Topology, redis: RedisConn) -> Self {
+        DeadLetterStore {
+            backend: Backend::Redis(RedisRecords::new(&topology, redis.clone())),
+            topology,
+            redis,
+        }
+    }
+
+    /// True when the records are in PostgreSQL.
+    pub fn is_postgres(&self) -> bool {
+        matches!(self.backend, Backend::Postgres(_))
+    }
+
+    /// Dead letters matching the filter, most recent failure first (ties:
+    /// by id).
     pub async fn list(&self, f: &DeadLetterFilter) -> Result<Vec<DeadLetter>> {
-        let (clause, binds) = f.sql(1);
-        let sql = format!(
-            "SELECT {COLUMNS} FROM {} {clause} ORDER BY last_failed_at DESC, id LIMIT {} OFFSET {}",
-            self.schema.table("eventbus_dead_letters"),
-            f.limit.unwrap_or(100).clamp(1, 10_000),
-            f.offset.unwrap_or(0).max(0)
-        );
-        let rows = bind_all(sqlx::query(safe(&sql)), &binds)
-            .fetch_all(&self.pool)
-            .await
-            .map_err(|e| db_error(&self.schema, e))?;
-        rows.iter()
-            .map(row_to_dead_letter)
-            .collect::<std::result::Result<_, _>>()
-            .map_err(Error::from)
+        match &self.backend {
+            Backend::Postgres(pg) => pg.list(f).await,
+            Backend::Redis(r) => r.list(f).await,
+        }
     }
 
     /// One dead letter and its history.
     pub async fn get(&self, id: Uuid) -> Result<Option<(DeadLetter, Vec<AuditEntry>)>> {
-        let f = DeadLetterFilter {
-            ids: vec![id],
-            ..Default::default()
-        };
-        let Some(dl) = self.list(&f).await?.into_iter().next() else {
-            return Ok(None);
-        };
-        let rows = sqlx::query(safe(&format!(
-            "SELECT action, detail, at FROM {} WHERE dead_letter_id = $1 ORDER BY at, id",
-            self.schema.table("eventbus_dead_letter_audit")
-        )))
-        .bind(id)
-        .fetch_all(&self.pool)
-        .await
-        .map_err(|e| db_error(&self.schema, e))?;
-        let audit = rows
-            .iter()
-            .map(|r| {
-                Ok(AuditEntry {
-                    action: r.try_get(0)?,
-                    detail: r.try_get::<sqlx::types::Json<serde_json::Value>, _>(1)?.0,
-                    at: r.try_get(2)?,
-                })
-            })
-            .collect::<std::result::Result<Vec<_>, sqlx::Error>>()?;
-        Ok(Some((dl, audit)))
+        match &self.backend {
+            Backend::Postgres(pg) => pg.get(id).await,
+            Backend::Redis(r) => r.get(id).await,
+        }
+    }
+
+    /// Depth, oldest age and last-minute rate of the queue.
+    pub async fn depth(&self) -> Result<DlqDepth> {
+        match &self.backend {
+            Backend::Postgres(pg) => super::dlq_depth(&pg.pool, &pg.schema).await,
+            Backend::Redis(r) => r.depth().await,
+        }
     }
 
     /// Selects for an action: `new` dead letters matching the filter
@@ -376,15 +246,12 @@ impl DeadLetterStore {
                 cmd.arg(k).arg(v);
             }
             let _: String = cmd.query_async(&mut self.redis.clone()).await?;
-            self.mark(
-                dl.id,
-                DeadLetterStatus::Replayed,
-                "replayed",
-                serde_json::json!({
-                    "to_group": group, "stream": stream, "by": opts.actor,
-                }),
-            )
-            .await?;
+            let mark = Mark {
+                status: DeadLetterStatus::Replayed,
+                action: "replayed",
+                detail: serde_json::json!({"to_group": group, "stream": stream, "by": opts.actor}),
+            };
+            self.mark(dl.id, mark).await?;
             replayed += 1;
             if let Some(p) = pause {
                 tokio::time::sleep(p).await;
@@ -421,96 +288,44 @@ impl DeadLetterStore {
                     *id,
                 )
                 .await?;
-                self.mark(
-                    *id,
-                    DeadLetterStatus::Discarded,
-                    "discarded",
-                    serde_json::json!({"by": actor}),
-                )
-                .await?;
+                let mark = Mark {
+                    status: DeadLetterStatus::Discarded,
+                    action: "discarded",
+                    detail: serde_json::json!({"by": actor}),
+                };
+                self.mark(*id, mark).await?;
             }
         }
         Ok(ids)
     }
 
     /// Deletes dead letters (any status) whose last failure is older than
-    /// `older_than`, with their audit trail, and trims the Redis dead stream
-    /// to the same age. Returns how many rows were deleted.
+    /// `older_than`, with their history, and trims the Redis dead stream
+    /// to the same age. Returns how many were deleted (on a dry run: how
+    /// many would be, and nothing changes).
     pub async fn purge(&self, older_than: Duration, dry_run: bool) -> Result<u64> {
-        let table = self.schema.table("eventbus_dead_letters");
-        let audit = self.schema.table("eventbus_dead_letter_audit");
         let cutoff =
             Utc::now() - chrono::Duration::from_std(older_than).unwrap_or(chrono::Duration::MAX);
-        if dry_run {
-            let (n,): (i64,) = sqlx::query_as(safe(&format!(
-                "SELECT count(*) FROM {table} WHERE last_failed_at < $1"
-            )))
-            .bind(cutoff)
-            .fetch_one(&self.pool)
-            .await
-            .map_err(|e| db_error(&self.schema, e))?;
-            return Ok(n as u64);
+        let n = match &self.backend {
+            Backend::Postgres(pg) => pg.purge(cutoff, dry_run).await?,
+            Backend::Redis(r) => r.purge(cutoff, dry_run).await?,
+        };
+        if !dry_run {
+            // Stream ids start with a millisecond timestamp: MINID drops older entries.
+            let _: i64 = redis::cmd("XTRIM")
+                .arg(self.topology.dead_stream())
+                .arg("MINID")
+                .arg(cutoff.timestamp_millis().max(0))
+                .query_async(&mut self.redis.clone())
+                .await?;
         }
-        let mut tx = self.pool.begin().await?;
-        sqlx::query(safe(&format!(
-            "DELETE FROM {audit} WHERE dead_letter_id IN (SELECT id FROM {table} WHERE last_failed_at < $1)"
-        )))
-        .bind(cutoff)
-        .execute(&mut *tx)
-        .await
-        .map_err(|e| db_error(&self.schema, e))?;
-        let n = sqlx::query(safe(&format!(
-            "DELETE FROM {table} WHERE last_failed_at < $1"
-        )))
-        .bind(cutoff)
-        .execute(&mut *tx)
-        .await
-        .map_err(|e| db_error(&self.schema, e))?
-        .rows_affected();
-        tx.commit().await?;
-        // Stream ids start with a millisecond timestamp: MINID drops older entries.
-        let _: i64 = redis::cmd("XTRIM")
-            .arg(self.topology.dead_stream())
-            .arg("MINID")
-            .arg(cutoff.timestamp_millis().max(0))
-            .query_async(&mut self.redis.clone())
-            .await?;
         Ok(n)
     }
 
-    async fn mark(
-        &self,
-        id: Uuid,
-        status: DeadLetterStatus,
-        action: &str,
-        detail: serde_json::Value,
-    ) -> Result<()> {
-        let table = self.schema.table("eventbus_dead_letters");
-        let audit = self.schema.table("eventbus_dead_letter_audit");
-        let mut tx = self.pool.begin().await?;
-        let bump = if status == DeadLetterStatus::Replayed {
-            ", replay_count = replay_count + 1"
-        } else {
-            ""
-        };
-        sqlx::query(safe(&format!(
-            "UPDATE {table} SET status = $2, updated_at = now(){bump} WHERE id = $1"
-        )))
-        .bind(id)
-        .bind(status.as_str())
-        .execute(&mut *tx)
-        .await
-        .map_err(|e| db_error(&self.schema, e))?;
-        sqlx::query(safe(&format!(
-            "INSERT INTO {audit} (dead_letter_id, action, detail) VALUES ($1, $2, $3)"
-        )))
-        .bind(id)
-        .bind(action)
-        .bind(sqlx::types::Json(detail))
-        .execute(&mut *tx)
-        .await
-        .map_err(|e| db_error(&self.schema, e))?;
-        tx.commit().await?;
-        Ok(())
+    async fn mark(&self, id: Uuid, mark: Mark) -> Result<()> {
+        match &self.backend {
+            Backend::Postgres(pg) => pg.mark(id, &mark).await,
+            Backend::Redis(r) => r.mark(id, &mark).await,
+        }
     }
 }

@@ -1,4 +1,5 @@
-//! Recording dead letters (Redis stream, and PostgreSQL when configured).
+//! Recording dead letters: the Redis stream, and the records in PostgreSQL
+//! when configured, else in Redis beside the stream.
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -7,6 +8,7 @@ use crate::connection::RedisConn;
 use sqlx::PgPool;
 use uuid::Uuid;
 
+use super::store_redis::{self, RecordKeys};
 use super::{encode_raw_fields, nul_free, storable, Failure};
 use crate::pg::{db_error, safe, DbSchema};
 use crate::topology::Topology;
@@ -32,6 +34,8 @@ pub struct DeadLetterWriter {
     redis: RedisConn,
     dead_stream: String,
     pg: Option<(PgPool, DbSchema)>,
+    /// Where the records are kept when there is no PostgreSQL.
+    records: RecordKeys,
     /// The PostgreSQL store's current outage, if any (shared by clones).
     outage: Arc<Mutex<Option<Outage>>>,
 }
@@ -46,12 +50,14 @@ struct Outage {
 }
 
 impl DeadLetterWriter {
-    /// A writer to `<namespace>:dead` and, if given, the PostgreSQL store.
+    /// A writer to `<namespace>:dead` and to the PostgreSQL store if given,
+    /// else to the records in Redis beside the stream.
     pub fn new(redis: RedisConn, topology: &Topology, pg: Option<(PgPool, DbSchema)>) -> Self {
         DeadLetterWriter {
             redis,
             dead_stream: topology.dead_stream(),
             pg,
+            records: RecordKeys::of(topology),
             outage: Arc::default(),
         }
     }
@@ -65,6 +71,10 @@ impl DeadLetterWriter {
     /// Redis stream. Returns the dead letter's id. `Ok` means at least one
     /// durable copy exists; an error means neither write succeeded and the
     /// caller must not acknowledge the entry.
+    ///
+    /// Without PostgreSQL, the stream entry and the record in Redis (a new
+    /// one, or the event's record in that group failed again, same id) are
+    /// written by one script: both or neither.
     ///
     /// Nothing in the event can make a write fail: text PostgreSQL cannot
     /// hold (U+0000) is stored in a display form plus the exact bytes (see
@@ -104,37 +114,63 @@ impl DeadLetterWriter {
             }
         }
         let raw = f.raw_fields.as_deref().map(encode_raw_fields);
-        let mut cmd = redis::cmd("XADD");
-        cmd.arg(&self.dead_stream).arg("*");
-        cmd.arg("dl_id").arg(id.to_string());
-        cmd.arg("dl_group").arg(&f.group);
-        cmd.arg("dl_consumer").arg(&f.consumer);
-        cmd.arg("dl_stream").arg(&f.stream);
-        cmd.arg("dl_partition").arg(f.partition);
-        cmd.arg("dl_entry_id").arg(&f.entry_id);
-        cmd.arg("dl_attempts").arg(f.attempts);
-        cmd.arg("dl_error_class").arg(f.class.as_str());
-        cmd.arg("dl_error").arg(&message);
-        cmd.arg("dl_first_failed_at")
-            .arg(crate::envelope::format_time(&first));
-        cmd.arg("dl_last_failed_at")
-            .arg(crate::envelope::format_time(&now));
-        if self.pg.is_some() && !in_store {
-            cmd.arg("dl_store").arg("missing");
-        }
-        if let Some(raw) = &raw {
-            cmd.arg("dl_raw").arg(raw.as_slice());
-        }
-        for (k, v) in f.envelope.to_fields() {
-            cmd.arg(k).arg(v);
-        }
-        let in_redis: redis::RedisResult<String> = cmd.query_async(&mut self.redis.clone()).await;
+        let missing = self.pg.is_some() && !in_store;
+        let entry = |id: Uuid| {
+            let fields = [
+                ("dl_id", id.to_string().into_bytes()),
+                ("dl_group", f.group.clone().into_bytes()),
+                ("dl_consumer", f.consumer.clone().into_bytes()),
+                ("dl_stream", f.stream.clone().into_bytes()),
+                ("dl_partition", f.partition.to_string().into_bytes()),
+                ("dl_entry_id", f.entry_id.clone().into_bytes()),
+                ("dl_attempts", f.attempts.to_string().into_bytes()),
+                ("dl_error_class", f.class.as_str().as_bytes().to_vec()),
+                ("dl_error", message.clone().into_bytes()),
+                (
+                    "dl_first_failed_at",
+                    crate::envelope::format_time(&first).into_bytes(),
+                ),
+                (
+                    "dl_last_failed_at",
+                    crate::envelope::format_time(&now).into_bytes(),
+                ),
+            ];
+            let mut out: Vec<Vec<u8>> = fields
+                .into_iter()
+                .flat_map(|(k, v)| [k.as_bytes().to_vec(), v])
+                .collect();
+            if missing {
+                out.extend([b"dl_store".to_vec(), b"missing".to_vec()]);
+            }
+            if let Some(raw) = &raw {
+                out.extend([b"dl_raw".to_vec(), raw.clone()]);
+            }
+            for (k, v) in f.envelope.to_fields() {
+                out.extend([k.as_bytes().to_vec(), v.into_bytes()]);
+            }
+            out
+        };
+        let in_redis = if self.pg.is_none() {
+            store_redis::record(&self.redis, &self.records, f, &message, first, now, entry)
+                .await
+                .inspect(|recorded| id = *recorded)
+                .map(drop)
+        } else {
+            redis::cmd("XADD")
+                .arg(&self.dead_stream)
+                .arg("*")
+                .arg(entry(id))
+                .query_async::<String>(&mut self.redis.clone())
+                .await
+                .map(drop)
+                .map_err(crate::Error::from)
+        };
         if let Some(e) = &store_error {
             self.store_failed(e);
         }
         match in_redis {
             // Neither copy: the entry stays pending and comes back.
-            Err(e) if !in_store => return Err(e.into()),
+            Err(e) if !in_store => return Err(e),
             Err(e) => {
                 tracing::warn!(dead_letter = %id, error = %e, "dead letter stored in PostgreSQL only: the Redis copy failed");
             }
