@@ -8,11 +8,13 @@ use uuid::Uuid;
 /// `eventbus dlq`.
 #[derive(Debug, Args)]
 #[command(after_help = "\
-Dead letters are kept in PostgreSQL (eventbus_dead_letters, needs DATABASE_URL and
-`eventbus migrate`) and in the Redis stream <namespace>:dead. A replay publishes the
-original event, with its id, to the replay stream of the group that failed it, so
-no other group sees it again; inboxes skip events already handled. An event that
-fails again returns to dead letters with its history (see `dlq show`).")]
+Dead letters are in the Redis stream <namespace>:dead and, with their status and
+history, in PostgreSQL (eventbus_dead_letters) when DATABASE_URL is set, else in
+Redis beside the stream; these commands work on whichever holds them (`dlq sync`
+needs PostgreSQL). A replay publishes the original event, with its id, to the
+replay stream of the group that failed it, so no other group sees it again;
+inboxes skip events already handled. An event that fails again returns to dead
+letters with its history (see `dlq show`).")]
 pub(crate) struct DlqArgs {
     /// What to do.
     #[command(subcommand)]
@@ -109,7 +111,8 @@ pub(crate) enum DlqCommand {
         dry_run: bool,
     },
     /// Copy dead letters that reached only the Redis stream (PostgreSQL was
-    /// down or refused them; marked dl_store=missing) into PostgreSQL.
+    /// down or refused them; marked dl_store=missing) into PostgreSQL
+    /// (needs DATABASE_URL).
     #[command(
         after_help = "Consumers do this by themselves when the store is back; this is for a consumer that \
                       stopped before it could. Safe to repeat: a dead letter already stored is left as it is."

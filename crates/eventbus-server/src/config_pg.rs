@@ -3,7 +3,7 @@
 //!
 //! | variable | default | flag |
 //! |----------|---------|------|
-//! | `DATABASE_URL` | none (needed by migrate, relay, outbox, `--via-outbox`, `--inbox`) | `--database-url` |
+//! | `DATABASE_URL` | none (needed by migrate, relay, outbox, `--via-outbox`, `--inbox`, `dlq sync`; without it dead letters are kept in Redis) | `--database-url` |
 //! | `EVENT_BUS_DB_SCHEMA` | `public` | `--db-schema` |
 //! | `EVENT_BUS_PG_POOL_SIZE` | `6` ([`eventbus::pg::DEFAULT_POOL_SIZE`]): PostgreSQL connections this process holds at most, whatever its handler concurrency | `--pg-pool-size` |
 //! | `EVENT_BUS_MAX_EVENT_BYTES` | `1048576` (1 MiB) | |

@@ -127,13 +127,8 @@ fn event(catalog: &eventbus::Catalog, key_suffix: usize) -> Envelope {
     e
 }
 
-async fn consume_one(
-    connector: RedisConnector,
-    topology: &Topology,
-    topic: &str,
-    mode: ConsumerMode,
-    group: &str,
-) {
+/// A consumer configuration with test timings.
+fn fast_config(topic: &str, mode: ConsumerMode, group: &str) -> ConsumerConfig {
     let mut config = ConsumerConfig::new(group, [topic]);
     config.mode = mode;
     config.block = Duration::from_millis(100);
@@ -142,6 +137,17 @@ async fn consume_one(
     config.heartbeat_interval = Duration::from_millis(100);
     config.session_timeout = Duration::from_secs(1);
     config.shutdown_timeout = Duration::from_secs(5);
+    config
+}
+
+async fn consume_one(
+    connector: RedisConnector,
+    topology: &Topology,
+    topic: &str,
+    mode: ConsumerMode,
+    group: &str,
+) {
+    let config = fast_config(topic, mode, group);
     let collector = Collector::new();
     let consumer =
         eventbus::Consumer::new(connector, topology.clone(), config, collector.clone()).unwrap();
@@ -193,6 +199,11 @@ async fn redis_acl_users_do_their_job_and_nothing_else() {
         ],
     )
     .await;
+    // A relay running as the publisher may not trim (it says so and relays on).
+    let trimmer =
+        eventbus::retention::Trimmer::new(conn.clone(), topology.clone(), Default::default());
+    let e = trimmer.pass().await.unwrap_err().to_string();
+    assert!(e.to_ascii_lowercase().contains("noperm"), "{e}");
 
     // Consumer: consumes in both modes; cannot touch other keys or the server.
     let (connector, conn) = connect(&server, "eventbus-consumer").await;
@@ -251,6 +262,20 @@ async fn redis_acl_users_do_their_job_and_nothing_else() {
         .query_async(&mut c)
         .await
         .unwrap();
+    // serve's trimmer (as admin): trims, takes its leases, reads the memory.
+    let trimmer =
+        eventbus::retention::Trimmer::new(conn.clone(), topology.clone(), Default::default());
+    let reports = trimmer.pass().await.unwrap();
+    assert!(
+        reports
+            .iter()
+            .any(|r| r.stream == stream && !r.leased_elsewhere),
+        "{reports:?}"
+    );
+    assert!(!eventbus::retention::redis_memory(&conn)
+        .await
+        .unwrap()
+        .is_empty());
     refused(
         &conn,
         "admin",
@@ -271,4 +296,65 @@ async fn redis_acl_users_do_their_job_and_nothing_else() {
     let mut anon = client.get_multiplexed_async_connection().await.unwrap();
     let r: redis::RedisResult<String> = redis::cmd("PING").query_async(&mut anon).await;
     assert!(r.is_err(), "the default user answers");
+}
+
+/// Without PostgreSQL the dead-letter records live in Redis: the consumer
+/// user writes them (the stream entry and the record, in one script) when
+/// its handler fails, and the admin user (`eventbus dlq`, `serve`) lists,
+/// replays, discards and purges them; every key is under `eventbus:*`.
+#[tokio::test(flavor = "multi_thread")]
+async fn redis_acl_users_keep_dead_letters_without_postgres() {
+    use eventbus::deadletter::{DeadLetterFilter, DeadLetterStore, ReplayOptions};
+    let acl = root().join("deploy/users.acl");
+    let server = RedisServer::start_with(&["--aclfile", acl.to_str().unwrap()]);
+    let topology = Topology::new("eventbus", 2).unwrap();
+    let catalog = Arc::new(eventbus::Catalog::embedded().unwrap());
+    let events: Vec<Envelope> = (0..2).map(|i| event(&catalog, i)).collect();
+    let topic = eventbus::topic_of(&events[0].event_type).to_owned();
+    let (connector, _) = connect(&server, "eventbus-publisher").await;
+    Publisher::connect(&connector, topology.clone(), PublisherConfig::default())
+        .await
+        .unwrap()
+        .publish_batch(&events)
+        .await
+        .unwrap();
+
+    let (connector, _) = connect(&server, "eventbus-consumer").await;
+    let mut config = fast_config(&topic, ConsumerMode::Unordered, "g");
+    config.retry.max_attempts = 1;
+    let failing = Collector::failing(|_, _| true);
+    let consumer = eventbus::Consumer::new(connector, topology.clone(), config, failing).unwrap();
+    let stop = CancellationToken::new();
+    let running = tokio::spawn(consumer.run(stop.clone()));
+    let (_, admin) = connect(&server, "eventbus-admin").await;
+    let store = DeadLetterStore::in_redis(topology, admin);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    let dead = loop {
+        let dead = store.list(&DeadLetterFilter::default()).await.unwrap();
+        if dead.len() == 2 || tokio::time::Instant::now() > deadline {
+            break dead;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    stop.cancel();
+    running.await.unwrap().unwrap();
+    assert_eq!(dead.len(), 2, "the consumer user did not dead-letter both");
+    let ids: Vec<_> = dead.iter().map(|d| d.id).collect();
+    let only = |id| DeadLetterFilter {
+        ids: vec![id],
+        ..Default::default()
+    };
+    let report = store
+        .replay(&only(ids[0]), &ReplayOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(report.replayed, 1);
+    assert_eq!(
+        store.discard(&only(ids[1]), "t", false).await.unwrap(),
+        [ids[1]]
+    );
+    assert_eq!(store.depth().await.unwrap().depth, 0);
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let purged = store.purge(Duration::from_millis(1), false).await.unwrap();
+    assert_eq!(purged, 2);
 }

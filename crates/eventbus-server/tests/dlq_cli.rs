@@ -1,5 +1,6 @@
 //! Dead letters through the binary: a failing --exec handler dead-letters
-//! events, `dlq list/show/replay/discard/purge` act on them, and every bad
+//! events, `dlq list/show/replay/discard/purge` act on them, with
+//! PostgreSQL and without it (the records are then in Redis), and every bad
 //! input is refused with a clear message.
 
 #[allow(dead_code)] // each test file uses some of the helpers
@@ -11,6 +12,13 @@ use eventbus_testkit::{shared_redis_url, TestNamespace, TestSchema};
 
 fn eventbus(ns: &TestNamespace, db: &TestSchema) -> Command {
     common::eventbus_pg(ns, db.url(), db.name(), 4)
+}
+
+/// The binary without `DATABASE_URL`: dead letters are kept in Redis.
+fn redis_only(ns: &TestNamespace) -> Command {
+    let mut c = common::eventbus(ns, &[]);
+    c.env("EVENT_BUS_PARTITIONS", "4");
+    c
 }
 
 fn run(mut c: Command, args: &[&str]) -> Output {
@@ -32,23 +40,77 @@ fn refused(o: &Output, needle: &str) {
     assert!(line.contains(needle), "{needle:?} not in {line:?}");
 }
 
-fn dead_letters(ns: &TestNamespace, db: &TestSchema, extra: &[&str]) -> Vec<serde_json::Value> {
+/// `dlq list --json` plus `extra`, one value per dead letter.
+fn listed(c: Command, extra: &[&str]) -> Vec<serde_json::Value> {
     let mut args = vec!["dlq", "list", "--json"];
     args.extend_from_slice(extra);
-    ok(&run(eventbus(ns, db), &args))
+    ok(&run(c, &args))
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())
         .collect()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn failing_events_are_dead_lettered_then_replayed_to_their_group() {
-    let ns = TestNamespace::new(shared_redis_url(), "dlq-cli");
-    let db = TestSchema::new("dlqcli").await;
+/// `consume --group billing --topics work_item --unordered --exec EXEC`,
+/// plus `extra`.
+fn consume(mut c: Command, exec: &str, extra: &[&str]) -> Command {
+    c.args([
+        "consume",
+        "--group",
+        "billing",
+        "--topics",
+        "work_item",
+        "--unordered",
+        "--no-validate",
+        "--exec",
+        exec,
+        "--block",
+        "200ms",
+    ])
+    .args(extra);
+    c
+}
+
+/// Runs [`consume`] in the background.
+fn spawn_consumer(c: Command, exec: &str) -> std::process::Child {
+    consume(c, exec, &[]).spawn().unwrap()
+}
+
+/// Stops a background consumer with SIGTERM; it must exit cleanly.
+fn stop(mut child: std::process::Child) {
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    assert!(child.wait().unwrap().success());
+}
+
+/// Waits up to a minute for `done`.
+fn wait_until(what: &str, done: impl Fn() -> bool) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while !done() {
+        assert!(std::time::Instant::now() < deadline, "{what}");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+}
+
+fn ids(dead_letters: &[serde_json::Value]) -> Vec<String> {
+    let mut ids: Vec<String> = dead_letters
+        .iter()
+        .map(|d| d["id"].as_str().unwrap().to_owned())
+        .collect();
+    ids.sort();
+    ids
+}
+
+/// Three events dead-lettered by a failing group, then listed with each
+/// filter, shown, replayed (dry run first), failed again into the same
+/// records, replayed and handled, discarded and purged. `eventbus()` is
+/// the binary with or without PostgreSQL: both must answer alike.
+fn dead_lettered_then_replayed_to_their_group(eventbus: impl Fn() -> Command) {
+    let list = |extra: &[&str]| listed(eventbus(), extra);
     for i in 0..3 {
         let data = format!(r#"{{"work_item_id":"wi-{i}"}}"#);
         ok(&run(
-            eventbus(&ns, &db),
+            eventbus(),
             &[
                 "publish",
                 "--no-validate",
@@ -62,95 +124,118 @@ async fn failing_events_are_dead_lettered_then_replayed_to_their_group() {
         ));
     }
     // a permanent failure (exit 65) for every event: each dead-lettered at once
-    let mut child = eventbus(&ns, &db)
-        .args([
-            "consume",
-            "--group",
-            "billing",
-            "--topics",
-            "work_item",
-            "--unordered",
-            "--no-validate",
-            "--exec",
-            "exit 65",
-            "--block",
-            "200ms",
-        ])
-        .spawn()
-        .unwrap();
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
-    while dead_letters(&ns, &db, &[]).len() < 3 {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "events were not dead-lettered"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(100));
-    }
-    let _ = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status();
-    assert!(child.wait().unwrap().success());
+    let child = spawn_consumer(eventbus(), "exit 65");
+    wait_until("events were not dead-lettered", || list(&[]).len() >= 3);
+    stop(child);
 
-    let all = dead_letters(
-        &ns,
-        &db,
-        &["--group", "billing", "--error-class", "permanent"],
-    );
+    let all = list(&["--group", "billing", "--error-class", "permanent"]);
     assert_eq!(all.len(), 3);
-    assert!(dead_letters(&ns, &db, &["--group", "audit"]).is_empty());
-    assert_eq!(dead_letters(&ns, &db, &["--key", "wi-1"]).len(), 1);
+    assert!(list(&["--group", "audit"]).is_empty());
+    assert_eq!(list(&["--key", "wi-1"]).len(), 1);
+    assert_eq!(list(&["--type", "work_item.x", "--since", "1h"]).len(), 3);
+    assert!(list(&["--type", "work_item.y"]).is_empty());
+    assert!(list(&["--since", "2999-01-01T00:00:00Z"]).is_empty());
+    assert!(list(&["--error-class", "retryable"]).is_empty());
+    let first_page = list(&["--limit", "2"]);
+    let second_page = list(&["--limit", "2", "--offset", "2"]);
+    assert_eq!(first_page.len(), 2);
+    assert_eq!(second_page.len(), 1);
+    assert_eq!(ids(&[first_page, second_page].concat()), ids(&all));
+    let table = ok(&run(eventbus(), &["dlq", "list"]));
+    assert!(
+        table.starts_with("id ") && table.contains("billing") && table.contains("work_item.x"),
+        "{table}"
+    );
     let id = all[0]["id"].as_str().unwrap().to_owned();
-    let shown = ok(&run(eventbus(&ns, &db), &["dlq", "show", &id]));
+    let shown = ok(&run(eventbus(), &["dlq", "show", &id]));
     assert!(
         shown.contains("permanent") && shown.contains("dead_lettered"),
         "{shown}"
     );
 
     // dry run: nothing changes
-    let dry = ok(&run(
-        eventbus(&ns, &db),
-        &["dlq", "replay", "--all", "--dry-run"],
-    ));
+    let dry = ok(&run(eventbus(), &["dlq", "replay", "--all", "--dry-run"]));
     assert!(dry.contains("would replay 3"), "{dry}");
-    assert_eq!(dead_letters(&ns, &db, &["--status", "new"]).len(), 3);
+    assert_eq!(list(&["--status", "new"]).len(), 3);
 
-    // discard one, replay the rest to the group, which now succeeds
-    ok(&run(eventbus(&ns, &db), &["dlq", "discard", &id]));
-    let replayed = ok(&run(
-        eventbus(&ns, &db),
-        &["dlq", "replay", "--group", "billing", "--rate", "100"],
-    ));
-    assert!(replayed.contains("replayed 2"), "{replayed}");
+    // discard one, replay the rest to the group, which still fails them:
+    // they return to the same records, `new` again, with their history
+    let discarded = ok(&run(eventbus(), &["dlq", "discard", &id]));
+    assert!(discarded.contains("discarded 1"), "{discarded}");
+    let replay = || {
+        let replayed = ok(&run(
+            eventbus(),
+            &["dlq", "replay", "--group", "billing", "--rate", "100"],
+        ));
+        assert!(replayed.contains("replayed 2"), "{replayed}");
+    };
+    replay();
+    assert_eq!(list(&["--status", "replayed"]).len(), 2);
+    let child = spawn_consumer(eventbus(), "exit 65");
+    wait_until("the replays did not fail again", || {
+        list(&["--status", "new"]).len() == 2
+    });
+    stop(child);
+    let again = list(&["--status", "new"]);
+    assert_eq!(list(&[]).len(), 3, "a second failure makes no new record");
+    for dl in &again {
+        let id = dl["id"].as_str().unwrap();
+        let shown: serde_json::Value =
+            serde_json::from_str(&ok(&run(eventbus(), &["dlq", "show", id, "--json"]))).unwrap();
+        let actions: Vec<&str> = shown["history"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|a| a["action"].as_str().unwrap())
+            .collect();
+        assert_eq!(actions, ["dead_lettered", "replayed", "failed_again"]);
+        assert_eq!(shown["dead_letter"]["replay_count"], 1);
+    }
+
+    // fixed: replayed again, the group handles them
+    replay();
     let dir = tempfile::tempdir().unwrap();
     let seen = dir.path().join("seen");
+    let exec = format!("echo $EVENTBUS_EVENT_ID >> {}", seen.display());
     ok(&run(
-        eventbus(&ns, &db),
-        &[
-            "consume",
-            "--group",
-            "billing",
-            "--topics",
-            "work_item",
-            "--unordered",
-            "--no-validate",
-            "--max-events",
-            "2",
-            "--block",
-            "200ms",
-            "--exec",
-            &format!("echo $EVENTBUS_EVENT_ID >> {}", seen.display()),
-        ],
+        consume(eventbus(), &exec, &["--max-events", "2"]),
+        &[],
     ));
     assert_eq!(std::fs::read_to_string(&seen).unwrap().lines().count(), 2);
-    assert_eq!(dead_letters(&ns, &db, &["--status", "replayed"]).len(), 2);
-    assert_eq!(dead_letters(&ns, &db, &["--status", "discarded"]).len(), 1);
+    let replayed = list(&["--status", "replayed"]);
+    assert_eq!(ids(&replayed), ids(&again));
+    assert!(replayed.iter().all(|d| d["replay_count"] == 2));
+    assert_eq!(list(&["--status", "discarded"]).len(), 1);
 
-    // purge keeps what is recent
-    let purged = ok(&run(
-        eventbus(&ns, &db),
-        &["dlq", "purge", "--older-than", "1h"],
-    ));
+    // purge keeps what is recent, and deletes what is older
+    let purged = ok(&run(eventbus(), &["dlq", "purge", "--older-than", "1h"]));
     assert!(purged.contains("deleted 0"), "{purged}");
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    let dry = ok(&run(
+        eventbus(),
+        &["dlq", "purge", "--older-than", "1s", "--dry-run"],
+    ));
+    assert!(dry.contains("would delete 3"), "{dry}");
+    assert_eq!(list(&[]).len(), 3);
+    let purged = ok(&run(eventbus(), &["dlq", "purge", "--older-than", "1s"]));
+    assert!(purged.contains("deleted 3"), "{purged}");
+    assert!(list(&[]).is_empty());
+    let empty = ok(&run(eventbus(), &["dlq", "list"]));
+    assert_eq!(empty, "no dead letters\n");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failing_events_are_dead_lettered_then_replayed_to_their_group() {
+    let ns = TestNamespace::new(shared_redis_url(), "dlq-cli");
+    let db = TestSchema::new("dlqcli").await;
+    dead_lettered_then_replayed_to_their_group(|| eventbus(&ns, &db));
+}
+
+/// The same without PostgreSQL: the records are in Redis.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_postgres_failing_events_are_dead_lettered_then_replayed_to_their_group() {
+    let ns = TestNamespace::new(shared_redis_url(), "dlq-cli-redis");
+    dead_lettered_then_replayed_to_their_group(|| redis_only(&ns));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -179,9 +264,32 @@ async fn bad_dlq_and_retry_input_is_refused() {
         &e(&["dlq", "replay", "--all", "--to-group", "a b"]),
         "--to-group",
     );
-    let mut no_db = eventbus(&ns, &db);
-    no_db.env_remove("DATABASE_URL");
-    refused(&run(no_db, &["dlq", "list"]), "DATABASE_URL");
+    // Without PostgreSQL: the same words, and `dlq sync` (which copies
+    // into PostgreSQL) says what it needs.
+    refused(&run(redis_only(&ns), &["dlq", "sync"]), "DATABASE_URL");
+    refused(
+        &run(redis_only(&ns), &["dlq", "replay"]),
+        "say which dead letters",
+    );
+    refused(
+        &run(redis_only(&ns), &["dlq", "discard", "--dry-run"]),
+        "say which dead letters",
+    );
+    refused(
+        &run(
+            redis_only(&ns),
+            &["dlq", "show", "0195f6a4-0000-7000-8000-000000000000"],
+        ),
+        "no dead letter",
+    );
+    refused(
+        &run(redis_only(&ns), &["dlq", "replay", "--all", "--rate", "0"]),
+        "--rate",
+    );
+    refused(
+        &run(redis_only(&ns), &["dlq", "list", "--status", "lost"]),
+        "status",
+    );
     let consume = |extra: &[&str]| {
         let mut args = vec!["consume", "--group", "g", "--topics", "work_item"];
         args.extend_from_slice(extra);
@@ -210,6 +318,20 @@ type RawEntry = (String, Vec<(Vec<u8>, Vec<u8>)>);
 async fn events_with_nul_anywhere_are_dead_lettered_shown_and_replayed_exactly() {
     let ns = TestNamespace::new(shared_redis_url(), "dlq-nul");
     let db = TestSchema::new("dlqnul").await;
+    nul_anywhere_is_dead_lettered_shown_and_replayed_exactly(&ns, || eventbus(&ns, &db)).await;
+}
+
+/// The same without PostgreSQL: the records are in Redis.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_postgres_events_with_nul_anywhere_are_dead_lettered_shown_and_replayed_exactly() {
+    let ns = TestNamespace::new(shared_redis_url(), "dlq-nul-redis");
+    nul_anywhere_is_dead_lettered_shown_and_replayed_exactly(&ns, || redis_only(&ns)).await;
+}
+
+async fn nul_anywhere_is_dead_lettered_shown_and_replayed_exactly(
+    ns: &TestNamespace,
+    eventbus: impl Fn() -> Command,
+) {
     let lines = [
         r#"{"type":"work_item.x","key":"k1","data":{"t":"a\u0000b","k\u0000":1}}"#,
         r#"{"type":"work_item.x","key":"k\u00002","data":{}}"#,
@@ -221,7 +343,7 @@ async fn events_with_nul_anywhere_are_dead_lettered_shown_and_replayed_exactly()
     let batch = dir.path().join("batch.jsonl");
     std::fs::write(&batch, lines.join("\n")).unwrap();
     ok(&run(
-        eventbus(&ns, &db),
+        eventbus(),
         &[
             "publish",
             "--no-validate",
@@ -235,7 +357,7 @@ async fn events_with_nul_anywhere_are_dead_lettered_shown_and_replayed_exactly()
         r#"input=$(cat); case "$input" in *'\u0000'*) exit 65;; *) echo ok >> {};; esac"#,
         handled.display()
     );
-    let mut child = eventbus(&ns, &db)
+    let child = eventbus()
         .args([
             "consume",
             "--group",
@@ -250,17 +372,12 @@ async fn events_with_nul_anywhere_are_dead_lettered_shown_and_replayed_exactly()
         ])
         .spawn()
         .unwrap();
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
-    while dead_letters(&ns, &db, &[]).len() < 4 || !handled.exists() {
-        assert!(std::time::Instant::now() < deadline, "stalled");
-        std::thread::sleep(std::time::Duration::from_millis(100));
-    }
-    let _ = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status();
-    assert!(child.wait().unwrap().success());
+    wait_until("stalled", || {
+        listed(eventbus(), &[]).len() >= 4 && handled.exists()
+    });
+    stop(child);
 
-    let listed = dead_letters(&ns, &db, &[]);
+    let listed = listed(eventbus(), &[]);
     assert_eq!(listed.len(), 4);
     for line in &lines[..4] {
         let want: serde_json::Value = serde_json::from_str(line).unwrap();
@@ -274,17 +391,14 @@ async fn events_with_nul_anywhere_are_dead_lettered_shown_and_replayed_exactly()
             }
         }
         let id = dl["id"].as_str().unwrap();
-        let shown: serde_json::Value = serde_json::from_str(&ok(&run(
-            eventbus(&ns, &db),
-            &["dlq", "show", id, "--json"],
-        )))
-        .unwrap();
+        let shown: serde_json::Value =
+            serde_json::from_str(&ok(&run(eventbus(), &["dlq", "show", id, "--json"]))).unwrap();
         assert_eq!(shown["dead_letter"]["envelope"], dl["envelope"]);
         assert_eq!(shown["dead_letter"]["key"], want["key"]);
-        let text = ok(&run(eventbus(&ns, &db), &["dlq", "show", id]));
+        let text = ok(&run(eventbus(), &["dlq", "show", id]));
         assert!(text.contains("raw fields"), "{text}");
     }
-    ok(&run(eventbus(&ns, &db), &["dlq", "replay", "--all"]));
+    ok(&run(eventbus(), &["dlq", "replay", "--all"]));
     let mut conn = redis::Client::open(shared_redis_url())
         .unwrap()
         .get_multiplexed_async_connection()

@@ -1,7 +1,8 @@
 //! `eventbus serve` as a process, over a real socket: the API answers, a
 //! request in flight when SIGTERM arrives still completes, the process
 //! exits cleanly, and no secret (Redis or PostgreSQL password, API tokens)
-//! appears anywhere in its output or its answers.
+//! appears anywhere in its output or its answers. Without PostgreSQL, the
+//! dead-letter routes work on the records kept in Redis.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
@@ -36,21 +37,23 @@ struct Server {
 }
 
 impl Server {
+    /// Without `db`, no `DATABASE_URL`.
     fn start(
         ns: &TestNamespace,
-        db: &TestSchema,
+        db: Option<&TestSchema>,
         extra_env: &[(&str, &str)],
         extra_args: &[&str],
     ) -> Server {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_eventbus"));
-        cmd.env_clear()
-            .env("REDIS_URL", ns.url())
-            .env(
+        cmd.env_clear().env("REDIS_URL", ns.url());
+        if let Some(db) = db {
+            cmd.env(
                 "DATABASE_URL",
                 with_password(&shared_database_url(), "postgres"),
             )
-            .env("EVENT_BUS_DB_SCHEMA", db.name())
-            .env("EVENT_BUS_NAMESPACE", ns.name())
+            .env("EVENT_BUS_DB_SCHEMA", db.name());
+        }
+        cmd.env("EVENT_BUS_NAMESPACE", ns.name())
             .env("EVENT_BUS_PARTITIONS", "4")
             .env("EVENT_BUS_API_TOKEN", ADMIN)
             .env("EVENT_BUS_API_READ_TOKEN", READ)
@@ -165,7 +168,7 @@ async fn serves_over_a_socket_drains_on_sigterm_and_leaks_no_secret() {
     let redis = RedisServer::start_with(&["--requirepass", SENTINEL]);
     let ns = TestNamespace::new(with_password(&redis.url(), ""), "serve");
     let db = TestSchema::new("serve").await;
-    let server = Server::start(&ns, &db, &[], &[]);
+    let server = Server::start(&ns, Some(&db), &[], &[]);
 
     let (s, body) = server.request("GET", "/health", None, "");
     assert_eq!(s, 200, "{body}");
@@ -294,18 +297,18 @@ struct FileConsumer {
 
 impl FileConsumer {
     fn new(mode: &[&str]) -> Self {
+        Self::with_exec(mode, "cat > \"$OUT/$EVENTBUS_EVENT_ID\"")
+    }
+
+    /// The same with another `--exec` command (`$OUT` is `handled`).
+    fn with_exec(mode: &[&str], exec: &str) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let config = dir.path().join("consumers.json");
         let handled = dir.path().join("handled");
         std::fs::create_dir(&handled).unwrap();
         let mut args = vec!["--group", "files"];
         args.extend_from_slice(mode);
-        args.extend([
-            "--block",
-            "100ms",
-            "--exec",
-            "cat > \"$OUT/$EVENTBUS_EVENT_ID\"",
-        ]);
+        args.extend(["--block", "100ms", "--exec", exec]);
         std::fs::write(
             &config,
             json!({"consumers": [{"name": "files", "args": args}]}).to_string(),
@@ -318,8 +321,9 @@ impl FileConsumer {
         }
     }
 
-    /// Starts `serve --consumers` with it, plus `env`.
-    fn serve(&self, ns: &TestNamespace, db: &TestSchema, env: &[(&str, &str)]) -> Server {
+    /// Starts `serve --consumers` with it, plus `env` (without `db`, no
+    /// PostgreSQL).
+    fn serve(&self, ns: &TestNamespace, db: Option<&TestSchema>, env: &[(&str, &str)]) -> Server {
         let path = std::env::var("PATH").unwrap_or_default();
         let mut env = env.to_vec();
         env.extend([("OUT", self.handled.to_str().unwrap()), ("PATH", &path)]);
@@ -362,7 +366,7 @@ async fn runs_the_consumers_of_its_config_file() {
     let ns = TestNamespace::new(shared_redis_url(), "serve");
     let db = TestSchema::new("serve").await;
     let files = FileConsumer::new(&["--unordered"]);
-    let server = files.serve(&ns, &db, &[]);
+    let server = files.serve(&ns, Some(&db), &[]);
     let ids = files.post_three(&server, "/v1/events?direct=true", 201);
     files.wait_handled(&server, &ids);
     let (s, metrics) = server.request("GET", "/metrics", Some(READ), "");
@@ -415,7 +419,7 @@ async fn serves_on_a_cluster() {
     let db = TestSchema::new("servecl").await;
     let files = FileConsumer::new(&[]);
     let nodes = cluster.seed_urls().join(",");
-    let server = files.serve(&ns, &db, &[("REDIS_CLUSTER_NODES", &nodes)]);
+    let server = files.serve(&ns, Some(&db), &[("REDIS_CLUSTER_NODES", &nodes)]);
     let (s, body) = server.request("GET", "/ready", None, "");
     assert_eq!(s, 200, "{body}");
     // Through the outbox (202): the relay of `serve` moves them to the cluster.
@@ -426,6 +430,131 @@ async fn serves_on_a_cluster() {
     let (s, groups) = server.request("GET", "/v1/groups/files", Some(READ), "");
     assert_eq!(s, 200, "{groups}");
     assert!(groups.contains("files"), "{groups}");
+    server.sigterm();
+    let (code, lines) = server.wait();
+    assert_eq!(code, 0, "{lines:#?}");
+}
+
+/// Answers `GET path` with the read token as JSON, expecting 200.
+fn get_json(server: &Server, path: &str) -> Value {
+    let (s, body) = server.request("GET", path, Some(READ), "");
+    assert_eq!(s, 200, "{path}: {body}");
+    serde_json::from_str(&body).unwrap()
+}
+
+/// Without `DATABASE_URL`: the consumer of the config file dead-letters
+/// what it fails into Redis, and `GET /v1/dlq`, `GET /v1/dlq/{id}`,
+/// `POST /v1/dlq/replay` and `POST /v1/dlq/{id}/discard` work on those
+/// records, refusing bad input with 4xx as with PostgreSQL.
+#[tokio::test(flavor = "multi_thread")]
+async fn without_postgres_the_dead_letter_routes_work_on_redis() {
+    let ns = TestNamespace::new(shared_redis_url(), "serve-dlq");
+    let files = FileConsumer::with_exec(
+        &["--unordered"],
+        "test -e \"$OUT/fixed\" || exit 65; cat > \"$OUT/$EVENTBUS_EVENT_ID\"",
+    );
+    let server = files.serve(&ns, None, &[]);
+    let ids = files.post_three(&server, "/v1/events", 201);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let dead = loop {
+        let listed = get_json(&server, "/v1/dlq")["dead_letters"].clone();
+        if listed.as_array().unwrap().len() == 3 {
+            break listed;
+        }
+        assert!(Instant::now() < deadline, "not dead-lettered: {listed}");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let mut event_ids: Vec<&str> = dead
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["event_id"].as_str().unwrap())
+        .collect();
+    event_ids.sort();
+    let mut posted: Vec<&str> = ids.iter().map(String::as_str).collect();
+    posted.sort();
+    assert_eq!(event_ids, posted);
+
+    let page = get_json(&server, "/v1/dlq?group=files&limit=2&offset=1");
+    assert_eq!(page["dead_letters"].as_array().unwrap().len(), 2);
+    assert_eq!(page["dead_letters"][0]["id"], dead[1]["id"]);
+    let none = get_json(&server, "/v1/dlq?group=other&status=new");
+    assert!(none["dead_letters"].as_array().unwrap().is_empty());
+    for bad in [
+        "/v1/dlq?error_class=weird",
+        "/v1/dlq?limit=0",
+        "/v1/dlq/not-a-uuid",
+    ] {
+        let (s, body) = server.request("GET", bad, Some(READ), "");
+        assert_eq!(s, 400, "{bad}: {body}");
+    }
+    let (s, _) = server.request(
+        "GET",
+        &format!("/v1/dlq/{}", uuid::Uuid::now_v7()),
+        Some(READ),
+        "",
+    );
+    assert_eq!(s, 404);
+    let (a, b) = (
+        dead[0]["id"].as_str().unwrap(),
+        dead[1]["id"].as_str().unwrap(),
+    );
+    let shown = get_json(&server, &format!("/v1/dlq/{a}"));
+    assert_eq!(shown["dead_letter"]["group"], "files");
+    assert_eq!(shown["dead_letter"]["error_class"], "permanent");
+    assert_eq!(shown["history"][0]["action"], "dead_lettered");
+
+    let (s, _) = server.request("POST", "/v1/dlq/replay", Some(ADMIN), "{}");
+    assert_eq!(s, 400, "a replay must say which");
+    let (s, _) = server.request("POST", "/v1/dlq/replay", Some(READ), r#"{"all":true}"#);
+    assert_eq!(s, 403);
+    let (s, body) = server.request(
+        "POST",
+        "/v1/dlq/replay",
+        Some(ADMIN),
+        r#"{"group":"files","dry_run":true}"#,
+    );
+    assert_eq!(s, 200, "{body}");
+    let dry: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(
+        (dry["selected"].as_array().unwrap().len(), &dry["replayed"]),
+        (3, &json!(0))
+    );
+
+    let discard = format!("/v1/dlq/{b}/discard");
+    let (s, body) = server.request("POST", &discard, Some(ADMIN), "");
+    assert_eq!(s, 200, "{body}");
+    let (s, _) = server.request("POST", &discard, Some(ADMIN), "");
+    assert_eq!(s, 404, "discarded already");
+
+    // Fixed: the replays of the other two are handled by the group.
+    std::fs::write(files.handled.join("fixed"), "").unwrap();
+    let (s, body) = server.request("POST", "/v1/dlq/replay", Some(ADMIN), r#"{"all":true}"#);
+    assert_eq!(s, 200, "{body}");
+    assert_eq!(serde_json::from_str::<Value>(&body).unwrap()["replayed"], 2);
+    let replayed: Vec<String> = dead
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|d| d["id"] != b)
+        .map(|d| d["event_id"].as_str().unwrap().to_owned())
+        .collect();
+    files.wait_handled(&server, &replayed);
+    let statuses = |status: &str| {
+        get_json(&server, &format!("/v1/dlq?status={status}"))["dead_letters"]
+            .as_array()
+            .unwrap()
+            .len()
+    };
+    assert_eq!(
+        (statuses("replayed"), statuses("discarded"), statuses("new")),
+        (2, 1, 0)
+    );
+    let shown = get_json(&server, &format!("/v1/dlq/{a}"));
+    assert_eq!(shown["dead_letter"]["replay_count"], 1);
+    assert_eq!(shown["history"][1]["action"], "replayed");
+    assert_eq!(shown["history"][1]["detail"]["by"], "api");
+
     server.sigterm();
     let (code, lines) = server.wait();
     assert_eq!(code, 0, "{lines:#?}");

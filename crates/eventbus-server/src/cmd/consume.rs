@@ -164,8 +164,8 @@ pub(crate) async fn run_with(
         tokio::spawn(alerter.run(shutdown.clone()));
     }
     let mut consumer = Consumer::new(connector, topology, config, handler_chain)?;
-    // With PostgreSQL configured, dead letters are also kept there, where
-    // `eventbus dlq` can list, replay and discard them.
+    // With PostgreSQL configured, dead letters are kept there; without it,
+    // in Redis beside `<namespace>:dead`. `eventbus dlq` works on either.
     if settings.pg.has_database() {
         let pool = settings.pg.pool(settings.pg.pool_size, "consume").await?;
         consumer = consumer.with_dead_letter_store(pool, settings.pg.schema.clone());

@@ -1,4 +1,7 @@
-//! `eventbus dlq list|show|replay|discard|purge`.
+//! `eventbus dlq list|show|replay|discard|purge|sync`: on the PostgreSQL
+//! store when `DATABASE_URL` is set, else on the records the consumers keep
+//! in Redis beside `<namespace>:dead` (`sync` copies into PostgreSQL, so it
+//! needs it).
 
 use eventbus::deadletter::{
     DeadLetter, DeadLetterFilter, DeadLetterStore, DeadLetterWriter, ReplayOptions,
@@ -44,14 +47,17 @@ fn actor() -> String {
 
 /// Runs `eventbus dlq ...`.
 pub(crate) async fn run(args: DlqArgs, settings: &Settings) -> Result<()> {
-    let pool = settings.pg.pool(2, "dlq").await?;
     let redis = settings.connector()?.shared().await?;
-    let store = DeadLetterStore::new(
-        pool.clone(),
-        settings.pg.schema.clone(),
-        settings.topology()?,
-        redis.clone(),
-    );
+    let store = if settings.pg.has_database() {
+        DeadLetterStore::new(
+            settings.pg.pool(2, "dlq").await?,
+            settings.pg.schema.clone(),
+            settings.topology()?,
+            redis.clone(),
+        )
+    } else {
+        DeadLetterStore::in_redis(settings.topology()?, redis.clone())
+    };
     match args.command {
         DlqCommand::List {
             filter: f,
@@ -167,7 +173,11 @@ pub(crate) async fn run(args: DlqArgs, settings: &Settings) -> Result<()> {
             };
             output::write_stdout(format!("{verb} {} dead letters\n", done.len()).as_bytes())?;
         }
-        DlqCommand::Sync { since } => sync(pool, redis, since, settings).await?,
+        DlqCommand::Sync { since } => {
+            // Copies into PostgreSQL: without DATABASE_URL, refused in words.
+            let pool = settings.pg.pool(2, "dlq sync").await?;
+            sync(pool, redis, since, settings).await?;
+        }
         DlqCommand::Purge {
             older_than,
             dry_run,

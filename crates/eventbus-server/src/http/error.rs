@@ -108,6 +108,10 @@ impl From<eventbus::Error> for HttpError {
                 tracing::error!(error = %e, "postgres failed while answering a request");
                 HttpError::Unavailable("postgres is unavailable")
             }
+            E::Contended(_) => {
+                tracing::warn!(error = %e, "a dead letter kept changing while being updated");
+                HttpError::Unavailable("the dead letter is being changed by others; try again")
+            }
             E::NotMigrated { .. } => {
                 tracing::error!(error = %e, "the eventbus tables are missing");
                 HttpError::Unavailable("the database is not migrated")

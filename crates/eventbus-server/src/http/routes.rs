@@ -253,14 +253,18 @@ impl DlqQuery {
     }
 }
 
-fn store(app: &AppState) -> HttpResult<DeadLetterStore> {
-    let pg = pg(app)?;
-    Ok(DeadLetterStore::new(
-        pg.pool.clone(),
-        pg.schema.clone(),
-        app.topology.clone(),
-        app.redis.clone(),
-    ))
+/// The PostgreSQL store when configured, else the records the consumers
+/// keep in Redis beside `<namespace>:dead`.
+fn store(app: &AppState) -> DeadLetterStore {
+    match &app.pg {
+        Some(pg) => DeadLetterStore::new(
+            pg.pool.clone(),
+            pg.schema.clone(),
+            app.topology.clone(),
+            app.redis.clone(),
+        ),
+        None => DeadLetterStore::in_redis(app.topology.clone(), app.redis.clone()),
+    }
 }
 
 /// `GET /v1/dlq`: filters, `limit` (default 100) and `offset`.
@@ -270,7 +274,7 @@ pub(crate) async fn dlq_list(
 ) -> HttpResult<Json<Value>> {
     let q = query(q)?;
     let filter = q.filter()?;
-    let rows = store(&app)?.list(&filter).await?;
+    let rows = store(&app).list(&filter).await?;
     Ok(Json(
         json!({"dead_letters": rows, "limit": filter.limit.unwrap_or(100), "offset": filter.offset.unwrap_or(0)}),
     ))
@@ -287,7 +291,7 @@ pub(crate) async fn dlq_show(
     Path(id): Path<String>,
 ) -> HttpResult<Json<Value>> {
     let id = parse_id(&id)?;
-    match store(&app)?.get(id).await? {
+    match store(&app).get(id).await? {
         Some((dl, history)) => Ok(Json(json!({"dead_letter": dl, "history": history}))),
         None => Err(HttpError::NotFound(format!("no dead letter with id {id}"))),
     }
@@ -347,7 +351,7 @@ pub(crate) async fn dlq_replay(
     {
         return Err(HttpError::BadRequest("to_group is not a group name".into()));
     }
-    let report = store(&app)?
+    let report = store(&app)
         .replay(
             &filter,
             &ReplayOptions {
@@ -373,7 +377,7 @@ pub(crate) async fn dlq_discard(
         ids: vec![id],
         ..Default::default()
     };
-    let done = store(&app)?.discard(&filter, ACTOR, false).await?;
+    let done = store(&app).discard(&filter, ACTOR, false).await?;
     if done.is_empty() {
         return Err(HttpError::NotFound(format!(
             "no new dead letter with id {id}"
