@@ -10,13 +10,12 @@
 
 use std::time::Duration;
 
-use crate::connection::RedisConn;
 use chrono::Utc;
 use serde::Serialize;
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 
-use crate::deadletter::dlq_depth;
+use crate::deadletter::{dlq_depth, DeadLetterStore};
 use crate::pg::DbSchema;
 use crate::{Error, Result};
 
@@ -63,31 +62,19 @@ impl AlertConfig {
 pub enum DlqSource {
     /// `eventbus_dead_letters` (status `new`; rate from `last_failed_at`).
     Postgres(PgPool, DbSchema),
-    /// The Redis stream `<ns>:dead` (depth = its length; rate from entry ids).
-    Redis(RedisConn, String),
+    /// Without PostgreSQL: the dead-letter records kept in Redis
+    /// ([`DeadLetterStore::in_redis`]; status `new`; rate from the last failures).
+    Redis(Box<DeadLetterStore>),
 }
 
 impl DlqSource {
     /// (depth, dead-lettered in the last minute).
     pub async fn measure(&self) -> Result<(u64, u64)> {
         match self {
-            DlqSource::Postgres(pool, schema) => {
-                let d = dlq_depth(pool, schema).await?;
-                Ok((d.depth.max(0) as u64, d.last_minute.max(0) as u64))
-            }
-            DlqSource::Redis(conn, stream) => {
-                let mut c = conn.clone();
-                let depth: u64 = redis::cmd("XLEN").arg(stream).query_async(&mut c).await?;
-                let since = (Utc::now() - chrono::Duration::minutes(1)).timestamp_millis();
-                let recent: Vec<redis::Value> = redis::cmd("XRANGE")
-                    .arg(stream)
-                    .arg(since.max(0))
-                    .arg("+")
-                    .query_async(&mut c)
-                    .await?;
-                Ok((depth, recent.len() as u64))
-            }
+            DlqSource::Postgres(pool, schema) => dlq_depth(pool, schema).await,
+            DlqSource::Redis(store) => store.depth().await,
         }
+        .map(|d| (d.depth.max(0) as u64, d.last_minute.max(0) as u64))
     }
 }
 

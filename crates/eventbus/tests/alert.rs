@@ -150,7 +150,7 @@ async fn depth_alert_fires_once_and_resolves_once() {
 }
 
 #[tokio::test]
-async fn rate_alert_from_the_redis_stream() {
+async fn rate_alert_from_the_redis_records() {
     let ns = TestNamespace::new(shared_redis_url(), "alert-redis");
     let redis = RedisConnector::new(ns.url(), RedisOptions::default())
         .unwrap()
@@ -167,11 +167,8 @@ async fn rate_alert_from_the_redis_stream() {
         interval: Duration::from_millis(50),
         namespace: ns.name().into(),
     };
-    let mut alerter = Alerter::new(
-        config,
-        DlqSource::Redis(redis.clone(), topology.dead_stream()),
-    )
-    .unwrap();
+    let store = DeadLetterStore::in_redis(topology.clone(), redis.clone());
+    let mut alerter = Alerter::new(config, DlqSource::Redis(Box::new(store.clone()))).unwrap();
     for i in 0..4 {
         writer.record(&failure(i)).await.unwrap();
     }
@@ -182,14 +179,50 @@ async fn rate_alert_from_the_redis_stream() {
         (sent[0].alert, sent[0].status, sent[0].value),
         ("dlq_rate", "firing", 5)
     );
-    // the rate falls once the stream is emptied
-    let _: () = redis::cmd("DEL")
-        .arg(topology.dead_stream())
-        .query_async(&mut redis.clone())
-        .await
-        .unwrap();
+    // the rate falls once the records are purged
+    assert_eq!(store.purge(Duration::ZERO, false).await.unwrap(), 5);
     let sent = alerter.check().await.unwrap();
     assert_eq!(sent[0].status, "resolved");
+    assert_eq!(bodies.lock().unwrap().len(), 2);
+}
+
+/// Without PostgreSQL the depth is the records waiting (status `new`), not
+/// the feed's length: discarding them resolves the alert.
+#[tokio::test]
+async fn depth_alert_from_the_redis_records() {
+    let ns = TestNamespace::new(shared_redis_url(), "alert-redis-depth");
+    let redis = RedisConnector::new(ns.url(), RedisOptions::default())
+        .unwrap()
+        .shared()
+        .await
+        .unwrap();
+    let topology = ns.topology(2);
+    let writer = DeadLetterWriter::new(redis.clone(), &topology, None);
+    let store = DeadLetterStore::in_redis(topology.clone(), redis.clone());
+    let (url, bodies, _) = webhook().await;
+    let config = AlertConfig {
+        webhook_url: url,
+        depth_threshold: Some(3),
+        rate_threshold: None,
+        interval: Duration::from_millis(50),
+        namespace: ns.name().into(),
+    };
+    let mut alerter = Alerter::new(config, DlqSource::Redis(Box::new(store.clone()))).unwrap();
+    for i in 0..3 {
+        writer.record(&failure(i)).await.unwrap();
+    }
+    let sent = alerter.check().await.unwrap();
+    assert_eq!(
+        (sent[0].alert, sent[0].status, sent[0].value),
+        ("dlq_depth", "firing", 3)
+    );
+    let all = DeadLetterFilter {
+        group: Some("g".into()),
+        ..Default::default()
+    };
+    assert_eq!(store.discard(&all, "test", false).await.unwrap().len(), 3);
+    let sent = alerter.check().await.unwrap();
+    assert_eq!((sent[0].status, sent[0].value), ("resolved", 0));
     assert_eq!(bodies.lock().unwrap().len(), 2);
 }
 

@@ -155,10 +155,12 @@ pub(crate) async fn run_with(
                 settings.pg.schema.clone(),
             )
         } else {
-            eventbus::alert::DlqSource::Redis(
-                settings.connector()?.shared().await?,
-                topology.dead_stream(),
-            )
+            eventbus::alert::DlqSource::Redis(Box::new(
+                eventbus::deadletter::DeadLetterStore::in_redis(
+                    topology.clone(),
+                    settings.connector()?.shared().await?,
+                ),
+            ))
         };
         let alerter = eventbus::alert::Alerter::new(alert, source)?;
         tokio::spawn(alerter.run(shutdown.clone()));

@@ -101,7 +101,12 @@ pub(crate) async fn run(args: ServeArgs, settings: &Settings) -> Result<()> {
     if let Some(alert) = settings.alert.config(topology.namespace()) {
         let source = match &pg {
             Some(pg) => eventbus::alert::DlqSource::Postgres(pg.pool.clone(), pg.schema.clone()),
-            None => eventbus::alert::DlqSource::Redis(state.redis.clone(), topology.dead_stream()),
+            None => eventbus::alert::DlqSource::Redis(Box::new(
+                eventbus::deadletter::DeadLetterStore::in_redis(
+                    topology.clone(),
+                    state.redis.clone(),
+                ),
+            )),
         };
         let alerter = eventbus::alert::Alerter::new(alert, source)?;
         tasks.spawn(alerter.run(shutdown.clone()));
