@@ -172,27 +172,45 @@ impl Publisher {
     }
 
     /// True when Redis answers a `PING`.
+    ///
+    /// A refused event may have closed the connection (Redis drops a client
+    /// that sends a value over `proto-max-bulk-len`); the shared connection
+    /// reconnects on the next command. So a failed `PING` is tried again
+    /// twice, briefly, before Redis counts as unreachable: otherwise one
+    /// refused event would look like an outage, now and then, at random.
     pub async fn is_reachable(&self) -> bool {
-        let ping: redis::RedisResult<String> =
-            redis::cmd("PING").query_async(&mut self.conn.clone()).await;
-        ping.is_ok()
+        self.answers_soon(redis::cmd("PING")).await
     }
 
     /// True when Redis takes a small write in `stream`'s hash slot: an
     /// entry in `<stream>:relay-probe` (capped at one entry). Tells a
     /// refusal of one event (too large for the server, say) from a server
     /// that refuses every write (out of memory, read-only, no permission).
+    /// Tried again like [`Publisher::is_reachable`].
     pub async fn takes_writes_near(&self, stream: &str) -> bool {
-        let probe: redis::RedisResult<String> = redis::cmd("XADD")
+        let mut probe = redis::cmd("XADD");
+        probe
             .arg(format!("{stream}:relay-probe"))
             .arg("MAXLEN")
             .arg(1)
             .arg("*")
             .arg("probe")
-            .arg("1")
-            .query_async(&mut self.conn.clone())
-            .await;
-        probe.is_ok()
+            .arg("1");
+        self.answers_soon(probe).await
+    }
+
+    /// True when `cmd` succeeds within three tries (0, 100 and 400 ms
+    /// after a failure): time for the shared connection to reconnect.
+    async fn answers_soon(&self, cmd: redis::Cmd) -> bool {
+        for pause in [0, 100, 400] {
+            tokio::time::sleep(Duration::from_millis(pause)).await;
+            let reply: redis::RedisResult<redis::Value> =
+                cmd.query_async(&mut self.conn.clone()).await;
+            if reply.is_ok() {
+                return true;
+            }
+        }
+        false
     }
 
     /// This publisher's settings.
