@@ -253,10 +253,9 @@ pub(super) async fn run_script(
     })
 }
 
-/// The streams retention looks after in `topology`: every partition of
-/// `topics` (or of every topic published to, from the topics registry),
-/// then the replay streams of the groups found on them (or of `groups`),
-/// then `<namespace>:dead`.
+/// The partition streams retention looks after in `topology`: every
+/// partition of `topics`, or of every topic published to (the topics
+/// registry). [`trim_streams`] adds the replay and dead-letter streams.
 pub(super) async fn streams(
     conn: &RedisConn,
     topology: &Topology,
