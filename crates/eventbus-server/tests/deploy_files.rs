@@ -174,6 +174,9 @@ async fn redis_acl_users_do_their_job_and_nothing_else() {
     let first = event(&catalog, 0);
     let topic = eventbus::topic_of(&first.event_type).to_owned();
     let stream = topology.stream_key(&topic, 0);
+    let dead = topology.dead_stream();
+    let replay = topology.replay_stream("ordered-group");
+    let lease = format!("{stream}:lease:ordered-group");
 
     // Publisher: publishes; reads nothing, deletes nothing, no server commands.
     let (connector, conn) = connect(&server, "eventbus-publisher").await;
@@ -196,6 +199,12 @@ async fn redis_acl_users_do_their_job_and_nothing_else() {
             &["FLUSHALL"],
             &["CONFIG", "GET", "*"],
             &["ACL", "LIST"],
+            // Only partition streams: not dead letters, replays, leases.
+            &["XADD", &dead, "*", "a", "b"],
+            &["XADD", &replay, "*", "a", "b"],
+            &["XADD", &lease, "*", "a", "b"],
+            &["SADD", &stream, "x"],
+            &["SELECT", "1"],
         ],
     )
     .await;
@@ -235,6 +244,20 @@ async fn redis_acl_users_do_their_job_and_nothing_else() {
             &["CONFIG", "GET", "*"],
             &["SCRIPT", "FLUSH"],
             &["ACL", "LIST"],
+            // No deleting or forging stream entries, no other types where
+            // a stream belongs, no group teardown, no other database.
+            &["DEL", &stream],
+            &["UNLINK", &stream],
+            &["XADD", &stream, "*", "a", "b"],
+            &["XADD", &replay, "*", "a", "b"],
+            &["XDEL", &stream, "0-1"],
+            &["XGROUP", "DESTROY", &stream, "ordered-group"],
+            &["XGROUP", "SETID", &stream, "ordered-group", "$"],
+            &["SET", &stream, "1"],
+            &["HSET", &stream, "a", "b"],
+            &["SADD", &stream, "x"],
+            &["SET", "eventbus:topics", "1"],
+            &["SELECT", "1"],
         ],
     )
     .await;
@@ -287,6 +310,33 @@ async fn redis_acl_users_do_their_job_and_nothing_else() {
             &["CLIENT", "KILL", "ID", "999999"],
             &["ACL", "SETUSER", "x", "on"],
             &["SHUTDOWN", "NOSAVE"],
+            // No looking at other namespaces, no flushing scripts or
+            // functions, no other database.
+            &["SCAN", "0"],
+            &["RANDOMKEY"],
+            &["FUNCTION", "FLUSH"],
+            &["SCRIPT", "FLUSH"],
+            &["SELECT", "1"],
+            &["MOVE", &stream, "1"],
+            &["BGSAVE"],
+        ],
+    )
+    .await;
+
+    // Backup: snapshots, and nothing else.
+    let (_, conn) = connect(&server, "eventbus-backup").await;
+    let mut c = conn.clone();
+    let _: i64 = redis::cmd("LASTSAVE").query_async(&mut c).await.unwrap();
+    refused(
+        &conn,
+        "backup",
+        &[
+            &["GET", "eventbus:x"],
+            &["XRANGE", &stream, "-", "+"],
+            &["KEYS", "*"],
+            &["CONFIG", "GET", "*"],
+            &["FLUSHALL"],
+            &["SELECT", "1"],
         ],
     )
     .await;

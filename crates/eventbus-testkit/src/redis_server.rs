@@ -91,6 +91,11 @@ impl RedisServer {
         format!("redis://127.0.0.1:{}", self.port)
     }
 
+    /// The server's data directory (AOF, snapshots, `redis.log`).
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
     /// The port it listens on.
     pub fn port(&self) -> u16 {
         self.port

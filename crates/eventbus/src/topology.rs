@@ -123,13 +123,20 @@ pub fn topic_of(event_type: &str) -> &str {
 }
 
 /// Checks that an event type is `topic.name` with a topic of ASCII letters,
-/// digits, `_` or `-`, and a name without whitespace or braces.
+/// digits, `_` or `-` (not starting with `_`: those topics are the bus's
+/// own, e.g. `<ns>:{_replay:<group>}` is a group's replay stream), and a
+/// name without whitespace or braces.
 pub fn validate_event_type(event_type: &str) -> Result<()> {
     let Some((topic, name)) = event_type.split_once('.') else {
         return Err(Error::InvalidEvent(format!(
             "type {event_type:?} must look like `topic.name`, e.g. `work_order.created`"
         )));
     };
+    if topic.starts_with('_') {
+        return Err(Error::InvalidEvent(format!(
+            "type {event_type:?}: topics starting with `_` are reserved for the bus's own streams (replays)"
+        )));
+    }
     let topic_ok = !topic.is_empty()
         && topic
             .chars()
@@ -233,6 +240,10 @@ mod tests {
     fn topics_and_types() {
         assert_eq!(topic_of("work_item.processing.failed"), "work_item");
         assert!(validate_event_type("work_order.created").is_ok());
+        let reserved = validate_event_type("_replay.created")
+            .unwrap_err()
+            .to_string();
+        assert!(reserved.contains("reserved"), "{reserved}");
         for bad in ["", "nodot", ".x", "x.", "a b.c", "a.b c", "a{.b"] {
             assert!(validate_event_type(bad).is_err(), "{bad:?}");
         }
