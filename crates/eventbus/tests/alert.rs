@@ -63,6 +63,22 @@ async fn webhook() -> (String, Arc<Mutex<Vec<serde_json::Value>>>, Arc<Mutex<u16
     (url, bodies, status)
 }
 
+/// Checked every 50 ms, posting to `url`.
+fn config(
+    url: String,
+    depth_threshold: Option<u64>,
+    rate_threshold: Option<u64>,
+    ns: &TestNamespace,
+) -> AlertConfig {
+    AlertConfig {
+        webhook_url: url,
+        depth_threshold,
+        rate_threshold,
+        interval: Duration::from_millis(50),
+        namespace: ns.name().into(),
+    }
+}
+
 fn failure(i: usize) -> Failure {
     Failure {
         envelope: full_event(i),
@@ -96,13 +112,7 @@ async fn depth_alert_fires_once_and_resolves_once() {
     );
     let store = DeadLetterStore::new(db.pool().clone(), db.schema().clone(), topology, redis);
     let (url, bodies, status) = webhook().await;
-    let config = AlertConfig {
-        webhook_url: url,
-        depth_threshold: Some(3),
-        rate_threshold: None,
-        interval: Duration::from_millis(50),
-        namespace: ns.name().into(),
-    };
+    let config = config(url, Some(3), None, &ns);
     let mut alerter = Alerter::new(
         config,
         DlqSource::Postgres(db.pool().clone(), db.schema().clone()),
@@ -160,13 +170,7 @@ async fn rate_alert_from_the_redis_records() {
     let topology = ns.topology(2);
     let writer = DeadLetterWriter::new(redis.clone(), &topology, None);
     let (url, bodies, _) = webhook().await;
-    let config = AlertConfig {
-        webhook_url: url,
-        depth_threshold: None,
-        rate_threshold: Some(5),
-        interval: Duration::from_millis(50),
-        namespace: ns.name().into(),
-    };
+    let config = config(url, None, Some(5), &ns);
     let store = DeadLetterStore::in_redis(topology.clone(), redis.clone());
     let mut alerter = Alerter::new(config, DlqSource::Redis(Box::new(store.clone()))).unwrap();
     for i in 0..4 {
@@ -200,13 +204,7 @@ async fn depth_alert_from_the_redis_records() {
     let writer = DeadLetterWriter::new(redis.clone(), &topology, None);
     let store = DeadLetterStore::in_redis(topology.clone(), redis.clone());
     let (url, bodies, _) = webhook().await;
-    let config = AlertConfig {
-        webhook_url: url,
-        depth_threshold: Some(3),
-        rate_threshold: None,
-        interval: Duration::from_millis(50),
-        namespace: ns.name().into(),
-    };
+    let config = config(url, Some(3), None, &ns);
     let mut alerter = Alerter::new(config, DlqSource::Redis(Box::new(store.clone()))).unwrap();
     for i in 0..3 {
         writer.record(&failure(i)).await.unwrap();
