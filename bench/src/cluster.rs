@@ -145,7 +145,8 @@ fn target(url: String, partitions: u32) -> Target {
     }
 }
 
-async fn context(
+/// A context on `url` whose meters read `nodes` (name, master, URL).
+pub(crate) async fn context(
     url: String,
     params: &Params,
     partitions: u32,

@@ -20,6 +20,9 @@
 //! - `ordered`: lease settling and rebalance (join, kill) times of ordered
 //!   members.
 //! - `soak`: a consumer in its own process under steady load, its RSS sampled.
+//! - `retention`: the retention soak (issue #13) on private Redis servers:
+//!   `used_memory` under steady load with a lagging group, retention on and
+//!   off, and unordered throughput with and without a trimmer (A/B).
 //! - `cluster`: [`single_vs_cluster`], the throughput scenarios on a private
 //!   Redis and on a private 3-master Redis Cluster, in turn, in one run
 //!   (`eventbus-bench --cluster`).
@@ -38,6 +41,7 @@ mod ordered;
 mod outbox;
 mod peers;
 mod report;
+mod retention;
 mod scenarios;
 mod soak;
 
@@ -51,7 +55,9 @@ use eventbus::{ConsumerMode, RedisConnector, RedisOptions, Topology};
 pub use cluster::{single_vs_cluster, Persistence};
 pub use measure::{CpuPerMillion, Latency, NodeCpu};
 pub use peers::PeerSetup;
-pub use report::{Comparison, Report, Role, Row, Section};
+pub use report::{
+    Check, Comparison, MemorySample, MemorySeries, MemoryWindow, Report, Role, Row, Section,
+};
 
 /// Where the servers are.
 #[derive(Debug, Clone)]
@@ -128,8 +134,30 @@ pub struct Params {
     /// Offered rate during the soak.
     #[arg(long, default_value_t = 10_000)]
     pub soak_rate: u64,
+    /// Seconds of each phase of the retention soak (retention on, then off,
+    /// each on a private redis-server); 0 = skip the memory soak.
+    #[arg(long, default_value_t = 600)]
+    pub retention_secs: u64,
+    /// Offered rate during the retention soak.
+    #[arg(long, default_value_t = 10_000)]
+    pub retention_rate: u64,
+    /// The retention soak reports memory per window of this many seconds
+    /// (its "minute"), sampling every second.
+    #[arg(long, default_value_t = 60)]
+    pub retention_window_secs: u64,
+    /// How long the lagging group of the retention soak holds each event
+    /// before acknowledging it (ms).
+    #[arg(long, default_value_t = 1000)]
+    pub retention_lag_ms: u64,
+    /// Interval of the trimmer in the retention soak and A/B (ms).
+    #[arg(long, default_value_t = 1000)]
+    pub retention_interval_ms: u64,
+    /// Rounds of the retention throughput A/B (each one run without and one
+    /// with the trimmer, in ABBA order); 0 = skip it.
+    #[arg(long, default_value_t = 3)]
+    pub retention_rounds: u64,
     /// Only these sections: publish-batch, publish-single, unordered, ordered,
-    /// rebalance, latency, outbox, soak, peers (default: all).
+    /// rebalance, latency, outbox, soak, retention, peers (default: all).
     #[arg(long, value_delimiter = ',')]
     pub only: Vec<String>,
     /// Skip the baselines (redis-benchmark, pgbench).
@@ -510,6 +538,11 @@ pub async fn run(target: Target, params: Params) -> Result<Option<Report>, Strin
         sections.push(soak::run(&ctx).await);
     }
 
+    if p.wants("retention") {
+        progress("retention soak");
+        sections.extend(retention::run(&ctx).await);
+    }
+
     for s in &mut sections {
         s.compute_ratios();
     }
@@ -539,7 +572,10 @@ pub(crate) fn params_json(p: &Params, partitions: u32) -> serde_json::Value {
         "rate_secs": p.rate_secs, "peer_events": p.peer_events,
         "ordered_members": p.ordered_members, "rebalance_rounds": p.rebalance_rounds,
         "peer_concurrency": p.peer_concurrency, "soak_secs": p.soak_secs,
-        "soak_rate": p.soak_rate,
+        "soak_rate": p.soak_rate, "retention_secs": p.retention_secs,
+        "retention_rate": p.retention_rate, "retention_window_secs": p.retention_window_secs,
+        "retention_lag_ms": p.retention_lag_ms, "retention_interval_ms": p.retention_interval_ms,
+        "retention_rounds": p.retention_rounds,
     })
 }
 

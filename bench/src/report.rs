@@ -105,6 +105,12 @@ pub struct Section {
     pub rows: Vec<Row>,
     /// Whether ratios compare rates (false for fixed-rate latency scenarios).
     pub compare_rates: bool,
+    /// Redis memory over time, where sampled (the retention soak).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub memory: Vec<MemorySeries>,
+    /// Figures held against a target (the retention soak's).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub checks: Vec<Check>,
 }
 
 impl Section {
@@ -115,6 +121,8 @@ impl Section {
             what: what.into(),
             rows: Vec::new(),
             compare_rates: true,
+            memory: Vec::new(),
+            checks: Vec::new(),
         }
     }
 
@@ -134,6 +142,191 @@ impl Section {
                 _ => None,
             };
         }
+    }
+}
+
+/// One reading of a private Redis during a soak.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct MemorySample {
+    /// Seconds since publishing started.
+    pub secs: f64,
+    /// `used_memory` (`INFO memory`), bytes.
+    pub used_memory: u64,
+    /// Entries in the topic's partition streams (`XLEN`, summed).
+    pub stream_entries: u64,
+    /// Per group, events published and not yet acknowledged by it.
+    pub behind: [u64; 2],
+}
+
+/// The samples of one window ("minute") of a [`MemorySeries`].
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct MemoryWindow {
+    /// The window's end, in seconds since publishing started.
+    pub end_secs: u64,
+    /// Its last sample.
+    pub last: MemorySample,
+    /// The largest `used_memory` in it, bytes.
+    pub peak_used_memory: u64,
+    /// Per group, the most it was behind in it.
+    pub max_behind: [u64; 2],
+}
+
+/// Redis `used_memory` over one run of a soak: a sample at the start, one
+/// a second, the last at the end, and per window of `window_secs` its last
+/// sample and its peak.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct MemorySeries {
+    /// What ran, e.g. `retention on`.
+    pub label: String,
+    /// The two groups [`MemorySample::behind`] is about, in order.
+    pub groups: [String; 2],
+    /// Seconds per window (60: the minute).
+    pub window_secs: u64,
+    /// Every sample, the start (0 s) first.
+    pub samples: Vec<MemorySample>,
+    /// Window by window; the start sample is in none.
+    pub windows: Vec<MemoryWindow>,
+    /// The last window's peak `used_memory` ÷ the first window's.
+    pub last_over_first: Option<f64>,
+}
+
+impl MemorySeries {
+    /// The series of `samples` (the start first), cut into windows of
+    /// `window_secs` by each sample's time rounded to the second.
+    pub(crate) fn new(
+        label: impl Into<String>,
+        groups: [String; 2],
+        window_secs: u64,
+        samples: Vec<MemorySample>,
+    ) -> Self {
+        let window_secs = window_secs.max(1);
+        let mut windows: Vec<MemoryWindow> = Vec::new();
+        for s in samples.iter().skip(1) {
+            let second = s.secs.round().max(1.0) as u64;
+            let end_secs = second.div_ceil(window_secs) * window_secs;
+            match windows.last_mut() {
+                Some(w) if w.end_secs == end_secs => {
+                    w.last = *s;
+                    w.peak_used_memory = w.peak_used_memory.max(s.used_memory);
+                    for (m, b) in w.max_behind.iter_mut().zip(s.behind) {
+                        *m = (*m).max(b);
+                    }
+                }
+                _ => windows.push(MemoryWindow {
+                    end_secs,
+                    last: *s,
+                    peak_used_memory: s.used_memory,
+                    max_behind: s.behind,
+                }),
+            }
+        }
+        let last_over_first = match (windows.first(), windows.last()) {
+            (Some(a), Some(b)) if windows.len() > 1 && a.peak_used_memory > 0 => {
+                Some(b.peak_used_memory as f64 / a.peak_used_memory as f64)
+            }
+            _ => None,
+        };
+        MemorySeries {
+            label: label.into(),
+            groups,
+            window_secs,
+            samples,
+            windows,
+            last_over_first,
+        }
+    }
+}
+
+/// A measured figure held against its target.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Check {
+    /// What is compared.
+    pub what: String,
+    /// The figure.
+    pub value: f64,
+    /// The target in words (`≤ 1.20`); `None` for a figure shown for contrast.
+    pub target: Option<String>,
+    /// Whether the figure meets the target (`None` without a target).
+    pub met: Option<bool>,
+}
+
+impl Check {
+    /// `value` should be at most `limit`.
+    pub(crate) fn at_most(what: impl Into<String>, value: f64, limit: f64) -> Self {
+        Check {
+            what: what.into(),
+            value,
+            target: Some(format!("≤ {limit:.2}")),
+            met: Some(value <= limit),
+        }
+    }
+
+    /// `value` should be at least `limit`.
+    pub(crate) fn at_least(what: impl Into<String>, value: f64, limit: f64) -> Self {
+        Check {
+            what: what.into(),
+            value,
+            target: Some(format!("≥ {limit:.2}")),
+            met: Some(value >= limit),
+        }
+    }
+
+    /// A figure with no target of its own.
+    pub(crate) fn contrast(what: impl Into<String>, value: f64) -> Self {
+        Check {
+            what: what.into(),
+            value,
+            target: None,
+            met: None,
+        }
+    }
+}
+
+fn mib(bytes: u64) -> f64 {
+    bytes as f64 / (1024.0 * 1024.0)
+}
+
+/// The table of a memory series: the start, then a line per window.
+fn memory_table(out: &mut String, m: &MemorySeries) {
+    use std::fmt::Write;
+    let _ = writeln!(
+        out,
+        "\n{}: Redis used_memory, sampled every second; per {}-s window its last sample and peak",
+        m.label, m.window_secs
+    );
+    let _ = writeln!(
+        out,
+        "{:>8} {:>10} {:>10} {:>14} {:>16} {:>16}",
+        "t s",
+        "used MiB",
+        "peak MiB",
+        "stream entries",
+        format!("{} behind ≤", m.groups[0]),
+        format!("{} behind ≤", m.groups[1]),
+    );
+    if let Some(s) = m.samples.first() {
+        let _ = writeln!(
+            out,
+            "{:>8} {:>10.1} {:>10} {:>14} {:>16} {:>16}",
+            "start",
+            mib(s.used_memory),
+            "-",
+            s.stream_entries,
+            s.behind[0],
+            s.behind[1]
+        );
+    }
+    for w in &m.windows {
+        let _ = writeln!(
+            out,
+            "{:>8} {:>10.1} {:>10.1} {:>14} {:>16} {:>16}",
+            w.end_secs,
+            mib(w.last.used_memory),
+            mib(w.peak_used_memory),
+            w.last.stream_entries,
+            w.max_behind[0],
+            w.max_behind[1]
+        );
     }
 }
 
@@ -296,6 +489,17 @@ impl Report {
                         .map_or_else(String::new, |n| format!("  ({n})")),
                 );
             }
+            for m in &s.memory {
+                memory_table(&mut out, m);
+            }
+            for c in &s.checks {
+                let verdict = match (&c.target, c.met) {
+                    (Some(t), Some(true)) => format!("target {t}: met"),
+                    (Some(t), _) => format!("target {t}: MISSED"),
+                    (None, _) => "no target".to_owned(),
+                };
+                let _ = writeln!(out, "check: {} = {:.3} ({verdict})", c.what, c.value);
+            }
         }
         if !self.comparison.is_empty() {
             let _ = writeln!(
@@ -344,6 +548,19 @@ mod tests {
         r
     }
 
+    fn report_of(sections: Vec<Section>, comparison: Vec<Comparison>) -> Report {
+        Report {
+            date: "d".into(),
+            machine: "m".into(),
+            load_before: 0.5,
+            load_after: 0.7,
+            redis_version: "7".into(),
+            params: serde_json::json!({}),
+            sections,
+            comparison,
+        }
+    }
+
     #[test]
     fn ratios_are_ours_over_theirs() {
         let mut s = Section::new("publish", "test");
@@ -363,19 +580,70 @@ mod tests {
         s.rows.push(rated("eventbus", Role::Eventbus, 300.0));
         s.rows
             .push(Row::skipped("omniqueue", Role::Peer, "no batch API"));
-        let report = Report {
-            date: "d".into(),
-            machine: "m".into(),
-            load_before: 0.5,
-            load_after: 0.7,
-            redis_version: "7".into(),
-            params: serde_json::json!({}),
-            sections: vec![s],
-            comparison: Vec::new(),
-        };
+        let report = report_of(vec![s], Vec::new());
         let t = report.table();
         assert!(t.contains("omniqueue") && t.contains("no batch API"), "{t}");
         assert!(t.contains("300"), "{t}");
+    }
+
+    fn at(secs: f64, mib: u64, behind: u64) -> MemorySample {
+        MemorySample {
+            secs,
+            used_memory: mib << 20,
+            stream_entries: 10 * mib,
+            behind: [0, behind],
+        }
+    }
+
+    #[test]
+    fn memory_windows_take_the_peak_and_the_last_sample() {
+        let samples = vec![
+            at(0.0, 1, 0),
+            at(1.002, 5, 10),
+            at(2.01, 4, 30), // rounds to 2 s: still the first window
+            at(3.0, 6, 20),
+            at(4.0, 5, 5),
+            at(4.7, 3, 0), // the end sample, late: a window of its own
+        ];
+        let m = MemorySeries::new("on", ["fast".into(), "lagging".into()], 2, samples);
+        let ends: Vec<u64> = m.windows.iter().map(|w| w.end_secs).collect();
+        assert_eq!(ends, [2, 4, 6]);
+        assert_eq!(m.windows[0].peak_used_memory, 5 << 20);
+        assert_eq!(m.windows[0].last.used_memory, 4 << 20);
+        assert_eq!(m.windows[0].max_behind, [0, 30]);
+        assert_eq!(m.windows[1].peak_used_memory, 6 << 20);
+        assert_eq!(m.last_over_first, Some(3.0 / 5.0));
+        let one = MemorySeries::new("x", ["a".into(), "b".into()], 60, vec![at(0.0, 1, 0)]);
+        assert!(one.windows.is_empty() && one.last_over_first.is_none());
+    }
+
+    #[test]
+    fn checks_print_their_verdict_and_memory_its_windows() {
+        let mut s = Section::new("retention soak", "test");
+        s.memory.push(MemorySeries::new(
+            "retention on",
+            ["fast".into(), "lagging".into()],
+            2,
+            vec![at(0.0, 1, 0), at(1.0, 5, 7), at(3.0, 5, 9)],
+        ));
+        s.checks.push(Check::at_most("memory", 1.0, 1.2));
+        s.checks.push(Check::at_least("throughput", 0.9, 0.95));
+        s.checks.push(Check::contrast("off", 6.0));
+        let report = report_of(vec![s], Vec::new());
+        let t = report.table();
+        assert!(t.contains("memory = 1.000 (target ≤ 1.20: met)"), "{t}");
+        assert!(
+            t.contains("throughput = 0.900 (target ≥ 0.95: MISSED)"),
+            "{t}"
+        );
+        assert!(t.contains("off = 6.000 (no target)"), "{t}");
+        assert!(t.contains("lagging behind ≤"), "{t}");
+        let json = serde_json::to_value(&report).unwrap();
+        assert_eq!(
+            json["sections"][0]["memory"][0]["windows"][1]["end_secs"],
+            4
+        );
+        assert_eq!(json["sections"][0]["checks"][0]["met"], true);
     }
 
     #[test]
@@ -402,16 +670,7 @@ mod tests {
         assert_eq!(c.cluster_over_single, Some(1.5));
         let failed = Comparison::of("x", &one, &Row::skipped("x", Role::Eventbus, "failed"));
         assert_eq!(failed.cluster_over_single, None);
-        let report = Report {
-            date: "d".into(),
-            machine: "m".into(),
-            load_before: 0.0,
-            load_after: 0.0,
-            redis_version: "7".into(),
-            params: serde_json::json!({}),
-            sections: Vec::new(),
-            comparison: vec![c, failed],
-        };
+        let report = report_of(Vec::new(), vec![c, failed]);
         let t = report.table();
         assert!(t.contains("1.50"), "{t}");
         assert!(t.contains("90·30·"), "{t}");

@@ -11,6 +11,7 @@ use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use eventbus::retention::{Trimmer, TrimmerConfig};
 use eventbus::{
     handler_fn, Consumer, ConsumerConfig, ConsumerMode, ConsumerStats, Delivery, Envelope,
     HandlerError, Publisher, PublisherConfig,
@@ -214,11 +215,21 @@ impl Consumers {
         mode: ConsumerMode,
         members: usize,
         stamps: Arc<Stamps>,
+        trim: Option<TrimmerConfig>,
     ) -> Result<Self, String> {
         let p = &ctx.params;
         let token = CancellationToken::new();
         let mut tasks = Vec::new();
         let mut stats = Vec::new();
+        if let Some(config) = trim {
+            // Beside the consumers, as `eventbus relay` and `serve` run it.
+            let trimmer = Trimmer::new(ctx.conn.clone(), topology.clone(), config);
+            let stop = token.clone();
+            tasks.push(tokio::spawn(async move {
+                trimmer.run(stop).await;
+                Ok(())
+            }));
+        }
         let names: Vec<String> = (0..members.max(1)).map(|i| format!("m{i}")).collect();
         for name in &names {
             let mut config = ConsumerConfig::new("bench", ["work_item"]);
@@ -310,13 +321,24 @@ pub(crate) async fn publish_consume_ack(
     mode: ConsumerMode,
     members: usize,
 ) -> Result<Row, String> {
+    publish_consume_ack_trimmed(ctx, mode, members, None).await
+}
+
+/// [`publish_consume_ack`], with a [`Trimmer`] of the namespace running
+/// beside the consumers when `trim` is given.
+pub(crate) async fn publish_consume_ack_trimmed(
+    ctx: &Ctx,
+    mode: ConsumerMode,
+    members: usize,
+    trim: Option<TrimmerConfig>,
+) -> Result<Row, String> {
     let p = &ctx.params;
-    let (topology, ns) = ctx.topology(&format!("pca-{}", mode.as_str()))?;
+    let (topology, ns) = ctx.topology(&format!("pca-{}-{}", mode.as_str(), ctx.next_id()))?;
     let publisher = Publisher::connect(&ctx.redis, topology.clone(), PublisherConfig::default())
         .await
         .map_err(|e| e.to_string())?;
     let stamps = Stamps::new(p.events, p.batch as u64);
-    let consumers = Consumers::start(ctx, &topology, mode, members, stamps.clone()).await?;
+    let consumers = Consumers::start(ctx, &topology, mode, members, stamps.clone(), trim).await?;
     let meter = Meter::start(&ctx.cpu_nodes).await;
     let published = publish_stamped(ctx, &publisher, &stamps).await;
     let done = published.is_ok()
@@ -366,6 +388,7 @@ pub(crate) async fn publish_to_handler_at_rate(ctx: &Ctx, rate: u64) -> Result<R
         ConsumerMode::Unordered,
         p.consumers,
         stamps.clone(),
+        None,
     )
     .await?;
     let meter = Meter::start(&ctx.cpu_nodes).await;
