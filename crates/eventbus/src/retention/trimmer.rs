@@ -98,10 +98,18 @@ impl Trimmer {
         )
         .await?;
         self.record_gauges(&reports);
-        for node in redis_memory(&self.conn).await? {
-            let labels = [("node", node.node.clone())];
-            metrics::gauge!("eventbus_redis_used_memory_bytes", &labels).set(node.used as f64);
-            metrics::gauge!("eventbus_redis_maxmemory_bytes", &labels).set(node.max as f64);
+        // The memory gauges need INFO, which a user that may trim need not
+        // have: without it, only they are missing.
+        match redis_memory(&self.conn).await {
+            Ok(nodes) => {
+                for node in nodes {
+                    let labels = [("node", node.node.clone())];
+                    metrics::gauge!("eventbus_redis_used_memory_bytes", &labels)
+                        .set(node.used as f64);
+                    metrics::gauge!("eventbus_redis_maxmemory_bytes", &labels).set(node.max as f64);
+                }
+            }
+            Err(e) => tracing::debug!(error = %e, "cannot read Redis memory (INFO) for the gauges"),
         }
         Ok(reports)
     }
