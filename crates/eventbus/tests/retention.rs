@@ -340,3 +340,73 @@ async fn trimmers_take_turns_per_stream() {
         "{reports:?}"
     );
 }
+
+/// A dry run never holds Redis for long: when every entry is below the
+/// safe point it counts the length; else it counts at most 100,000 entries
+/// and says the count is a lower bound.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dry_run_on_a_long_stream_is_bounded() {
+    let ns = eventbus_testkit::TestNamespace::new(eventbus_testkit::shared_redis_url(), "trimdry");
+    let conn = RedisConnector::new(ns.url(), RedisOptions::default())
+        .unwrap()
+        .shared()
+        .await
+        .unwrap();
+    let mut c = conn.clone();
+    let stream = format!("{}:{{t:0}}", ns.name());
+    for _ in 0..15 {
+        let mut pipe = redis::pipe();
+        for _ in 0..10_000 {
+            pipe.cmd("XADD")
+                .arg(&stream)
+                .arg("*")
+                .arg("f")
+                .arg("v")
+                .ignore();
+        }
+        let _: () = pipe.query_async(&mut c).await.unwrap();
+    }
+    let last: Vec<(String, redis::Value)> = redis::cmd("XREVRANGE")
+        .arg(&stream)
+        .arg("+")
+        .arg("-")
+        .arg("COUNT")
+        .arg(2)
+        .query_async(&mut c)
+        .await
+        .unwrap();
+    // A group that read everything but the last entry.
+    let _: () = redis::cmd("XGROUP")
+        .arg("CREATE")
+        .arg(&stream)
+        .arg("g")
+        .arg(&last[1].0)
+        .query_async(&mut c)
+        .await
+        .unwrap();
+    let policy = RetentionPolicy::default();
+    let dry = trim_stream(&conn, &stream, &policy, true).await.unwrap();
+    assert_eq!(dry.length_before, 150_000);
+    assert_eq!(
+        (dry.trimmed, dry.trimmed_at_least),
+        (100_000, true),
+        "{dry:?}"
+    );
+    // Caught up: everything is below the safe point, counted exactly.
+    let _: () = redis::cmd("XGROUP")
+        .arg("SETID")
+        .arg(&stream)
+        .arg("g")
+        .arg("$")
+        .query_async(&mut c)
+        .await
+        .unwrap();
+    let dry = trim_stream(&conn, &stream, &policy, true).await.unwrap();
+    assert_eq!(
+        (dry.trimmed, dry.trimmed_at_least),
+        (150_000, false),
+        "{dry:?}"
+    );
+    let done = trim_stream(&conn, &stream, &policy, false).await.unwrap();
+    assert_eq!(done.trimmed, 150_000);
+}

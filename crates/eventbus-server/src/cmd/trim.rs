@@ -36,7 +36,11 @@ fn table(reports: &[TrimReport], dry_run: bool) -> String {
             r.stream.clone(),
             r.length_before.to_string(),
             r.safe_point.clone().unwrap_or_else(|| "-".into()),
-            r.trimmed.to_string(),
+            if r.trimmed_at_least {
+                format!("≥{}", r.trimmed)
+            } else {
+                r.trimmed.to_string()
+            },
             match &r.held_by {
                 Some(g) => g.clone(),
                 None if r.groups.is_empty() => "(no group)".into(),

@@ -22,6 +22,10 @@ pub struct TrimReport {
     pub safe_point: Option<String>,
     /// Entries trimmed (on a dry run: that would be).
     pub trimmed: u64,
+    /// On a dry run, true when `trimmed` is a lower bound: past 100,000
+    /// entries the count stops (it must not hold Redis for long).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub trimmed_at_least: bool,
     /// The group whose position is the safe point: it holds retention back.
     pub held_by: Option<String>,
     /// The groups reading the stream.
@@ -95,10 +99,12 @@ pub fn lease_key(stream: &str) -> String {
 ///
 /// Returns {length, safe point or "", trimmed, holding group or "",
 /// group names, per group its oldest unacknowledged id or "", 1 when the
-/// lease is held elsewhere}.
+/// lease is held elsewhere, 1 when a dry run's count is a lower bound}.
 ///
-/// The dry-run count walks the entries below the safe point in pages
-/// inside the script (bounded memory; time proportional to the count).
+/// The dry-run count is the length when every entry is below the safe
+/// point; else it walks the entries below it in pages inside the script,
+/// at most 100,000 (then the count is a lower bound: the script must not
+/// hold Redis for long).
 const TRIM: &str = r#"
 local function parse(id)
   local ms, seq = string.match(id, '^(%d+)-(%d+)$')
@@ -121,7 +127,7 @@ if KEYS[2] and mode == 'trim' then
     mode, elsewhere = 'report', 1
   end
 end
-if redis.call('EXISTS', KEYS[1]) == 0 then return {0, '', 0, '', {}, {}, elsewhere} end
+if redis.call('EXISTS', KEYS[1]) == 0 then return {0, '', 0, '', {}, {}, elsewhere, 0} end
 local len = redis.call('XLEN', KEYS[1])
 local groups = redis.call('XINFO', 'GROUPS', KEYS[1])
 local safe, holder, names, oldest = nil, '', {}, {}
@@ -148,28 +154,34 @@ for _, g in ipairs(groups) do
   if safe == nil or less(floor, safe) then safe, holder = floor, name end
 end
 if #groups == 0 then
-  if ARGV[2] == '' then return {len, '', 0, '', names, oldest, elsewhere} end
+  if ARGV[2] == '' then return {len, '', 0, '', names, oldest, elsewhere, 0} end
   safe = ARGV[2]
 elseif ARGV[1] ~= '' and less(ARGV[1], safe) then
   safe, holder = ARGV[1], ''
 end
-local trimmed = 0
+local trimmed, more = 0, 0
 if len == 0 or mode == 'report' then
   trimmed = 0
 elseif mode == 'dry' then
-  local from = '-'
-  while true do
-    local page = redis.call('XRANGE', KEYS[1], from, '(' .. safe, 'COUNT', 1000)
-    trimmed = trimmed + #page
-    if #page < 1000 then break end
-    from = '(' .. page[#page][1]
+  local last = redis.call('XREVRANGE', KEYS[1], '+', '-', 'COUNT', 1)
+  if last[1] and less(last[1][1], safe) then
+    trimmed = len
+  else
+    local from = '-'
+    for i = 1, 100 do
+      local page = redis.call('XRANGE', KEYS[1], from, '(' .. safe, 'COUNT', 1000)
+      trimmed = trimmed + #page
+      if #page < 1000 then break end
+      from = '(' .. page[#page][1]
+      if i == 100 then more = 1 end
+    end
   end
 else
   trimmed = redis.call('XTRIM', KEYS[1], 'MINID', safe)
 end
 -- A group holds retention back only if entries are kept because of it.
 if mode ~= 'report' and len - trimmed == 0 then holder = '' end
-return {len, safe, trimmed, holder, names, oldest, elsewhere}
+return {len, safe, trimmed, holder, names, oldest, elsewhere, more}
 "#;
 
 /// Trims one stream by `policy` (nothing when retention is off: the
@@ -219,8 +231,8 @@ pub(super) async fn run_script(
             script.arg(0).arg("");
         }
     }
-    type Reply = (u64, String, u64, String, Vec<String>, Vec<String>, u8);
-    let (length_before, safe, trimmed, holder, groups, oldest, elsewhere): Reply =
+    type Reply = (u64, String, u64, String, Vec<String>, Vec<String>, u8, u8);
+    let (length_before, safe, trimmed, holder, groups, oldest, elsewhere, more): Reply =
         script.invoke_async(&mut conn.clone()).await?;
     if groups.is_empty() && trimmed > 0 && mode == Mode::Trim {
         metrics::counter!("eventbus_stream_unread_trimmed_total").increment(trimmed);
@@ -250,6 +262,7 @@ pub(super) async fn run_script(
         groups,
         oldest_unacked,
         leased_elsewhere: elsewhere == 1,
+        trimmed_at_least: more == 1,
     })
 }
 
