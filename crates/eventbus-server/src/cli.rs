@@ -22,7 +22,8 @@ Environment (flags win over variables):
   EVENT_BUS_SESSION_TIMEOUT_MS  ordered consumers' session timeout (default 10000)
   EVENT_BUS_LOG              log filter (default info); logs go to stderr
   EVENT_BUS_LOG_FORMAT       json | text (default text on a terminal, json otherwise)
-  EVENT_BUS_SCHEMA_DIR       event catalogue directory (default: the one built in)";
+  EVENT_BUS_SCHEMA_DIR       event catalogue directory (default: the one built in)
+  EVENT_BUS_HTTP_HEADERS     `consume --http`: headers such as Authorization, one `Name: value` a line";
 
 /// The `eventbus` command line.
 #[derive(Debug, Parser)]
@@ -183,7 +184,9 @@ waits; in unordered mode once idle for --claim-idle.
 
 With --http URL, each envelope is POSTed as JSON (headers Eventbus-Event-Id,
 Eventbus-Event-Type, Eventbus-Event-Key, Eventbus-Group, Eventbus-Redelivered,
-Idempotency-Key, traceparent):
+Idempotency-Key, traceparent, and any extra headers: plain ones from --http-header,
+secret ones such as Authorization only from --http-headers-file or EVENT_BUS_HTTP_HEADERS,
+`Name: value` lines, since flags show in `ps`):
   2xx                          done: the entry is acknowledged
   408, 429, 5xx, timeout       retryable (a Retry-After of up to 60 s is waited out first)
   any other 4xx                permanent failure

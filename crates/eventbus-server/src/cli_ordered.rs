@@ -62,10 +62,61 @@ pub(crate) struct HttpArgs {
     #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = parse_duration,
           requires = "http", help_heading = "HTTP push sink")]
     pub(crate) http_timeout: Duration,
-    /// A header sent with every POST, repeatable (e.g. `Authorization=Bearer ...`).
-    #[arg(long = "http-header", value_name = "NAME=VALUE", value_parser = parse_http_header,
-          requires = "http", help_heading = "HTTP push sink")]
-    pub(crate) http_headers: Vec<(String, String)>,
+    /// A header sent with every POST, repeatable, for headers that are not
+    /// secret (e.g. `X-Tenant=acme`). Secret ones (Authorization, Cookie,
+    /// X-Api-Key, any name with token, secret, key, password or auth) are
+    /// refused here, as flags show in `ps`: use --http-headers-file or
+    /// EVENT_BUS_HTTP_HEADERS.
+    #[arg(
+        long = "http-header",
+        value_name = "NAME=VALUE",
+        requires = "http",
+        help_heading = "HTTP push sink"
+    )]
+    pub(crate) http_headers: Vec<String>,
+    /// Headers sent with every POST, one `Name: value` per line (blank lines
+    /// and `#` comments skipped), e.g. `Authorization: Bearer ...`; the way
+    /// to pass secrets (keep the file readable by the consumer's user only).
+    /// EVENT_BUS_HTTP_HEADERS may hold the same lines instead.
+    #[arg(
+        long = "http-headers-file",
+        value_name = "FILE",
+        requires = "http",
+        help_heading = "HTTP push sink"
+    )]
+    pub(crate) http_headers_file: Option<String>,
+    /// True when the flags came from the command line (`eventbus consume`),
+    /// where secret headers are refused; false in a `serve --consumers` file.
+    #[arg(skip)]
+    pub(crate) from_command_line: bool,
+    /// `EVENT_BUS_HTTP_HEADERS` (`eventbus consume` only: `serve` may push
+    /// to several URLs, which must not all get one service's secret).
+    #[arg(skip)]
+    pub(crate) env_headers: Option<String>,
+}
+
+impl HttpArgs {
+    /// Every extra header: the variable's, the file's, then the flags'
+    /// (each checked; a secret as a command-line flag is refused).
+    pub(crate) fn headers(&self) -> Result<Vec<(String, String)>> {
+        use crate::sink::headers::{parse_lines, parse_one, read_file, Source};
+        let mut out = match &self.env_headers {
+            Some(text) => parse_lines(text, Source::Env)?,
+            None => Vec::new(),
+        };
+        if let Some(path) = &self.http_headers_file {
+            out.extend(read_file(path)?);
+        }
+        for (i, text) in self.http_headers.iter().enumerate() {
+            let source = if self.from_command_line {
+                Source::Flag(i + 1)
+            } else {
+                Source::ConsumersFile(i + 1)
+            };
+            out.push(parse_one(text, source)?);
+        }
+        Ok(out)
+    }
 }
 
 /// `eventbus groups`.
@@ -175,22 +226,6 @@ fn parse_http_url(s: &str) -> std::result::Result<url::Url, String> {
     Ok(url)
 }
 
-/// `NAME=VALUE` with a valid header name and value.
-fn parse_http_header(s: &str) -> std::result::Result<(String, String), String> {
-    let Some((name, value)) = s.split_once('=') else {
-        return Err(format!("expected NAME=VALUE, got {s:?}"));
-    };
-    let name = name.trim();
-    let token = |c: char| c.is_ascii_alphanumeric() || "!#$%&'*+-.^_`|~".contains(c);
-    if name.is_empty() || !name.chars().all(token) {
-        return Err(format!("{name:?} is not a header name"));
-    }
-    if value.chars().any(|c| c.is_control()) {
-        return Err(format!("the value of {name} has control characters"));
-    }
-    Ok((name.to_owned(), value.to_owned()))
-}
-
 #[cfg(test)]
 mod tests {
     use clap::Parser;
@@ -266,16 +301,37 @@ mod tests {
                 "cannot be used with",
             ),
             (&["--http-timeout", "5s"], "--http"),
-            (
-                &["--http", "http://h/", "--http-header", "bad name=x"],
-                "header name",
-            ),
+            (&["--http-header", "X-A=1"], "--http"),
+            (&["--http-headers-file", "/f"], "--http"),
             (&["--max-partitions-in-flight", "0"], "0"),
             (&["--heartbeat", "soon"], "duration"),
         ] {
             let e = consume(args).unwrap_err();
             assert!(e.contains(needle), "{args:?}: {e}");
         }
+    }
+
+    #[test]
+    fn secret_headers_are_refused_as_command_line_flags_only() {
+        let mut http = consume(&[
+            "--http",
+            "http://h/",
+            "--http-header",
+            "X-Tenant=acme",
+            "--http-header",
+            "Authorization=Bearer SENTINEL",
+        ])
+        .unwrap()
+        .http;
+        http.env_headers = Some("X-Api-Key: k1".into());
+        // from a `serve --consumers` file: not in `ps`, allowed
+        let all = http.headers().unwrap();
+        assert_eq!(all.len(), 3);
+        assert_eq!(all[0], ("X-Api-Key".into(), "k1".into()));
+        http.from_command_line = true;
+        let e = http.headers().unwrap_err().to_string();
+        assert!(e.starts_with("--http-header #2: Authorization"), "{e}");
+        assert!(!e.contains("SENTINEL"), "{e}");
     }
 
     #[test]

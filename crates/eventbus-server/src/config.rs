@@ -19,8 +19,9 @@
 //! | `EVENT_BUS_LOG` | `info` | |
 //! | `EVENT_BUS_LOG_FORMAT` | `text` on a terminal, `json` otherwise | |
 //! | `EVENT_BUS_SCHEMA_DIR` | none: the event catalogue built in | |
+//! | `EVENT_BUS_HTTP_HEADERS` | none; `consume --http`: secret headers, one `Name: value` per line | `--http-headers-file` |
 //!
-//! An empty variable counts as unset. A bad value is an error naming the
+//! An empty variable counts as unset (except `EVENT_BUS_NAMESPACE`). A bad value is an error naming the
 //! variable; the value of a secret is never repeated.
 
 use std::collections::HashMap;
@@ -50,6 +51,7 @@ const VARS: &[&str] = &[
     "EVENT_BUS_LOG",
     "EVENT_BUS_LOG_FORMAT",
     "EVENT_BUS_SCHEMA_DIR",
+    "EVENT_BUS_HTTP_HEADERS",
 ];
 
 /// A snapshot of the environment variables this binary reads.
@@ -159,6 +161,9 @@ pub(crate) struct Settings {
     pub(crate) membership: crate::config_ordered::MembershipSettings,
     /// The event catalogue's directory; `None`: the one built in.
     pub(crate) schema_dir: Option<std::path::PathBuf>,
+    /// `EVENT_BUS_HTTP_HEADERS`: headers (secrets) for `consume --http`;
+    /// never printed.
+    pub(crate) http_headers: Option<String>,
 }
 
 impl std::fmt::Debug for Settings {
@@ -254,7 +259,9 @@ impl Settings {
             |s| s.parse::<u32>().ok().filter(|n| (1..=1000).contains(n)),
         )?;
         let alert = crate::config_alert::AlertSettings::load(env)?;
+        let http_headers = env.get("EVENT_BUS_HTTP_HEADERS")?;
         Ok(Settings {
+            http_headers,
             alert,
             retry_attempts,
             pg,

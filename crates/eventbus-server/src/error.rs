@@ -6,8 +6,8 @@
 //! |------|---------|
 //! | 0    | success |
 //! | 1    | anything else (a Redis command failed, the demo timed out, ...) |
-//! | 2    | bad input or usage: unknown flags, bad JSON, unreadable input file, invalid event, bad environment variable |
-//! | 69   | a service is unavailable (`EX_UNAVAILABLE`): Redis cannot be reached |
+//! | 2    | bad input or usage: unknown flags, bad JSON, unreadable input file, invalid event, a value PostgreSQL refuses, bad environment variable or URL (also a server that refuses the settings: unknown user, role or database, wrong password) |
+//! | 69   | a service is unavailable (`EX_UNAVAILABLE`): Redis or PostgreSQL cannot be reached |
 //! | 130  | the demo was interrupted by a signal (`consume` and `tail` stop gracefully and exit 0) |
 
 use std::io;
@@ -20,7 +20,7 @@ pub(crate) const EXIT_OK: u8 = 0;
 pub(crate) const EXIT_FAILURE: u8 = 1;
 /// Exit status for bad input or usage (clap uses it for bad flags too).
 pub(crate) const EXIT_USAGE: u8 = 2;
-/// Exit status when Redis cannot be reached (`EX_UNAVAILABLE` from `sysexits.h`).
+/// Exit status when Redis or PostgreSQL cannot be reached (`EX_UNAVAILABLE` from `sysexits.h`).
 pub(crate) const EXIT_UNAVAILABLE: u8 = 69;
 
 /// Exit status after an interrupting signal (128 + SIGINT), where a command
@@ -34,11 +34,13 @@ Exit codes:
   1   any other failure (a Redis command failed, the demo timed out, a schemas
       check found a breaking change, ...)
   2   bad input or usage: unknown flag, bad JSON, unreadable file, invalid event,
-      bad environment variable
-  69  Redis unreachable (the URL is shown with its password replaced by ***)
+      a value PostgreSQL refuses, bad environment variable or URL, a server that
+      refuses the settings (unknown user, role or database, wrong password)
+  69  Redis or PostgreSQL unreachable (URLs are shown with passwords replaced by ***)
   130 the demo was interrupted (consume and tail stop gracefully and exit 0)
 
-Errors are printed as one line on stderr, starting with `eventbus: error: `.";
+Errors are printed as one line on stderr, starting with `eventbus: error: `;
+secrets (passwords in URLs and DSNs, credential headers) are shown as ***.";
 
 /// Everything a command can fail with.
 #[derive(Debug, thiserror::Error)]
@@ -104,6 +106,7 @@ impl CliError {
             CliError::Bus(e) => match e {
                 eventbus::Error::Config(_)
                 | eventbus::Error::InvalidEvent(_)
+                | eventbus::Error::InvalidInput(_)
                 | eventbus::Error::Schema(_)
                 | eventbus::Error::Catalog(_) => EXIT_USAGE,
                 e if e.is_transient() => EXIT_UNAVAILABLE,
@@ -121,12 +124,13 @@ impl CliError {
         matches!(self, CliError::Output(e) if e.kind() == io::ErrorKind::BrokenPipe)
     }
 
-    /// Prints the error as one line on stderr and returns the exit status.
+    /// Prints the error as one line on stderr, secrets redacted, and
+    /// returns the exit status.
     pub(crate) fn report(&self) -> ExitCode {
         if self.is_broken_pipe() {
             return ExitCode::from(EXIT_OK);
         }
-        let message = self.to_string().replace('\n', " ");
+        let message = eventbus::redact(&self.to_string()).replace('\n', " ");
         eprintln!("eventbus: error: {message}");
         ExitCode::from(self.exit_code())
     }

@@ -10,7 +10,7 @@
 //! - [`config`]: the only place that reads environment variables; flags
 //!   override them.
 //! - [`error`]: the one error type and its exit codes (0 ok, 1 failure,
-//!   2 bad input or usage, 69 Redis unreachable).
+//!   2 bad input or usage, 69 Redis or PostgreSQL unreachable).
 //! - [`output`]: JSON lines on stdout.
 //! - [`cmd`]: one module per command; `cmd::demo` holds the sample-event
 //!   generator.
@@ -104,6 +104,8 @@ fn clap_error(e: clap::Error) -> ExitCode {
                     .replace(": tip: ", "; ")
                     .replace(" tip: ", "; ")
             };
+            // clap repeats the values it refuses: a URL or header may be one.
+            let message = eventbus::redact(&message);
             eprintln!("eventbus: error: {message} (try --help)");
             ExitCode::from(EXIT_USAGE)
         }
@@ -124,10 +126,45 @@ fn init_logging(log: &LogSettings) -> Result<(), CliError> {
     });
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+        .with_writer(|| Redacting(std::io::stderr()));
     match format {
         LogFormat::Json => builder.json().init(),
         LogFormat::Text => builder.init(),
     }
     Ok(())
+}
+
+/// A writer for log lines (stderr), each redacted ([`eventbus::redact`])
+/// on its way out: the last guard against a secret in a logged error,
+/// after the redaction where messages are made.
+struct Redacting<W>(W);
+
+impl<W: std::io::Write> std::io::Write for Redacting<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        // The formatter writes each event whole, in one call.
+        let line = eventbus::redact(&String::from_utf8_lossy(buf));
+        self.0.write_all(line.as_bytes())?;
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.0.flush()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Write;
+
+    use super::Redacting;
+
+    #[test]
+    fn log_lines_are_redacted() {
+        let mut w = Redacting(Vec::new());
+        let line = r#"{"level":"WARN","error":"cannot reach PostgreSQL at postgres://u:SENTINEL@h/x?sslpassword=SENTINEL","n":1}"#;
+        w.write_all(line.as_bytes()).unwrap();
+        let out = String::from_utf8(w.0).unwrap();
+        assert!(!out.contains("SENTINEL"), "{out}");
+        assert!(out.contains(r#""n":1}"#), "{out}");
+    }
 }

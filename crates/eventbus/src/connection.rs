@@ -200,6 +200,7 @@ enum Target {
     Cluster(Vec<String>),
 }
 
+use crate::redact::redact_url;
 use crate::{Error, Result};
 
 /// Connection settings.
@@ -362,11 +363,23 @@ impl RedisConnector {
             .map_err(|source| self.unreachable(source))
     }
 
+    /// A failed connect: [`Error::Unreachable`] when the server may answer
+    /// later (refused, timed out, loading); otherwise the server answered and
+    /// refused the settings (a wrong password, an unknown user, a database
+    /// index out of range, a command the user may not run): a configuration
+    /// error, which retrying does not fix.
     fn unreachable(&self, source: redis::RedisError) -> Error {
-        Error::Unreachable {
-            url: self.redacted.clone(),
-            source,
+        if crate::error::is_transient_redis(&source) {
+            return Error::Unreachable {
+                url: self.redacted.clone(),
+                source,
+            };
         }
+        Error::Config(format!(
+            "Redis at {} refused the connection: {}",
+            self.redacted,
+            crate::redact::redact(&source.to_string())
+        ))
     }
 }
 
@@ -398,25 +411,6 @@ fn cluster_url_nodes(url: &str) -> Option<Result<Vec<String>>> {
     })
 }
 
-/// Replaces the password of a URL (and a lone user-info secret) with `***`.
-/// Text that is not a URL is returned unchanged.
-pub fn redact_url(url: &str) -> String {
-    match url::Url::parse(url) {
-        Ok(mut u) if u.password().is_some() => {
-            let _ = u.set_password(Some("***"));
-            u.to_string()
-        }
-        Ok(u) => u.to_string(),
-        Err(_) => {
-            // Not parseable: hide anything between "//" and "@" to be safe.
-            match (url.find("//"), url.rfind('@')) {
-                (Some(a), Some(b)) if b > a => format!("{}***{}", &url[..a + 2], &url[b..]),
-                _ => url.to_owned(),
-            }
-        }
-    }
-}
-
 /// Exponential backoff with full jitter: a random delay in `[0, min(max, base·2ⁿ)]`,
 /// never below `base / 2` so loops do not spin.
 pub(crate) fn backoff(attempt: u32, base: Duration, max: Duration) -> Duration {
@@ -430,20 +424,6 @@ pub(crate) fn backoff(attempt: u32, base: Duration, max: Duration) -> Duration {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn redacts_passwords() {
-        assert_eq!(
-            redact_url("redis://:s3cret@localhost:6379/0"),
-            "redis://:***@localhost:6379/0"
-        );
-        assert_eq!(
-            redact_url("redis://user:s3cret@host/"),
-            "redis://user:***@host/"
-        );
-        assert_eq!(redact_url("redis://host:1"), "redis://host:1");
-        assert!(!redact_url("redis://u:p@[bad").contains('p'));
-    }
 
     #[test]
     fn cluster_urls_name_their_seed_nodes() {

@@ -24,6 +24,14 @@ pub enum Error {
         source: redis::RedisError,
     },
 
+    /// A value given to an operation was refused as invalid, by this crate
+    /// or by the server (PostgreSQL refuses U+0000 in text, timestamps out of
+    /// its range, values too large for an index; a dead-letter filter with
+    /// U+0000 or a time outside the years 0000-9999): the caller's mistake,
+    /// which retrying does not fix.
+    #[error("invalid input: {0}")]
+    InvalidInput(String),
+
     /// A Redis command failed.
     #[error("redis: {0}")]
     Redis(#[from] redis::RedisError),

@@ -61,6 +61,7 @@ mod failure;
 mod handler;
 mod ordered;
 mod publisher;
+mod redact;
 mod reply;
 mod retry;
 
@@ -73,12 +74,13 @@ pub mod retention;
 pub mod topology;
 
 pub use catalog::{Catalog, SchemaError, SchemaErrors, Validating};
-pub use connection::{redact_url, RedisConn, RedisConnector, RedisOptions};
+pub use connection::{RedisConn, RedisConnector, RedisOptions};
 pub use consumer::{unique_consumer_name, Consumer, ConsumerConfig, ConsumerStats};
 pub use envelope::{fields, DecodeError, Envelope, WIRE_VERSION};
 pub use error::{Error, Result};
 pub use handler::{handler_fn, Delivery, ErrorClass, Handler, HandlerError, HandlerFn};
 pub use ordered::ConsumerMode;
 pub use publisher::{Published, Publisher, PublisherConfig};
+pub use redact::{is_secret_name, redact, redact_url};
 pub use retry::{Backoff, RetryPolicy, DEFAULT_MAX_ATTEMPTS};
 pub use topology::{partition_for, topic_of, Topology};

@@ -28,7 +28,10 @@ use crate::sink::http::HttpSink;
 const EXIT_PERMANENT: i32 = 65;
 
 /// Runs `eventbus consume`.
-pub(crate) async fn run(args: ConsumeArgs, settings: &Settings) -> Result<()> {
+pub(crate) async fn run(mut args: ConsumeArgs, settings: &Settings) -> Result<()> {
+    // On the command line: secret headers only from a file or the environment.
+    args.http.from_command_line = true;
+    args.http.env_headers = settings.http_headers.clone();
     run_with(args, settings, super::shutdown_on_signal(), true).await
 }
 
@@ -50,6 +53,8 @@ pub(crate) async fn run_with(
                 "no consumer group: pass --group or set EVENT_BUS_CONSUMER_GROUP".into(),
             )
         })?;
+    // Bad input is reported as such even when Redis is down.
+    let http_headers = args.http.headers()?;
     let connector = settings.connector()?;
     let topology = settings.topology()?;
     super::check_topics(&args.topics)?;
@@ -99,7 +104,7 @@ pub(crate) async fn run_with(
         (None, Some(url)) => Action::Http(HttpSink::new(
             url.clone(),
             args.http.http_timeout,
-            &args.http.http_headers,
+            &http_headers,
         )?),
         (None, None) => Action::Print,
     };

@@ -5,8 +5,9 @@
 //! `--exec` gets on stdin), `Content-Type: application/json`, and headers
 //! `Eventbus-Event-Id`, `Eventbus-Event-Type`, `Eventbus-Event-Key`,
 //! `Eventbus-Group`, `Eventbus-Redelivered`, `Idempotency-Key` (the event
-//! id) and the W3C `traceparent` when the event carries one, plus any
-//! `--http-header`.
+//! id) and the W3C `traceparent` when the event carries one, plus the
+//! extra headers ([`super::headers`]: secrets from a file or the
+//! environment, never a flag).
 //!
 //! The answer decides:
 //!
@@ -56,14 +57,17 @@ impl HttpSink {
     ) -> Result<Self> {
         let mut headers = HeaderMap::new();
         for (name, value) in extra {
+            let secret = eventbus::is_secret_name(name);
             let name = HeaderName::from_bytes(name.as_bytes()).map_err(|_| {
-                CliError::Input(format!("--http-header: {name:?} is not a header name"))
+                CliError::Input(format!("HTTP header {name:?} is not a header name"))
             })?;
-            let value = HeaderValue::from_str(value).map_err(|_| {
+            let mut value = HeaderValue::from_str(value).map_err(|_| {
                 CliError::Input(format!(
-                    "--http-header: the value of {name} is not a header value"
+                    "the value of HTTP header {name} is not a header value"
                 ))
             })?;
+            // Never shown by the client's debug output.
+            value.set_sensitive(secret);
             headers.append(name, value);
         }
         let client = reqwest::Client::builder()

@@ -26,7 +26,7 @@ pub use outbox::{outbox_status, replay_published, Outbox, OutboxConfig, Partitio
 pub use relay::{Failpoint, Relay, RelayConfig, RelayStats};
 pub use row::OutboxRow;
 
-use crate::connection::redact_url;
+use crate::redact::redact;
 use crate::{Error, Result};
 
 /// A validated schema name, quoted for use in SQL.
@@ -111,11 +111,21 @@ pub async fn connect_pool(
     max_connections: u32,
     application_name: &str,
 ) -> Result<PgPool> {
-    let redacted = redact_url(url);
+    let redacted = redact(url);
+    let is_postgres_url =
+        url::Url::parse(url).is_ok_and(|u| matches!(u.scheme(), "postgres" | "postgresql"));
+    if !is_postgres_url {
+        return Err(Error::Config(format!(
+            "DATABASE_URL {redacted} is not a PostgreSQL URL: expected \
+             postgres://USER@HOST:PORT/DATABASE (with `:PASSWORD` after USER if one is \
+             needed; key=value connection strings are not supported)"
+        )));
+    }
+    let url = &without_unknown_parameters(url);
     let options: PgConnectOptions = url.parse().map_err(|e: sqlx::Error| {
         Error::Config(format!(
             "invalid DATABASE_URL {redacted}: {}",
-            first_line(&e)
+            redact(&first_line(&e))
         ))
     })?;
     let asks_tls = url::Url::parse(url).is_ok_and(|u| {
@@ -134,10 +144,78 @@ pub async fn connect_pool(
         .test_before_acquire(false)
         .connect_with(options)
         .await
-        .map_err(|source| Error::DatabaseUnreachable {
-            url: redacted,
-            source,
-        })
+        .map_err(|source| connect_error(redacted, source))
+}
+
+/// The URL query parameters sqlx reads (sqlx-postgres `options/parse.rs`).
+const KNOWN_PARAMETERS: [&str; 18] = [
+    "sslmode",
+    "ssl-mode",
+    "sslrootcert",
+    "ssl-root-cert",
+    "ssl-ca",
+    "sslcert",
+    "ssl-cert",
+    "sslkey",
+    "ssl-key",
+    "statement-cache-capacity",
+    "host",
+    "hostaddr",
+    "port",
+    "dbname",
+    "user",
+    "password",
+    "application_name",
+    "options",
+];
+
+/// `url` without the query parameters sqlx does not read (libpq's
+/// `sslpassword`, `connect_timeout`, ...), each named in a warning. sqlx
+/// would log such a parameter with its value, which may be a secret.
+fn without_unknown_parameters(url: &str) -> String {
+    let Ok(mut parsed) = url::Url::parse(url) else {
+        return url.to_owned();
+    };
+    let known = |k: &str| KNOWN_PARAMETERS.contains(&k) || k.starts_with("options[");
+    let pairs: Vec<(String, String)> = parsed.query_pairs().into_owned().collect();
+    if pairs.iter().all(|(k, _)| known(k)) {
+        return url.to_owned();
+    }
+    for (k, _) in pairs.iter().filter(|(k, _)| !known(k)) {
+        tracing::warn!(parameter = %k, "DATABASE_URL parameter not supported; ignored");
+    }
+    parsed
+        .query_pairs_mut()
+        .clear()
+        .extend_pairs(pairs.iter().filter(|(k, _)| known(k)));
+    if parsed.query() == Some("") {
+        parsed.set_query(None);
+    }
+    parsed.into()
+}
+
+/// A failed connect: [`Error::DatabaseUnreachable`] when the server may
+/// answer later (no connection, a timeout, a server starting or shutting
+/// down, too many connections); otherwise the server answered and refused
+/// the settings (an unknown role or database, a wrong password, TLS it
+/// does not speak, not PostgreSQL at all): a configuration error.
+fn connect_error(url: String, source: sqlx::Error) -> Error {
+    let refused = match &source {
+        sqlx::Error::Database(db) if !crate::error::is_transient_db(&source) => {
+            Some(db.message().to_owned())
+        }
+        sqlx::Error::Configuration(_) | sqlx::Error::Tls(_) | sqlx::Error::Protocol(_) => {
+            Some(first_line(&source))
+        }
+        _ => None,
+    };
+    match refused {
+        Some(reason) => Error::Config(format!(
+            "PostgreSQL at {url} refused the connection: {}",
+            redact(&reason)
+        )),
+        None => Error::DatabaseUnreachable { url, source },
+    }
 }
 
 /// Marks SQL text as safe to run. Every dynamic statement in this module is
@@ -202,11 +280,68 @@ pub(crate) fn db_error(schema: &DbSchema, e: sqlx::Error) -> Error {
         }
         // Text PostgreSQL cannot hold: U+0000 in a text or jsonb value.
         if matches!(db.code().as_deref(), Some("22P05" | "22021")) {
-            return Error::InvalidEvent(format!(
+            return Error::InvalidInput(format!(
                 "PostgreSQL cannot store this text (U+0000 is refused in text and jsonb columns): {}",
                 db.message()
             ));
         }
+        // Other values it refuses: data exceptions (class 22: a timestamp
+        // or number out of range, a bad format) and a value too large for
+        // an index (54000). The caller's input, not an outage.
+        if db
+            .code()
+            .is_some_and(|c| c.starts_with("22") || c == "54000")
+        {
+            return Error::InvalidInput(format!("PostgreSQL refused a value: {}", db.message()));
+        }
     }
     Error::Database(e)
+}
+
+/// [`db_error`] for statements that write events: a value refused, or a
+/// constraint of the table violated, is an invalid event.
+pub(crate) fn event_db_error(schema: &DbSchema, e: sqlx::Error) -> Error {
+    let integrity =
+        matches!(&e, sqlx::Error::Database(db) if db.code().is_some_and(|c| c.starts_with("23")));
+    match db_error(schema, e) {
+        Error::InvalidInput(m) => Error::InvalidEvent(m),
+        Error::Database(sqlx::Error::Database(db)) if integrity => {
+            Error::InvalidEvent(db.message().to_owned())
+        }
+        other => other,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parameters_sqlx_would_log_are_dropped() {
+        assert_eq!(
+            without_unknown_parameters(
+                "postgres://u@h/db?sslmode=require&sslpassword=S&connect_timeout=3"
+            ),
+            "postgres://u@h/db?sslmode=require"
+        );
+        assert_eq!(
+            without_unknown_parameters("postgres://u@h/db?sslpassword=S"),
+            "postgres://u@h/db"
+        );
+        let kept =
+            "postgres://u:p@h:1/db?sslmode=verify-full&sslrootcert=/ca.pem&options[search_path]=x";
+        assert_eq!(without_unknown_parameters(kept), kept);
+    }
+
+    #[tokio::test]
+    async fn refused_settings_are_configuration_errors() {
+        for url in [
+            "mysql://u@127.0.0.1/x",
+            "host=127.0.0.1 password=S dbname=x",
+        ] {
+            let e = connect_pool(url, 1, "test").await.unwrap_err();
+            assert!(matches!(e, Error::Config(_)), "{e}");
+            assert!(!e.to_string().contains("=S "), "{e}");
+        }
+    }
 }

@@ -4,7 +4,7 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 use sqlx::{PgExecutor, Row};
 
-use super::{db_error, safe, DbSchema};
+use super::{db_error, event_db_error, safe, DbSchema};
 use crate::envelope::Envelope;
 use crate::topology::{validate_event_type, Topology};
 use crate::{Error, Result};
@@ -151,7 +151,7 @@ impl Outbox {
             .bind(&row.data)
             .execute(executor)
             .await
-            .map_err(|e| db_error(&self.config.schema, e))?;
+            .map_err(|e| event_db_error(&self.config.schema, e))?;
         Ok(())
     }
 
@@ -190,7 +190,7 @@ impl Outbox {
             .bind(rows.iter().map(|r| r.data.clone()).collect::<Vec<_>>())
             .execute(executor)
             .await
-            .map_err(|e| db_error(&self.config.schema, e))?;
+            .map_err(|e| event_db_error(&self.config.schema, e))?;
         Ok(())
     }
 }
