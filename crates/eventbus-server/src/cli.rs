@@ -224,13 +224,15 @@ pub(crate) struct ConsumeArgs {
     /// Claim entries left pending (by a failure or a dead consumer) once idle this long.
     #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = parse_duration)]
     pub(crate) claim_idle: Duration,
-    /// How long one read waits for new entries.
+    /// How long one read waits for new entries (ordered mode: at most 500 ms
+    /// per read). Shutdown does not wait for a read to end.
     #[arg(long, value_name = "DURATION", default_value = "2s", value_parser = parse_duration)]
     pub(crate) block: Duration,
     /// With --inbox: run this SQL statement per event inside the inbox
     /// transaction (exactly-once effects without code). Bound: $1 event id
     /// (uuid), $2 type, $3 key, $4 data (jsonb), $5 the envelope (jsonb).
-    #[arg(long, value_name = "STATEMENT", requires = "inbox", conflicts_with_all = ["exec", "print"])]
+    #[arg(long, value_name = "STATEMENT", requires = "inbox", conflicts_with_all = ["exec", "print"],
+          value_parser = parse_command)]
     pub(crate) sql: Option<String>,
     /// Record handled events in the PostgreSQL inbox and skip events already
     /// recorded for this group (see docs/outbox.md for what that guarantees

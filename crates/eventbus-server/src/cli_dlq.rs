@@ -158,5 +158,8 @@ fn parse_since(s: &str) -> Result<chrono::DateTime<chrono::Utc>, String> {
     let ago = parse_age(s).map_err(|_| {
         format!("{s:?} is neither an RFC 3339 time (2026-11-29T10:00:00Z) nor a duration ago (30m, 2h, 7d)")
     })?;
-    Ok(chrono::Utc::now() - chrono::Duration::from_std(ago).map_err(|e| e.to_string())?)
+    chrono::Duration::from_std(ago)
+        .ok()
+        .and_then(|ago| chrono::Utc::now().checked_sub_signed(ago))
+        .ok_or_else(|| format!("{s:?} ago is before any time that can be written"))
 }

@@ -183,3 +183,62 @@ fn sigterm_drains_an_ordered_member() {
 fn sigint_drains_an_ordered_member() {
     drains_on("-INT", "--ordered");
 }
+
+/// An idle consumer blocked in a long read (`--block 60s`; in ordered mode
+/// a session timeout that lets the read block that long) stops within 2 s
+/// of SIGTERM and exits 0: the read is abandoned, not waited out.
+fn idle_consumer_stops_promptly(mode: &[&str]) {
+    let ns = TestNamespace::new(shared_redis_url(), "shutdown-idle");
+    let mut child = eventbus(&ns)
+        .args([
+            "consume",
+            "--group",
+            "g",
+            "--topics",
+            "work_item",
+            "--block",
+            "60s",
+            "--print",
+        ])
+        .args(mode)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Let it start and block in its read.
+    std::thread::sleep(Duration::from_secs(3));
+    assert!(child.try_wait().unwrap().is_none(), "consume exited early");
+    let kill = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(kill.success());
+    let sent = Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if sent.elapsed() > Duration::from_secs(20) {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("consume {mode:?} did not stop within 20 s of SIGTERM");
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    let took = sent.elapsed();
+    assert!(status.success(), "consume {mode:?} exited with {status:?}");
+    assert!(
+        took < Duration::from_secs(2),
+        "consume {mode:?} took {took:?} to stop after SIGTERM"
+    );
+}
+
+#[test]
+fn sigterm_stops_an_idle_unordered_consumer_blocked_in_a_long_read() {
+    idle_consumer_stops_promptly(&["--unordered"]);
+}
+
+#[test]
+fn sigterm_stops_an_idle_ordered_member_blocked_in_a_long_read() {
+    idle_consumer_stops_promptly(&["--ordered", "--session-timeout", "600s"]);
+}

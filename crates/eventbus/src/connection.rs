@@ -411,6 +411,26 @@ fn cluster_url_nodes(url: &str) -> Option<Result<Vec<String>>> {
     })
 }
 
+/// Sends a blocking command (`XREADGROUP … BLOCK`) on a dedicated
+/// connection, unless `stop` comes first: then the command is abandoned and
+/// the connection dropped (the caller's only handle), which closes its
+/// socket, and Redis ends a blocked client whose socket closed. So a
+/// blocked read stops at once without `CLIENT UNBLOCK` (which would let the
+/// user unblock any client). `None` when stopped; else the connection back
+/// with the reply.
+pub(crate) async fn query_unless_stopped<T: FromRedisValue>(
+    mut conn: RedisConn,
+    cmd: &Cmd,
+    stop: &tokio_util::sync::CancellationToken,
+) -> Option<(RedisConn, RedisResult<T>)> {
+    let reply = tokio::select! {
+        biased;
+        _ = stop.cancelled() => None,
+        reply = cmd.query_async::<T>(&mut conn) => Some(reply),
+    };
+    reply.map(|r| (conn, r))
+}
+
 /// Exponential backoff with full jitter: a random delay in `[0, min(max, base·2ⁿ)]`,
 /// never below `base / 2` so loops do not spin.
 pub(crate) fn backoff(attempt: u32, base: Duration, max: Duration) -> Duration {

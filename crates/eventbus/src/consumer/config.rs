@@ -19,7 +19,9 @@ pub struct ConsumerConfig {
     pub concurrency: usize,
     /// Entries asked for per read (`COUNT`). Default 256.
     pub read_count: usize,
-    /// How long a read waits for new entries (`BLOCK`). Default 2 s.
+    /// How long a read waits for new entries (`BLOCK`). Default 2 s. In
+    /// ordered mode a read blocks at most 500 ms (and a fifth of
+    /// `session_timeout`). Shutdown never waits for a read to end.
     pub block: Duration,
     /// Pending entries idle longer than this are claimed (`XAUTOCLAIM`).
     /// Must exceed the longest handler run. Default 30 s.

@@ -14,7 +14,7 @@ use tokio_util::task::TaskTracker;
 use super::acker::run_acker;
 use super::claimer::run_claimer;
 use super::{ensure_groups, read_new_cmd, ConsumerConfig, ConsumerStats, REPLAY_TOPIC};
-use crate::connection::{backoff, slot_groups, RedisConn, RedisConnector};
+use crate::connection::{backoff, query_unless_stopped, slot_groups, RedisConn, RedisConnector};
 use crate::failure::{reclaim, touch, FailureHandling, Verdict};
 use crate::handler::{Delivery, Handler};
 use crate::reply::{parse_read, RawEntry};
@@ -173,7 +173,7 @@ async fn run_reader<H: Handler>(
         };
         let count = read_count_per_stream(free, config.read_count, shared.streams.len());
 
-        let mut c = match reader.take() {
+        let c = match reader.take() {
             Some(c) => c,
             None => match connector.dedicated(config.block).await {
                 Ok(c) => {
@@ -193,10 +193,14 @@ async fn run_reader<H: Handler>(
             },
         };
         let cmd = read_new_cmd(&shared.group, &shared.name, count, config.block, &streams);
-        // The read is not cancelled on shutdown: entries Redis hands us are
-        // already ours, so we let the read finish (at most `block`) and
-        // dispatch them like any other in-flight work.
-        match cmd.query_async::<redis::Value>(&mut c).await {
+        // Shutdown stops reading at once, whatever `block` is: the read is
+        // abandoned and its connection closed. Entries Redis handed to it
+        // just before stay pending to this consumer and are claimed once
+        // idle for `claim_idle`, like those of a consumer that crashed.
+        let Some((c, read)) = query_unless_stopped::<redis::Value>(c, &cmd, shutdown).await else {
+            break;
+        };
+        match read {
             Ok(reply) => {
                 failures = 0;
                 reader = Some(c);

@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, Datelike, Utc};
 use serde::Serialize;
 use sqlx::PgPool;
 use uuid::Uuid;
@@ -19,6 +19,9 @@ use crate::handler::ErrorClass;
 use crate::pg::DbSchema;
 use crate::topology::Topology;
 use crate::{Error, Result};
+
+/// 0000-01-01T00:00:00Z in seconds since 1970.
+const YEAR_0000: i64 = -62_167_219_200;
 
 /// Which dead letters an action applies to. Empty fields match everything.
 #[derive(Debug, Clone, Default)]
@@ -52,6 +55,37 @@ impl DeadLetterFilter {
             && self.key.is_none()
             && self.error_class.is_none()
             && self.since.is_none()
+    }
+
+    /// Refuses what is the caller's mistake, with [`Error::InvalidInput`]:
+    /// U+0000 in the group, type or key (PostgreSQL refuses to compare
+    /// such text; the Redis records are refused it alike, so that both
+    /// stores answer the same), a `since` outside the years 0000-9999 (no
+    /// record is that old or young, and PostgreSQL cannot compare years
+    /// before 4713 BC).
+    pub fn validate(&self) -> Result<()> {
+        let texts = [
+            ("group", &self.group),
+            ("type", &self.event_type),
+            ("key", &self.key),
+        ];
+        if let Some((name, _)) = texts
+            .iter()
+            .find(|(_, v)| v.as_deref().is_some_and(|v| v.contains('\0')))
+        {
+            return Err(Error::InvalidInput(format!(
+                "the {name} filter holds U+0000 (filters are text without it; select such a dead letter by its id)"
+            )));
+        }
+        if let Some(since) = self.since {
+            if !(0..=9999).contains(&since.year()) {
+                return Err(Error::InvalidInput(format!(
+                    "since {} is outside the years 0000-9999",
+                    since.to_rfc3339()
+                )));
+            }
+        }
+        Ok(())
     }
 
     /// The page size: `limit`, 100 by default, at most 10,000.
@@ -157,6 +191,7 @@ impl DeadLetterStore {
     /// Dead letters matching the filter, most recent failure first (ties:
     /// by id).
     pub async fn list(&self, f: &DeadLetterFilter) -> Result<Vec<DeadLetter>> {
+        f.validate()?;
         match &self.backend {
             Backend::Postgres(pg) => pg.list(f).await,
             Backend::Redis(r) => r.list(f).await,
@@ -304,8 +339,13 @@ impl DeadLetterStore {
     /// to the same age. Returns how many were deleted (on a dry run: how
     /// many would be, and nothing changes).
     pub async fn purge(&self, older_than: Duration, dry_run: bool) -> Result<u64> {
-        let cutoff =
-            Utc::now() - chrono::Duration::from_std(older_than).unwrap_or(chrono::Duration::MAX);
+        // An age beyond the year 0000 purges everything there is: the
+        // cutoff stops there (PostgreSQL cannot compare earlier times).
+        let floor = DateTime::<Utc>::from_timestamp(YEAR_0000, 0).expect("a valid time");
+        let cutoff = chrono::Duration::from_std(older_than)
+            .ok()
+            .and_then(|age| Utc::now().checked_sub_signed(age))
+            .map_or(floor, |c| c.max(floor));
         let n = match &self.backend {
             Backend::Postgres(pg) => pg.purge(cutoff, dry_run).await?,
             Backend::Redis(r) => r.purge(cutoff, dry_run).await?,
@@ -326,6 +366,47 @@ impl DeadLetterStore {
         match &self.backend {
             Backend::Postgres(pg) => pg.mark(id, &mark).await,
             Backend::Redis(r) => r.mark(id, &mark).await,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn filters_refuse_nul_and_absurd_times() {
+        assert!(DeadLetterFilter::default().validate().is_ok());
+        let nul = Some("a\0b".to_owned());
+        for f in [
+            DeadLetterFilter {
+                group: nul.clone(),
+                ..Default::default()
+            },
+            DeadLetterFilter {
+                event_type: nul.clone(),
+                ..Default::default()
+            },
+            DeadLetterFilter {
+                key: nul,
+                ..Default::default()
+            },
+        ] {
+            let e = f.validate().unwrap_err();
+            assert!(matches!(e, Error::InvalidInput(_)), "{e}");
+            assert!(e.to_string().contains("U+0000"), "{e}");
+        }
+        for (since, ok) in [
+            ("0000-01-01T00:00:00Z", true),
+            ("9999-12-31T23:59:59Z", true),
+            ("-0001-12-31T23:59:59Z", false),
+            ("+10000-01-01T00:00:00Z", false),
+        ] {
+            let f = DeadLetterFilter {
+                since: Some(since.parse().unwrap()),
+                ..Default::default()
+            };
+            assert_eq!(f.validate().is_ok(), ok, "{since}");
         }
     }
 }

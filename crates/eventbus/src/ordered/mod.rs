@@ -9,7 +9,8 @@
 //!   from the same view (no leader);
 //! - [`lease`]: per-partition leases with fencing tokens, and the fenced
 //!   scripts (ack, take over pending) that make a former owner harmless;
-//! - [`reader`]: one blocking `XREADGROUP` over every owned stream;
+//! - [`reader`]: one blocking `XREADGROUP` over every owned stream (at most
+//!   500 ms per read, so a rebalance never needs to interrupt one);
 //! - [`partition_worker`]: per owned partition, take over the pending
 //!   entries, then handle one entry at a time;
 //! - [`park`]: park mode (optional), which holds the later events of a key
@@ -22,11 +23,13 @@
 //! them (cooperatively: a worker finishes its entry, stops reading, then
 //! deletes its lease) and acquires the free partitions it should own.
 //!
-//! Shutdown handshake: when the token is cancelled, every worker is asked to
-//! release (finishing its running handler); the loop waits up to
+//! Shutdown handshake: when the token is cancelled, the reader stops at once
+//! (its blocked read abandoned, see [`reader`]), every worker is asked to
+//! release (finishing its running handler; entries queued but not started
+//! stay pending for the next owner); the loop waits up to
 //! `shutdown_timeout`, aborts what is still running (those entries stay
-//! pending for the next owner), stops the reader, and leaves the group so
-//! the others take the partitions over at their next heartbeat. The design
+//! pending too), and leaves the group so the others take the partitions
+//! over at their next heartbeat. The design
 //! is written down in `docs/ordered-partitions.md`.
 
 pub(crate) mod assignor;
@@ -189,8 +192,10 @@ pub(crate) async fn run<H: Handler>(
         }
     };
 
-    // Drain: stop every partition (handlers finish), then leave. A static
-    // member keeps its leases and membership for its restart instead.
+    // Drain: stop reading at once (a blocked read is abandoned, whatever
+    // `block`), stop every partition (handlers finish), then leave. A
+    // static member keeps its leases and membership for its restart instead.
+    rt.ctx.read_set.stop().await;
     let keep = config.static_membership;
     rt.ctx.keep_leases.store(keep, Ordering::Release);
     for part in rt.owned.values() {

@@ -167,7 +167,7 @@ impl<H: Handler> WorkerContext<H> {
             }
         };
         // Nothing of this stream may reach us once the lease is released.
-        self.read_set.remove(&self.conn, &part.stream).await;
+        self.read_set.remove(&part.stream).await;
         if ended == Ended::Lost || part.abort.is_cancelled() {
             return Ended::Lost;
         }
@@ -219,9 +219,7 @@ impl<H: Handler> WorkerContext<H> {
             queued: Arc::default(),
             valid_until: part.valid_until.clone(),
         };
-        self.read_set
-            .add(&self.conn, &part.stream, feed.clone())
-            .await;
+        self.read_set.add(&part.stream, feed.clone());
         let mut sweep = tokio::time::interval(SWEEP_EVERY);
         sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         sweep.reset();

@@ -3,12 +3,22 @@
 //! each partition worker's queue.
 //!
 //! The set of streams changes as leases come and go. A change bumps the
-//! set's version and wakes a blocked read with `CLIENT UNBLOCK`, so a new
-//! partition is read at once. A partition that is given up is removed from
-//! the set, and its worker waits ([`ReadSet::remove`]) until no read that
-//! included it is still in flight: after that nothing more of that stream
-//! can be delivered to this member, so releasing the lease is safe (the next
+//! set's version; a read blocks at most [`MAX_READ_BLOCK`], so the next
+//! read, within that time, includes a new partition. A partition that is
+//! given up is removed from the set, and its worker waits
+//! ([`ReadSet::remove`]) until no read that included it is still in flight
+//! (at most one read's block): after that nothing more of that stream can
+//! be delivered to this member, so releasing the lease is safe (the next
 //! owner takes over everything pending first, see `partition_worker`).
+//!
+//! A blocked read is never cut short while the member runs: its reply is
+//! what tells that no more of a removed stream can arrive, and entries it
+//! carries must reach their worker in order. (Waking it early would take
+//! `CLIENT UNBLOCK`, which a consumer's Redis user would need and which
+//! unblocks any client; short reads need no such right.) At shutdown, the read is
+//! abandoned at once and its dedicated connection dropped, which ends it
+//! on the server; entries Redis handed it meanwhile stay pending, and the
+//! next owner of their partition takes them over first, in order.
 //!
 //! Fencing by time: a blocking read cannot run inside a script that checks
 //! the lease token, so a stream is included in a read only while its lease
@@ -26,7 +36,7 @@
 //! (see [`ReadSet`]).
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicI64, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -36,7 +46,7 @@ use tokio::task::JoinSet;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use crate::connection::{backoff, RedisConnector};
+use crate::connection::{backoff, query_unless_stopped, RedisConnector};
 use crate::consumer::{ensure_groups, read_new_cmd};
 use crate::reply::{parse_read, RawEntry};
 
@@ -63,8 +73,6 @@ pub(crate) struct StreamSet {
     inner: Mutex<(u64, BTreeMap<String, Feed>)>,
     changed: Notify,
     state: watch::Sender<ReaderState>,
-    /// `CLIENT ID` of the reader's connection (0 until known).
-    client_id: AtomicI64,
     limit: usize,
     epoch: Instant,
     block: Duration,
@@ -78,27 +86,25 @@ impl StreamSet {
             inner: Mutex::new((0, BTreeMap::new())),
             changed: Notify::new(),
             state: watch::Sender::new(ReaderState::default()),
-            client_id: AtomicI64::new(0),
             limit,
             epoch,
             block,
         }
     }
 
-    /// Starts reading a stream into `feed`.
-    pub(crate) async fn add(&self, conn: &RedisConn, stream: &str, feed: Feed) {
+    /// Starts reading a stream into `feed` (from the next read on).
+    pub(crate) fn add(&self, stream: &str, feed: Feed) {
         {
             let mut inner = self.inner.lock().expect("read set poisoned");
             inner.0 += 1;
             inner.1.insert(stream.to_owned(), feed);
         }
         self.changed.notify_one();
-        self.unblock(conn).await;
     }
 
     /// Stops reading a stream and waits until no read including it is in
-    /// flight (waking a blocked one).
-    pub(crate) async fn remove(&self, conn: &RedisConn, stream: &str) {
+    /// flight (at most one read's block).
+    pub(crate) async fn remove(&self, stream: &str) {
         let (version, mut state) = {
             let mut inner = self.inner.lock().expect("read set poisoned");
             inner.0 += 1;
@@ -114,20 +120,7 @@ impl StreamSet {
             if done {
                 return;
             }
-            self.unblock(conn).await;
             let _ = tokio::time::timeout(Duration::from_millis(50), state.changed()).await;
-        }
-    }
-
-    /// Wakes a blocked read (it returns as if it timed out).
-    async fn unblock(&self, conn: &RedisConn) {
-        let id = self.client_id.load(Ordering::Relaxed);
-        if id > 0 {
-            let _: redis::RedisResult<i64> = redis::cmd("CLIENT")
-                .arg("UNBLOCK")
-                .arg(id)
-                .query_async(&mut conn.clone())
-                .await;
         }
     }
 
@@ -172,9 +165,11 @@ impl StreamSet {
     }
 }
 
-/// Longest a per-stream read blocks on a cluster: a partition given up
-/// waits at most this long for its reader's last read to end.
-const CLUSTER_BLOCK: Duration = Duration::from_millis(500);
+/// Longest a read blocks, whatever the consumer's `block`: a partition
+/// given up waits at most this long for the read in flight to end, and a
+/// partition gained is read from at most this long after. An idle member
+/// thus sends two reads a second, which Redis does not notice.
+pub(crate) const MAX_READ_BLOCK: Duration = Duration::from_millis(500);
 
 /// The reading side of an ordered member, as partition workers see it.
 ///
@@ -182,9 +177,8 @@ const CLUSTER_BLOCK: Duration = Duration::from_millis(500);
 /// stream. On a Redis Cluster a multi-stream `XREADGROUP` must stay in one
 /// hash slot, and each partition is a slot of its own, so every owned stream
 /// gets a reader of its own on a dedicated connection (a blocking read holds
-/// its connection). Those reads block for at most [`CLUSTER_BLOCK`] and are
-/// never interrupted with `CLIENT UNBLOCK` (a cluster connection's client id
-/// is some node's): giving up a partition waits for its last read to end.
+/// its connection). In both cases reads block for at most
+/// [`MAX_READ_BLOCK`]: giving up a partition waits for its last read to end.
 #[derive(Debug)]
 pub(crate) struct ReadSet {
     kind: Kind,
@@ -222,15 +216,16 @@ impl ReadSet {
     ) -> Self {
         let stop = CancellationToken::new();
         let mut tasks = JoinSet::new();
+        let config = ReaderConfig {
+            block: config.block.min(MAX_READ_BLOCK),
+            ..config
+        };
         let kind = if conn.is_cluster() {
             Kind::PerStream(Box::new(PerStream {
                 readers: Mutex::new(BTreeMap::new()),
                 connector,
                 conn,
-                config: ReaderConfig {
-                    block: config.block.min(CLUSTER_BLOCK),
-                    ..config
-                },
+                config,
                 limit,
                 epoch,
             }))
@@ -253,12 +248,12 @@ impl ReadSet {
     }
 
     /// Starts reading a stream into `feed`.
-    pub(crate) async fn add(&self, conn: &RedisConn, stream: &str, feed: Feed) {
+    pub(crate) fn add(&self, stream: &str, feed: Feed) {
         match &self.kind {
-            Kind::Shared(set) => set.add(conn, stream, feed).await,
+            Kind::Shared(set) => set.add(stream, feed),
             Kind::PerStream(p) => {
                 let set = Arc::new(StreamSet::new(p.limit, p.epoch, p.config.block));
-                set.add(conn, stream, feed).await;
+                set.add(stream, feed);
                 let token = self.stop.child_token();
                 let config = ReaderConfig {
                     all_streams: vec![stream.to_owned()],
@@ -288,13 +283,13 @@ impl ReadSet {
 
     /// Stops reading a stream and waits until no read including it is in
     /// flight: after that nothing more of it can be delivered to this member.
-    pub(crate) async fn remove(&self, conn: &RedisConn, stream: &str) {
+    pub(crate) async fn remove(&self, stream: &str) {
         match &self.kind {
-            Kind::Shared(set) => set.remove(conn, stream).await,
+            Kind::Shared(set) => set.remove(stream).await,
             Kind::PerStream(p) => {
                 let reader = p.readers.lock().expect("read set poisoned").remove(stream);
                 if let Some((set, token)) = reader {
-                    set.remove(conn, stream).await;
+                    set.remove(stream).await;
                     token.cancel();
                 }
             }
@@ -313,7 +308,8 @@ impl ReadSet {
         }
     }
 
-    /// Stops every reader and waits for them to end.
+    /// Stops every reader at once (a blocked read is abandoned, see the
+    /// module docs) and waits for them to end. Idempotent.
     pub(crate) async fn stop(&self) {
         self.stop.cancel();
         let mut tasks = std::mem::take(&mut *self.tasks.lock().expect("reader tasks poisoned"));
@@ -343,23 +339,10 @@ async fn run_reader(
     let mut reader: Option<RedisConn> = None;
     let mut failures = 0u32;
     while !shutdown.is_cancelled() {
-        let mut c = match reader.take() {
+        let c = match reader.take() {
             Some(c) => c,
             None => match connector.dedicated(config.block).await {
-                Ok(mut c) => {
-                    // On a cluster the id would be some node's: the
-                    // per-stream readers there are never unblocked, their
-                    // reads block briefly instead (see `ReadSet`).
-                    if !c.is_cluster() {
-                        let id: i64 = redis::cmd("CLIENT")
-                            .arg("ID")
-                            .query_async(&mut c)
-                            .await
-                            .unwrap_or(0);
-                        set.client_id.store(id, Ordering::Relaxed);
-                    }
-                    c
-                }
+                Ok(c) => c,
                 Err(e) => {
                     failures += 1;
                     pause(&e.to_string(), failures, &shutdown).await;
@@ -384,7 +367,11 @@ async fn run_reader(
             config.block,
             &streams,
         );
-        match cmd.query_async::<redis::Value>(&mut c).await {
+        // Shutdown abandons the read and closes its connection.
+        let Some((c, read)) = query_unless_stopped::<redis::Value>(c, &cmd, &shutdown).await else {
+            break;
+        };
+        match read {
             Ok(reply) => {
                 failures = 0;
                 reader = Some(c);
@@ -414,7 +401,6 @@ async fn run_reader(
                 // The read may still be served after a timeout on our side:
                 // this connection is dropped, which ends it on the server.
                 drop(c);
-                set.client_id.store(0, Ordering::Relaxed);
                 set.end_read();
                 failures += 1;
                 pause(&e.to_string(), failures, &shutdown).await;
