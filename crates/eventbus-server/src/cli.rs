@@ -206,7 +206,7 @@ pub(crate) struct ConsumeArgs {
     #[arg(long, value_delimiter = ',', value_name = "TOPIC,...")]
     pub(crate) topics: Vec<String>,
     /// Run CMD (via `sh -c`) for each event; see below.
-    #[arg(long, value_name = "CMD", conflicts_with = "print")]
+    #[arg(long, value_name = "CMD", conflicts_with = "print", value_parser = parse_command)]
     pub(crate) exec: Option<String>,
     /// Print each envelope as a JSON line on stdout (the default).
     #[arg(long)]
@@ -376,30 +376,51 @@ fn parse_header(s: &str) -> Result<(String, String), String> {
     }
 }
 
+/// The longest duration any flag takes. Every duration ends up in a Redis
+/// command (`BLOCK`, `XAUTOCLAIM` idle times, lease expiries) or a timer,
+/// and a day is beyond any sensible value of each; a larger number would be
+/// accepted here and then refused by Redis on every cycle.
+pub(crate) const MAX_DURATION: Duration = Duration::from_secs(24 * 3600);
+
 /// Parses a duration: a whole number with a unit `ms`, `s`, `m` or `h`
-/// (a bare number is seconds), e.g. `500ms`, `30s`, `2m`.
+/// (a bare number is seconds), e.g. `500ms`, `30s`, `2m`; more than zero and
+/// at most [`MAX_DURATION`].
 pub(crate) fn parse_duration(s: &str) -> Result<Duration, String> {
     let s = s.trim();
     let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
     let (number, unit) = s.split_at(split);
-    let n: u64 = number
-        .parse()
-        .map_err(|_| format!("{s:?} is not a duration like 500ms, 30s, 2m or 1h"))?;
+    let too_long = || format!("{s:?} is longer than 24h, the longest duration taken");
+    let n: u64 = match number.parse() {
+        Ok(n) => n,
+        Err(_) if !number.is_empty() => return Err(too_long()),
+        Err(_) => return Err(format!("{s:?} is not a duration like 500ms, 30s, 2m or 1h")),
+    };
+    let scale = |per: u64| n.checked_mul(per).map(Duration::from_secs);
     let d = match unit.trim() {
-        "ms" => Duration::from_millis(n),
-        "" | "s" => Duration::from_secs(n),
-        "m" => Duration::from_secs(n * 60),
-        "h" => Duration::from_secs(n * 3600),
+        "ms" => Some(Duration::from_millis(n)),
+        "" | "s" => scale(1),
+        "m" => scale(60),
+        "h" => scale(3600),
         other => {
             return Err(format!(
                 "unknown unit {other:?} in {s:?} (use ms, s, m or h)"
             ))
         }
     };
-    if d.is_zero() {
-        return Err("must be more than zero".into());
+    match d {
+        Some(d) if d.is_zero() => Err("must be more than zero".into()),
+        Some(d) if d <= MAX_DURATION => Ok(d),
+        _ => Err(too_long()),
     }
-    Ok(d)
+}
+
+/// A shell command or SQL statement: not empty or blank (an empty `--exec`
+/// would "handle" every event by doing nothing).
+fn parse_command(s: &str) -> Result<String, String> {
+    if s.trim().is_empty() {
+        return Err("must not be empty".into());
+    }
+    Ok(s.to_owned())
 }
 
 #[cfg(test)]
@@ -421,6 +442,18 @@ mod tests {
         assert_eq!(parse_duration("1h"), Ok(Duration::from_secs(3600)));
         for bad in ["", "s", "1d", "-1s", "0s", "1.5s"] {
             assert!(parse_duration(bad).is_err(), "{bad:?}");
+        }
+        assert_eq!(parse_duration("24h"), Ok(MAX_DURATION));
+        for too_long in [
+            "25h",
+            "86401s",
+            "86400001ms",
+            "18446744073709551615s",
+            "18446744073709551615m",
+            "99999999999999999999999s",
+        ] {
+            let e = parse_duration(too_long).unwrap_err();
+            assert!(e.contains("longer than 24h"), "{too_long}: {e}");
         }
     }
 

@@ -10,7 +10,7 @@
 //! | `REDIS_USERNAME`, `REDIS_PASSWORD` | none (ACL user, password) | |
 //! | `REDIS_DB` | `0` | |
 //! | `REDIS_CLUSTER_NODES` | none: one server | |
-//! | `EVENT_BUS_NAMESPACE` | `eventbus` | `--namespace` |
+//! | `EVENT_BUS_NAMESPACE` | `eventbus` (set but empty is an error; no `*`, `?`, `[`, `]` or `\`) | `--namespace` |
 //! | `EVENT_BUS_PARTITIONS` | `16` | `--partitions` |
 //! | `EVENT_BUS_CONSUMER_GROUP` | none | `consume --group` |
 //! | `EVENT_BUS_MAX_LEN` | off (no length cap) | `publish --max-len` |
@@ -75,6 +75,11 @@ impl Env {
     #[cfg(test)]
     pub(crate) fn from_pairs(pairs: &[(&'static str, &str)]) -> Self {
         Env(pairs.iter().map(|(k, v)| (*k, OsString::from(v))).collect())
+    }
+
+    /// True when `var` is set to the empty string.
+    pub(crate) fn is_empty(&self, var: &'static str) -> bool {
+        self.0.get(var).is_some_and(|v| v.is_empty())
     }
 
     /// The value of `var`; `None` when unset or empty.
@@ -197,12 +202,19 @@ impl Settings {
             .map(|v| cluster_nodes(&v))
             .transpose()?;
 
-        let namespace = match &flags.namespace {
-            Some(ns) => ns.clone(),
-            None => env
-                .get("EVENT_BUS_NAMESPACE")?
-                .unwrap_or_else(|| eventbus::topology::DEFAULT_NAMESPACE.to_owned()),
-        };
+        let namespace =
+            match &flags.namespace {
+                Some(ns) => ns.clone(),
+                None if env.is_empty("EVENT_BUS_NAMESPACE") => return Err(CliError::Setting {
+                    var: "EVENT_BUS_NAMESPACE",
+                    reason:
+                        "is set but empty: name a namespace, or unset it for the default `eventbus`"
+                            .into(),
+                }),
+                None => env
+                    .get("EVENT_BUS_NAMESPACE")?
+                    .unwrap_or_else(|| eventbus::topology::DEFAULT_NAMESPACE.to_owned()),
+            };
         let partitions = match flags.partitions {
             Some(p) => p,
             None => env
@@ -214,15 +226,25 @@ impl Settings {
                 .unwrap_or(eventbus::topology::DEFAULT_PARTITIONS),
         };
         // Check namespace and partitions together, naming the variable on error.
+        let namespace_var = if flags.namespace.is_some() {
+            "--namespace"
+        } else {
+            "EVENT_BUS_NAMESPACE"
+        };
         if let Err(e) = Topology::new(namespace.clone(), partitions) {
-            let var = if flags.namespace.is_some() {
-                "--namespace"
-            } else {
-                "EVENT_BUS_NAMESPACE"
-            };
             return Err(CliError::Setting {
-                var,
+                var: namespace_var,
                 reason: strip_config_prefix(&e),
+            });
+        }
+        // Key patterns of Redis ACLs (`~<ns>:*`), SCAN and KEYS are globs:
+        // a namespace holding glob characters would match other namespaces.
+        if let Some(c) = namespace.chars().find(|c| GLOB_CHARS.contains(c)) {
+            return Err(CliError::Setting {
+                var: namespace_var,
+                reason: format!(
+                    "{namespace:?} holds {c:?}: a namespace may not hold *, ?, [, ] or \\ (Redis ACL key patterns and SCAN read them as wildcards)"
+                ),
             });
         }
 
@@ -322,6 +344,9 @@ impl Settings {
         Ok(Topology::new(self.namespace.clone(), self.partitions)?)
     }
 }
+
+/// Characters Redis reads as wildcards in key patterns.
+const GLOB_CHARS: [char; 5] = ['*', '?', '[', ']', '\\'];
 
 /// The library's message without its `invalid configuration: ` prefix.
 fn strip_config_prefix(e: &eventbus::Error) -> String {
@@ -502,6 +527,10 @@ mod tests {
             ("EVENT_BUS_MAX_LEN", "-5"),
             ("EVENT_BUS_LOG_FORMAT", "xml"),
             ("EVENT_BUS_NAMESPACE", "a b"),
+            ("EVENT_BUS_NAMESPACE", "*"),
+            ("EVENT_BUS_NAMESPACE", "app?"),
+            ("EVENT_BUS_NAMESPACE", "a[bc]"),
+            ("EVENT_BUS_NAMESPACE", "a\\b"),
             ("REDIS_PORT", "http"),
             ("REDIS_DB", "x"),
             ("REDIS_CLUSTER_NODES", ","),
@@ -513,6 +542,23 @@ mod tests {
             assert!(err.to_string().starts_with(var), "{var}: {err}");
             assert_eq!(err.exit_code(), 2);
         }
+    }
+
+    #[test]
+    fn an_empty_namespace_is_refused_not_defaulted() {
+        let err = load(&[("EVENT_BUS_NAMESPACE", "")]).unwrap_err();
+        assert!(
+            err.to_string()
+                .starts_with("EVENT_BUS_NAMESPACE: is set but empty"),
+            "{err}"
+        );
+        assert_eq!(err.exit_code(), 2);
+        let flags = GlobalArgs {
+            namespace: Some("ns*".into()),
+            ..Default::default()
+        };
+        let err = Settings::load(&flags, &Env::default()).unwrap_err();
+        assert!(err.to_string().starts_with("--namespace"), "{err}");
     }
 
     #[test]

@@ -1,7 +1,9 @@
 //! Hardening of the command line, through the built binary: secrets never
 //! reach stdout or stderr (URLs, DSNs, headers), settings a server refuses
-//! are bad input (exit 2) rather than an outage (69), and secret push-sink
-//! headers come from a file or the environment and never from a flag.
+//! are bad input (exit 2) rather than an outage (69), secret push-sink
+//! headers come from a file or the environment and never from a flag, and
+//! flags and variables are checked at start (namespaces, empty commands,
+//! durations Redis cannot take, input files over the event size limit).
 
 #[allow(dead_code)] // each test file uses some of the helpers
 mod common;
@@ -279,6 +281,118 @@ async fn secret_headers_come_from_a_file_or_the_environment() {
     assert_eq!(h["authorization"], format!("Bearer {SENTINEL}"));
     assert_eq!(h["x-api-key"], "from-env");
     assert_eq!(h["x-tenant"], "acme");
+}
+
+#[test]
+fn namespaces_commands_and_durations_are_checked_at_start() {
+    let ns = namespace();
+    for (value, needle) in [
+        ("", "EVENT_BUS_NAMESPACE: is set but empty"),
+        ("*", "EVENT_BUS_NAMESPACE"),
+        ("app?", "wildcards"),
+        ("app[12]", "wildcards"),
+    ] {
+        let mut c = eventbus(&ns, &["streams"]);
+        c.env("EVENT_BUS_NAMESPACE", value);
+        assert_refused(&run_within(c, Duration::from_secs(20)), 2, needle);
+    }
+    let out = run_within(
+        eventbus(&ns, &["streams", "--namespace", "team-*"]),
+        Duration::from_secs(20),
+    );
+    assert_refused(&out, 2, "--namespace");
+
+    let consume = ["consume", "--group", "g", "--topics", "work_item"];
+    for (args, needle) in [
+        (&["--exec", ""][..], "--exec"),
+        (&["--exec", "   "], "--exec"),
+        (&["--inbox", "--sql", ""], "--sql"),
+        (
+            &["--claim-idle", "18446744073709551615s"],
+            "longer than 24h",
+        ),
+        (
+            &["--claim-idle", "18446744073709551615h"],
+            "longer than 24h",
+        ),
+        (&["--block", "18446744073709551615ms"], "longer than 24h"),
+        (&["--block", "25h"], "longer than 24h"),
+        (
+            &["--exec", "true", "--exec-timeout", "99999999999999999999s"],
+            "longer than 24h",
+        ),
+    ] {
+        let mut c = eventbus(&ns, &consume);
+        c.args(args);
+        // Accepted, these ran until killed (and --exec '' acknowledged
+        // every event unhandled).
+        assert_refused(&run_within(c, Duration::from_secs(20)), 2, needle);
+    }
+}
+
+/// `eventbus publish` with at most 1 GB of address space, so that a
+/// regression reading `/dev/zero` to its end fails instead of eating the
+/// machine's memory.
+fn publish_limited(ns: &eventbus_testkit::TestNamespace, args: &[&str]) -> Command {
+    let mut c = Command::new("sh");
+    c.arg("-c")
+        .arg("ulimit -v 1000000 && exec \"$0\" \"$@\"")
+        .arg(env!("CARGO_BIN_EXE_eventbus"))
+        .arg("publish")
+        .args(args);
+    for (k, _) in std::env::vars_os() {
+        let k = k.to_string_lossy();
+        if k.starts_with("EVENT_BUS_") || k.starts_with("REDIS_") || k == "DATABASE_URL" {
+            c.env_remove(k.as_ref());
+        }
+    }
+    c.env("REDIS_URL", ns.url())
+        .env("EVENT_BUS_NAMESPACE", ns.name())
+        .env("EVENT_BUS_LOG", "warn");
+    c
+}
+
+#[test]
+fn input_files_are_read_up_to_the_event_size_limit() {
+    let ns = namespace();
+    let single = [
+        "--no-validate",
+        "--type",
+        "work_item.x",
+        "--key",
+        "k",
+        "--data",
+    ];
+    let out = run_within(
+        publish_limited(&ns, &[&single[..], &["@/dev/zero"]].concat()),
+        Duration::from_secs(20),
+    );
+    assert_refused(&out, 2, "larger than 1048576 bytes");
+    let out = run_within(
+        publish_limited(&ns, &["--no-validate", "--batch", "/dev/zero"]),
+        Duration::from_secs(20),
+    );
+    assert_refused(&out, 2, "line 1 is larger than 1048576 bytes");
+
+    // The limit is EVENT_BUS_MAX_EVENT_BYTES: one byte over is refused,
+    // at the limit is published.
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data.json");
+    let body = format!(r#"{{"blob":"{}"}}"#, "x".repeat(990));
+    assert_eq!(body.len(), 1001);
+    std::fs::write(&data, &body).unwrap();
+    let at_file = format!("@{}", data.display());
+    let mut c = publish_limited(&ns, &[&single[..], &[at_file.as_str()]].concat());
+    c.env("EVENT_BUS_MAX_EVENT_BYTES", "1000");
+    assert_refused(
+        &run_within(c, Duration::from_secs(20)),
+        2,
+        "larger than 1000 bytes",
+    );
+    let mut c = publish_limited(&ns, &[&single[..], &[at_file.as_str()]].concat());
+    c.env("EVENT_BUS_MAX_EVENT_BYTES", "1001");
+    let out = run_within(c, Duration::from_secs(60));
+    assert_eq!(out.code, 0, "{}", out.stderr);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -3,7 +3,7 @@
 //! publishes nothing; a batch goes out in chunks, each one pipelined round trip.
 
 use std::collections::BTreeMap;
-use std::io::Read;
+use std::io::{BufRead, Read};
 
 use eventbus::topology::validate_event_type;
 use eventbus::{Envelope, Published, Publisher, PublisherConfig};
@@ -51,12 +51,13 @@ struct PublishedLine<'a> {
 pub(crate) async fn run(args: PublishArgs, settings: &Settings) -> Result<()> {
     // Input is read and checked before connecting: bad input is reported as
     // such even when Redis is down.
+    let limit = settings.pg.max_event_bytes;
     let events: Vec<(Option<usize>, Envelope)> = match &args.batch {
-        Some(path) => parse_batch(&read_input("--batch file", path)?, &args)?
+        Some(path) => parse_batch(&read_batch(path, limit)?, &args)?
             .into_iter()
             .map(|(line, e)| (Some(line), e))
             .collect(),
-        None => vec![(None, single_event(&args)?)],
+        None => vec![(None, single_event(&args, limit)?)],
     };
     if !args.no_validate {
         super::schemas::validate_events(settings, &events)?;
@@ -154,23 +155,78 @@ fn print_published(events: &[Envelope], published: &[Published]) -> Result<()> {
     output::json_lines(&lines)
 }
 
-/// Reads a file, or stdin for `-`.
-pub(crate) fn read_input(what: &'static str, path: &str) -> Result<String> {
-    let read = if path == "-" {
-        let mut s = String::new();
-        std::io::stdin().read_to_string(&mut s).map(|_| s)
+/// The most a batch (or any file of events) may hold in all; every event
+/// is checked before anything is published, so all of it is in memory.
+pub(crate) const MAX_BATCH_BYTES: usize = 256 << 20;
+
+/// A file, or stdin for `-`.
+fn open_input(path: &str) -> std::io::Result<Box<dyn Read>> {
+    Ok(if path == "-" {
+        Box::new(std::io::stdin())
     } else {
-        std::fs::read_to_string(path)
-    };
-    read.map_err(|source| CliError::ReadFile {
-        what,
-        path: path.to_owned(),
-        source,
+        Box::new(std::fs::File::open(path)?)
     })
 }
 
-/// The event given by `--type`, `--key` and `--data`.
-fn single_event(args: &PublishArgs) -> Result<Envelope> {
+fn read_error(what: &'static str, path: &str) -> impl FnOnce(std::io::Error) -> CliError {
+    let path = path.to_owned();
+    move |source| CliError::ReadFile { what, path, source }
+}
+
+fn not_utf8() -> std::io::Error {
+    std::io::Error::new(std::io::ErrorKind::InvalidData, "not valid UTF-8")
+}
+
+/// Reads a file, or stdin for `-`: at most `limit` bytes, refusing a
+/// larger one after reading one byte more (never `@/dev/zero` to the end).
+pub(crate) fn read_input(what: &'static str, path: &str, limit: usize) -> Result<String> {
+    let mut bytes = Vec::new();
+    open_input(path)
+        .and_then(|r| r.take(limit as u64 + 1).read_to_end(&mut bytes))
+        .map_err(read_error(what, path))?;
+    if bytes.len() > limit {
+        return Err(CliError::Input(format!(
+            "{what} {path} is larger than {limit} bytes"
+        )));
+    }
+    String::from_utf8(bytes).map_err(|_| read_error(what, path)(not_utf8()))
+}
+
+/// Reads a `--batch` file (`-`: stdin): each line at most `line_limit`
+/// bytes (one event), the whole at most [`MAX_BATCH_BYTES`]; a longer
+/// line is refused as soon as it is, without reading it to its end.
+fn read_batch(path: &str, line_limit: usize) -> Result<String> {
+    let what = "--batch file";
+    let mut reader = std::io::BufReader::new(open_input(path).map_err(read_error(what, path))?);
+    let mut text = Vec::new();
+    for n in 1.. {
+        let start = text.len();
+        let read = (&mut reader)
+            .take(line_limit as u64 + 2)
+            .read_until(b'\n', &mut text)
+            .map_err(read_error(what, path))?;
+        if read == 0 {
+            break;
+        }
+        let line = text[start..].strip_suffix(b"\n").unwrap_or(&text[start..]);
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        if line.len() > line_limit {
+            return Err(CliError::Input(format!(
+                "{what} {path}: line {n} is larger than {line_limit} bytes, the event size limit (EVENT_BUS_MAX_EVENT_BYTES)"
+            )));
+        }
+        if text.len() > MAX_BATCH_BYTES {
+            return Err(CliError::Input(format!(
+                "{what} {path} is larger than {MAX_BATCH_BYTES} bytes: split it into several batches"
+            )));
+        }
+    }
+    String::from_utf8(text).map_err(|_| read_error(what, path)(not_utf8()))
+}
+
+/// The event given by `--type`, `--key` and `--data` (a `@FILE` read up to
+/// `limit` bytes, the event size limit).
+fn single_event(args: &PublishArgs, limit: usize) -> Result<Envelope> {
     let (Some(event_type), Some(key), Some(data)) = (&args.event_type, &args.key, &args.data)
     else {
         return Err(CliError::Input(
@@ -179,7 +235,12 @@ fn single_event(args: &PublishArgs) -> Result<Envelope> {
     };
     let data = match data.strip_prefix('@') {
         Some(path) => {
-            let text = read_input("--data file", path)?;
+            let text = read_input("--data file", path, limit).map_err(|e| match e {
+                CliError::Input(m) => CliError::Input(format!(
+                    "{m}, the event size limit (EVENT_BUS_MAX_EVENT_BYTES)"
+                )),
+                other => other,
+            })?;
             serde_json::from_str(&text)
                 .map_err(|e| CliError::Input(format!("--data @{path}: not valid JSON: {e}")))?
         }
@@ -289,6 +350,27 @@ mod tests {
         assert_eq!(events[1].1.source, "svc");
         assert_eq!(events[1].1.headers["a"], "1");
         assert_eq!(events[1].1.headers["b"], "y");
+    }
+
+    #[test]
+    fn inputs_are_read_up_to_their_limit() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("data.json");
+        std::fs::write(&file, "x".repeat(100)).unwrap();
+        let path = file.to_str().unwrap();
+        assert_eq!(read_input("--data file", path, 100).unwrap().len(), 100);
+        let e = read_input("--data file", path, 99).unwrap_err();
+        assert!(e.to_string().contains("larger than 99 bytes"), "{e}");
+        assert_eq!(e.exit_code(), 2);
+        let e = read_input("--data file", "/dev/zero", 1000).unwrap_err();
+        assert!(e.to_string().contains("larger than 1000 bytes"), "{e}");
+
+        std::fs::write(&file, "ab\r\ncd\n\nefgh").unwrap();
+        assert_eq!(read_batch(path, 4).unwrap(), "ab\r\ncd\n\nefgh");
+        let e = read_batch(path, 3).unwrap_err().to_string();
+        assert!(e.contains("line 4 is larger than 3 bytes"), "{e}");
+        let e = read_batch("/dev/zero", 1000).unwrap_err().to_string();
+        assert!(e.contains("line 1 is larger than 1000 bytes"), "{e}");
     }
 
     #[test]

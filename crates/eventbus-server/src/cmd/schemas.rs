@@ -266,7 +266,7 @@ struct Verdict<'a> {
 }
 
 fn validate_file(catalog: &Catalog, path: &str, json: bool) -> Result<()> {
-    let text = super::publish::read_input("file", path)?;
+    let text = super::publish::read_input("file", path, super::publish::MAX_BATCH_BYTES)?;
     let items = read_items(&text);
     if items.is_empty() {
         return Err(CliError::Input(format!("{path}: no events in the file")));

@@ -5,7 +5,8 @@ use std::time::Duration;
 use crate::ordered::ConsumerMode;
 use crate::{Error, Result};
 
-/// Consumer settings. `group` and `topics` are required; the rest have defaults.
+/// Consumer settings. `group` and `topics` are required; the rest have
+/// defaults. Durations are at most 30 days.
 #[derive(Debug, Clone)]
 pub struct ConsumerConfig {
     /// The consumer group (one per service).
@@ -75,6 +76,12 @@ pub struct ConsumerConfig {
     pub trim: Option<crate::retention::TrimmerConfig>,
 }
 
+/// The longest duration a [`ConsumerConfig`] takes: 30 days. Every
+/// duration ends up in a Redis command (`BLOCK`, idle times, expiries) in
+/// milliseconds, or in a deadline; a larger one would be refused by Redis
+/// on every cycle or overflow.
+const MAX_CONFIG_DURATION: Duration = Duration::from_secs(30 * 86_400);
+
 impl ConsumerConfig {
     /// A config with defaults for the given group and topics.
     pub fn new(
@@ -132,6 +139,19 @@ impl ConsumerConfig {
         if self.block < Duration::from_millis(1) {
             return bad("block must be at least 1 ms");
         }
+        let durations = [
+            ("block", self.block),
+            ("claim_idle", self.claim_idle),
+            ("claim_interval", self.claim_interval),
+            ("stale_consumer_after", self.stale_consumer_after),
+            ("stale_check_interval", self.stale_check_interval),
+            ("shutdown_timeout", self.shutdown_timeout),
+            ("heartbeat_interval", self.heartbeat_interval),
+            ("session_timeout", self.session_timeout),
+        ];
+        if let Some((name, _)) = durations.iter().find(|(_, d)| *d > MAX_CONFIG_DURATION) {
+            return Err(Error::Config(format!("{name} must be at most 30 days")));
+        }
         if self.claim_idle < Duration::from_millis(1) || self.claim_interval.is_zero() {
             return bad("claim_idle and claim_interval must be positive");
         }
@@ -149,5 +169,22 @@ impl ConsumerConfig {
         }
         self.retry.validate()?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_redis_cannot_take_are_refused() {
+        assert!(ConsumerConfig::new("g", ["t"]).validate().is_ok());
+        let mut c = ConsumerConfig::new("g", ["t"]);
+        c.claim_idle = Duration::from_secs(u64::MAX);
+        let e = c.validate().unwrap_err().to_string();
+        assert!(e.contains("claim_idle must be at most 30 days"), "{e}");
+        let mut c = ConsumerConfig::new("g", ["t"]);
+        c.block = MAX_CONFIG_DURATION + Duration::from_millis(1);
+        assert!(c.validate().is_err());
     }
 }
