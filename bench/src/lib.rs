@@ -154,7 +154,7 @@ pub struct Params {
     pub retention_interval_ms: u64,
     /// Rounds of the retention throughput A/B (each one run without and one
     /// with the trimmer, in ABBA order); 0 = skip it.
-    #[arg(long, default_value_t = 3)]
+    #[arg(long, default_value_t = 5)]
     pub retention_rounds: u64,
     /// Only these sections: publish-batch, publish-single, unordered, ordered,
     /// rebalance, latency, outbox, soak, retention, peers (default: all).

@@ -105,6 +105,56 @@ fn reset_peak_rss() -> bool {
     std::fs::write("/proc/self/clear_refs", "5").is_ok()
 }
 
+/// Busy CPU seconds of the whole machine, every core (`user`, `nice`,
+/// `system`, `irq`, `softirq` of the `cpu` line of `/proc/stat`).
+fn machine_busy() -> Option<f64> {
+    let stat = std::fs::read_to_string("/proc/stat").ok()?;
+    let ticks: Vec<f64> = stat
+        .lines()
+        .next()?
+        .strip_prefix("cpu ")?
+        .split_whitespace()
+        .map(|x| x.parse().unwrap_or(0.0))
+        .collect();
+    let at = |i: usize| ticks.get(i).copied().unwrap_or(0.0);
+    Some((at(0) + at(1) + at(2) + at(5) + at(6)) / TICKS_PER_SECOND)
+}
+
+/// What every other process on the machine used while a scenario ran:
+/// the machine's busy time less this process's and one Redis's, as cores
+/// (1.0 = one core busy all along). Tells a run slowed by a neighbour (a
+/// build) from one slowed by what it measures.
+pub(crate) struct OthersMeter {
+    started: Instant,
+    busy: Option<f64>,
+    own: f64,
+    redis: Option<f64>,
+    conn: RedisConn,
+}
+
+impl OthersMeter {
+    /// Starts measuring; `conn` is the Redis whose CPU is not "others".
+    pub(crate) async fn start(conn: &RedisConn) -> Self {
+        let mut conn = conn.clone();
+        OthersMeter {
+            redis: redis_cpu(&mut conn).await,
+            busy: machine_busy(),
+            own: own_cpu().0,
+            started: Instant::now(),
+            conn,
+        }
+    }
+
+    /// The others' cores, `None` where a counter could not be read.
+    pub(crate) async fn stop(mut self) -> Option<f64> {
+        let seconds = self.started.elapsed().as_secs_f64();
+        let own = own_cpu().0 - self.own;
+        let busy = machine_busy()? - self.busy?;
+        let redis = redis_cpu(&mut self.conn).await? - self.redis?;
+        Some(((busy - own - redis) / seconds.max(1e-9)).max(0.0))
+    }
+}
+
 /// A Redis node whose `INFO cpu` a [`Meter`] reads.
 #[derive(Clone)]
 pub(crate) struct CpuNode {

@@ -24,7 +24,9 @@
 //!   and with one passing every `--retention-interval-ms`, over
 //!   `--retention-rounds` rounds in ABBA order (off, on, on, off, …) so a
 //!   drift in the machine's load falls on both sides. Target: the median
-//!   rate with the trimmer ≥ 0.95 × without (retention costs ≤ 5 %).
+//!   over rounds of the rate with the trimmer ÷ without ≥ 0.95 (retention
+//!   costs ≤ 5 %); each run notes the CPU other processes used meanwhile,
+//!   and CPU per event with ÷ without is shown beside it.
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -38,7 +40,7 @@ use eventbus::{
 use eventbus_testkit::RedisServer;
 use tokio_util::sync::CancellationToken;
 
-use crate::measure::Meter;
+use crate::measure::{Meter, OthersMeter};
 use crate::report::{Check, MemorySample, MemorySeries, Role, Row, Section};
 use crate::scenarios::{envelope, publish_consume_ack_trimmed};
 use crate::{ours_or_failed, progress, Ctx};
@@ -141,13 +143,14 @@ async fn throughput_ab(ctx: &Ctx) -> Section {
             return section;
         }
     };
-    let (mut with, mut without) = (Vec::new(), Vec::new());
+    let mut rounds: Vec<Round> = Vec::new();
     for round in 1..=p.retention_rounds {
         let order = if round % 2 == 1 {
             [false, true]
         } else {
             [true, false]
         };
+        let mut figures = [None, None];
         for trimmed in order {
             let name = if trimmed {
                 format!(
@@ -158,6 +161,7 @@ async fn throughput_ab(ctx: &Ctx) -> Section {
                 format!("unordered, no trimmer, round {round}")
             };
             progress(&format!("retention A/B: {name}"));
+            let others = OthersMeter::start(&private.conn).await;
             let row = publish_consume_ack_trimmed(
                 &private,
                 ConsumerMode::Unordered,
@@ -165,29 +169,86 @@ async fn throughput_ab(ctx: &Ctx) -> Section {
                 trimmed.then_some(trim),
             )
             .await;
+            let others = others.stop().await;
             let mut row = ours_or_failed(&name, row);
             row.system = name;
-            if let Some(rate) = row.events_per_sec {
-                if trimmed { &mut with } else { &mut without }.push(rate);
+            if let (Some(cores), Some(note)) = (others, row.note.as_mut()) {
+                note.push_str(&format!(
+                    "; other processes used {cores:.2} cores meanwhile"
+                ));
             }
+            let cpu = row
+                .cpu_per_million
+                .as_ref()
+                .map_or(0.0, |c| c.client + c.redis.unwrap_or(0.0));
+            figures[usize::from(trimmed)] = row.events_per_sec.map(|rate| Run { rate, cpu });
             section.rows.push(row);
         }
+        rounds.push(figures);
     }
     drop(private);
     drop(server);
-    let (runs_with, runs_without) = (with.len(), without.len());
-    if let (Some(a), Some(b)) = (median(with), median(without)) {
-        section.checks.push(Check::at_least(
+    section.checks.extend(ab_checks(&rounds));
+    section
+}
+
+/// One run of the A/B: events/s and CPU s/M (this process + Redis).
+#[derive(Debug, Clone, Copy)]
+struct Run {
+    rate: f64,
+    cpu: f64,
+}
+
+/// A round of the A/B: the run without the trimmer, then the one with it
+/// (`None`: failed).
+type Round = [Option<Run>; 2];
+
+/// The A/B's checks from each round's runs without and with the
+/// trimmer: the median of the rounds' ratios (each round's two
+/// runs are neighbours in time, so drift in the machine's load cancels
+/// within a round) against the target, then for context the ratio of each
+/// side's median rate and of its median CPU per event.
+fn ab_checks(rounds: &[Round]) -> Vec<Check> {
+    let pairs: Vec<[Run; 2]> = rounds
+        .iter()
+        .filter_map(|[without, with]| Some([(*without)?, (*with)?]))
+        .collect();
+    let side = |f: fn(&[Run; 2]) -> f64| median(pairs.iter().map(f).collect());
+    let (Some(ratio), Some(rate_without), Some(rate_with), Some(cpu_without), Some(cpu_with)) = (
+        side(|[a, b]| b.rate / a.rate),
+        side(|[a, _]| a.rate),
+        side(|[_, b]| b.rate),
+        side(|[a, _]| a.cpu),
+        side(|[_, b]| b.cpu),
+    ) else {
+        return Vec::new();
+    };
+    let mut checks = vec![
+        Check::at_least(
             format!(
-                "median events/s with the trimmer ({a:.0}, {runs_with} runs) ÷ without ({b:.0}, {runs_without} runs); \
-                 cost {:.1} %",
-                100.0 * (1.0 - a / b)
+                "events/s with the trimmer ÷ without, median of {} rounds (cost {:.1} %)",
+                pairs.len(),
+                100.0 * (1.0 - ratio)
             ),
-            a / b,
+            ratio,
             THROUGHPUT_TARGET,
+        ),
+        Check::contrast(
+            format!(
+                "median events/s with the trimmer ({rate_with:.0}) ÷ without ({rate_without:.0})"
+            ),
+            rate_with / rate_without,
+        ),
+    ];
+    if cpu_without > 0.0 {
+        checks.push(Check::contrast(
+            format!(
+                "median CPU s/M, this process + Redis, with the trimmer ({cpu_with:.1}) ÷ without ({cpu_without:.1})"
+            ),
+            cpu_with / cpu_without,
         ));
     }
-    section
+    checks
 }
 
 /// Both phases of the memory soak, retention on first.
@@ -451,6 +512,28 @@ async fn soak_phase(ctx: &Ctx, on: bool) -> Result<(Row, MemorySeries), String> 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_ab_check_is_the_median_of_the_rounds_ratios() {
+        let run = |rate, cpu| Some(Run { rate, cpu });
+        let rounds = [
+            [run(100.0, 10.0), run(50.0, 10.0)], // a round spoilt by load
+            [run(100.0, 10.0), run(98.0, 10.5)],
+            [run(80.0, 12.0), run(79.0, 12.0)],
+            [run(90.0, 11.0), None], // a failed run: the round is left out
+        ];
+        let checks = ab_checks(&rounds);
+        assert_eq!(checks[0].value, 0.98);
+        assert_eq!(checks[0].met, Some(true));
+        assert!(
+            checks[0].what.contains("median of 3 rounds"),
+            "{}",
+            checks[0].what
+        );
+        assert_eq!(checks[1].value, 79.0 / 100.0);
+        assert_eq!(checks[2].value, 10.5 / 10.0);
+        assert!(ab_checks(&[[None, run(1.0, 1.0)]]).is_empty());
+    }
 
     #[test]
     fn medians_of_odd_and_even_counts() {
