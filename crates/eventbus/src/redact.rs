@@ -155,11 +155,9 @@ fn redact_assignments(text: &str) -> String {
         let name = &text[i..name_end];
         out.push_str(name);
         i = name_end;
-        if !is_secret_name(name) {
-            continue;
-        }
         // The separator: an optional closing quote (a JSON key), spaces,
-        // then `=` or `:` (not `://`), then spaces.
+        // then `=` or `:` (not `://`), then spaces. Checked before the name,
+        // which is the dearer test (this runs on every log line).
         let mut j = i;
         if bytes.get(j) == Some(&b'"') && name_start_quoted(text, name_end - name.len()) {
             j += 1;
@@ -167,7 +165,10 @@ fn redact_assignments(text: &str) -> String {
         while matches!(bytes.get(j), Some(b' ' | b'\t')) {
             j += 1;
         }
-        if !matches!(bytes.get(j), Some(b'=' | b':')) || text[j..].starts_with("://") {
+        if !matches!(bytes.get(j), Some(b'=' | b':'))
+            || text[j..].starts_with("://")
+            || !is_secret_name(name)
+        {
             continue;
         }
         j += 1;
