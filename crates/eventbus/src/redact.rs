@@ -159,7 +159,9 @@ fn redact_assignments(text: &str) -> String {
         // then `=` or `:` (not `://`), then spaces. Checked before the name,
         // which is the dearer test (this runs on every log line).
         let mut j = i;
-        if bytes.get(j) == Some(&b'"') && name_start_quoted(text, name_end - name.len()) {
+        let json_key =
+            bytes.get(j) == Some(&b'"') && name_start_quoted(text, name_end - name.len());
+        if json_key {
             j += 1;
         }
         while matches!(bytes.get(j), Some(b' ' | b'\t')) {
@@ -178,6 +180,12 @@ fn redact_assignments(text: &str) -> String {
         let header = HEADER_NAMES.contains(&name.to_ascii_lowercase().as_str());
         let (value_start, value_end) = value_span(text, j, header);
         if value_end == value_start || &text[value_start..value_end] == MASK {
+            continue;
+        }
+        // A JSON field's `true`, `false` or `null` (a log line's
+        // `"auth":true`) holds no secret, and a bare `***` for it would
+        // make the line invalid JSON.
+        if json_key && matches!(&text[value_start..value_end], "true" | "false" | "null") {
             continue;
         }
         out.push_str(&text[i..value_start]);
@@ -263,6 +271,18 @@ mod tests {
         assert!(!out.contains(S), "{text:?} -> {out:?}");
         assert_eq!(redact(&out), out, "redaction is idempotent");
         out
+    }
+
+    #[test]
+    fn json_log_lines_stay_json() {
+        let line =
+            r#"{"fields":{"relay":false,"auth":true,"token_set":null,"password":"SENTINEL"}}"#;
+        let out = hidden(line);
+        assert_eq!(
+            out,
+            r#"{"fields":{"relay":false,"auth":true,"token_set":null,"password":"***"}}"#
+        );
+        assert_eq!(redact("password=true"), "password=***");
     }
 
     #[test]
