@@ -182,10 +182,11 @@ fn redact_assignments(text: &str) -> String {
         if value_end == value_start || &text[value_start..value_end] == MASK {
             continue;
         }
-        // A JSON field's `true`, `false` or `null` (a log line's
-        // `"auth":true`) holds no secret, and a bare `***` for it would
+        // A JSON field whose value is not a string (`"auth":true`, a
+        // number, null, an object or array, whose strings are looked at on
+        // their own) holds no secret itself, and a bare `***` for it would
         // make the line invalid JSON.
-        if json_key && matches!(&text[value_start..value_end], "true" | "false" | "null") {
+        if json_key && !matches!(bytes.get(j), Some(b'"')) {
             continue;
         }
         out.push_str(&text[i..value_start]);
@@ -275,13 +276,13 @@ mod tests {
 
     #[test]
     fn json_log_lines_stay_json() {
-        let line =
-            r#"{"fields":{"relay":false,"auth":true,"token_set":null,"password":"SENTINEL"}}"#;
+        let line = r#"{"fields":{"relay":false,"auth":true,"token_set":null,"token_ttl":30,"auth_info":{"password":"SENTINEL"},"password":"SENTINEL"}}"#;
         let out = hidden(line);
         assert_eq!(
             out,
-            r#"{"fields":{"relay":false,"auth":true,"token_set":null,"password":"***"}}"#
+            r#"{"fields":{"relay":false,"auth":true,"token_set":null,"token_ttl":30,"auth_info":{"password":"***"},"password":"***"}}"#
         );
+        serde_json::from_str::<serde_json::Value>(&out).unwrap();
         assert_eq!(redact("password=true"), "password=***");
     }
 
