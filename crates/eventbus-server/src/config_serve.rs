@@ -8,14 +8,25 @@
 //! | `EVENT_BUS_API_READ_TOKEN` | none: read-only bearer token (GET routes) | |
 //! | `EVENT_BUS_HTTP_BODY_LIMIT` | `2097152` (2 MiB) | `serve --body-limit` |
 //! | `EVENT_BUS_CORS_ORIGINS` | none: CORS off; a comma-separated list of allowed origins | |
+//! | `EVENT_BUS_HTTP_HEADER_TIMEOUT` | `10s`: a request's head must arrive within this of its first byte | |
+//! | `EVENT_BUS_HTTP_REQUEST_TIMEOUT` | `60s`: from the head to the answer (body included); then 408 | |
+//! | `EVENT_BUS_HTTP_IDLE_TIMEOUT` | `60s`: a connection without a request in progress is closed after this | |
+//! | `EVENT_BUS_HTTP_MAX_CONNECTIONS` | `1024`, lowered to fit the file-descriptor limit; past it the connection idle longest is closed | |
+//! | `EVENT_BUS_HTTP_MAX_ERRORS` | `100`: errors listed in a 422 answer (all are counted) | |
 //!
-//! Without any token the API only listens on a loopback address.
+//! Without any token the API only listens on a loopback address. Tokens
+//! must be strong enough: see [`check_token`].
 
 use std::net::SocketAddr;
+use std::time::Duration;
+
+use eventbus::retention::parse_duration;
 
 use crate::cli_serve::ServeArgs;
 use crate::config::Env;
 use crate::error::{CliError, Result};
+use crate::http::auth::Tokens;
+use crate::http::HttpOptions;
 
 /// The variables read here.
 pub(crate) const SERVE_VARS: &[&str] = &[
@@ -24,12 +35,29 @@ pub(crate) const SERVE_VARS: &[&str] = &[
     "EVENT_BUS_API_READ_TOKEN",
     "EVENT_BUS_HTTP_BODY_LIMIT",
     "EVENT_BUS_CORS_ORIGINS",
+    "EVENT_BUS_HTTP_HEADER_TIMEOUT",
+    "EVENT_BUS_HTTP_REQUEST_TIMEOUT",
+    "EVENT_BUS_HTTP_IDLE_TIMEOUT",
+    "EVENT_BUS_HTTP_MAX_CONNECTIONS",
+    "EVENT_BUS_HTTP_MAX_ERRORS",
 ];
 
 /// Default listen address: loopback only.
 pub(crate) const DEFAULT_ADDR: &str = "127.0.0.1:8080";
 /// Default request body limit.
 pub(crate) const DEFAULT_BODY_LIMIT: usize = 2 * 1024 * 1024;
+/// Default time for a request's head, from its first byte.
+pub(crate) const DEFAULT_HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+/// Default time from a request's head to its answer.
+pub(crate) const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
+/// Default time a connection may stay without a request in progress.
+pub(crate) const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+/// Default connection limit (before fitting it to the file-descriptor limit).
+pub(crate) const DEFAULT_MAX_CONNECTIONS: usize = 1024;
+/// Default number of errors a 422 answer lists.
+pub(crate) const DEFAULT_MAX_ERRORS: usize = 100;
+/// The shortest token accepted.
+const MIN_TOKEN_LEN: usize = 16;
 
 /// HTTP settings. The tokens are secrets: `Debug` never shows them.
 #[derive(Clone, Default)]
@@ -44,6 +72,16 @@ pub(crate) struct ServeSettings {
     pub(crate) body_limit: usize,
     /// Allowed CORS origins; empty: CORS off.
     pub(crate) cors_origins: Vec<String>,
+    /// Time for a request's head, from its first byte.
+    pub(crate) header_timeout: Duration,
+    /// Time from a request's head to its answer.
+    pub(crate) request_timeout: Duration,
+    /// Time a connection may stay without a request in progress.
+    pub(crate) idle_timeout: Duration,
+    /// Most connections open at once (lowered to the file-descriptor limit when serving).
+    pub(crate) max_connections: usize,
+    /// Errors a 422 answer lists.
+    pub(crate) max_errors: usize,
 }
 
 impl std::fmt::Debug for ServeSettings {
@@ -55,6 +93,11 @@ impl std::fmt::Debug for ServeSettings {
             .field("read_token", &set(&self.read_token))
             .field("body_limit", &self.body_limit)
             .field("cors_origins", &self.cors_origins)
+            .field("header_timeout", &self.header_timeout)
+            .field("request_timeout", &self.request_timeout)
+            .field("idle_timeout", &self.idle_timeout)
+            .field("max_connections", &self.max_connections)
+            .field("max_errors", &self.max_errors)
             .finish()
     }
 }
@@ -87,11 +130,8 @@ impl ServeSettings {
             ("EVENT_BUS_API_TOKEN", &admin_token),
             ("EVENT_BUS_API_READ_TOKEN", &read_token),
         ] {
-            if token.as_ref().is_some_and(|t| t.len() < 16) {
-                return Err(CliError::Setting {
-                    var,
-                    reason: "is too short: use at least 16 characters".into(),
-                });
+            if let Some(token) = token {
+                check_token(token).map_err(|reason| CliError::Setting { var, reason })?;
             }
         }
         if admin_token.is_some() && admin_token == read_token {
@@ -117,14 +157,97 @@ impl ServeSettings {
                     .collect()
             })
             .unwrap_or_default();
+        let duration = |var, default| {
+            Ok::<_, CliError>(
+                env.parse(var, "a duration between 1s and 1d (e.g. 10s, 5m)", |s| {
+                    parse_duration(s).filter(|d| (1..=86_400).contains(&d.as_secs()))
+                })?
+                .unwrap_or(default),
+            )
+        };
+        let count = |var, default| {
+            Ok::<_, CliError>(
+                env.parse(var, "a number between 1 and 1000000", |s| {
+                    s.parse::<usize>()
+                        .ok()
+                        .filter(|n| (1..=1_000_000).contains(n))
+                })?
+                .unwrap_or(default),
+            )
+        };
         Ok(ServeSettings {
             addr: Some(addr),
             admin_token,
             read_token,
             body_limit,
             cors_origins,
+            header_timeout: duration("EVENT_BUS_HTTP_HEADER_TIMEOUT", DEFAULT_HEADER_TIMEOUT)?,
+            request_timeout: duration("EVENT_BUS_HTTP_REQUEST_TIMEOUT", DEFAULT_REQUEST_TIMEOUT)?,
+            idle_timeout: duration("EVENT_BUS_HTTP_IDLE_TIMEOUT", DEFAULT_IDLE_TIMEOUT)?,
+            max_connections: count("EVENT_BUS_HTTP_MAX_CONNECTIONS", DEFAULT_MAX_CONNECTIONS)?,
+            max_errors: count("EVENT_BUS_HTTP_MAX_ERRORS", DEFAULT_MAX_ERRORS)?,
         })
     }
+
+    /// What the router and the server need of these settings.
+    pub(crate) fn http_options(&self) -> HttpOptions {
+        HttpOptions {
+            tokens: Tokens {
+                admin: self.admin_token.clone(),
+                read: self.read_token.clone(),
+            },
+            body_limit: self.body_limit,
+            cors_origins: self.cors_origins.clone(),
+            header_timeout: self.header_timeout,
+            request_timeout: self.request_timeout,
+            idle_timeout: self.idle_timeout,
+            max_connections: self.max_connections,
+            max_errors: self.max_errors,
+        }
+    }
+}
+
+/// The characters of a bearer token (RFC 6750 `b64token`): it travels in
+/// an `Authorization` header, so no spaces or control characters.
+fn is_token_char(c: char) -> bool {
+    c.is_ascii_alphanumeric() || "-._~+/=".contains(c)
+}
+
+/// The rule for API tokens: at least 16 characters, all letters, digits or
+/// `-._~+/=`, mixing at least two of lower-case letters, upper-case
+/// letters, digits and those symbols (what `openssl rand -base64 32` or
+/// `openssl rand -hex 32` prints passes). `Err` says what is wrong,
+/// never quoting the token.
+pub(crate) fn check_token(token: &str) -> std::result::Result<(), String> {
+    if token.chars().count() < MIN_TOKEN_LEN {
+        return Err(format!(
+            "is too short: use at least {MIN_TOKEN_LEN} characters (e.g. the output of `openssl rand -base64 32`)"
+        ));
+    }
+    if !token.chars().all(is_token_char) {
+        return Err(
+            "may only hold letters, digits and -._~+/= (no spaces or other characters: it is sent in an Authorization header)"
+                .into(),
+        );
+    }
+    let classes = [
+        char::is_ascii_lowercase,
+        char::is_ascii_uppercase,
+        char::is_ascii_digit,
+        |c: &char| !c.is_ascii_alphanumeric(),
+    ];
+    if classes
+        .iter()
+        .filter(|class| token.chars().any(|c| class(&c)))
+        .count()
+        < 2
+    {
+        return Err(
+            "is too weak: mix at least two of lower-case letters, upper-case letters, digits and -._~+/= (e.g. the output of `openssl rand -base64 32`)"
+                .into(),
+        );
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -163,6 +286,76 @@ mod tests {
         assert!(!format!("{s:?}").contains("sentinel"));
         let err = load(&ServeArgs::default(), &[("EVENT_BUS_API_TOKEN", "short")]).unwrap_err();
         assert!(!err.to_string().contains("short\""), "{err}");
+    }
+
+    #[test]
+    fn weak_tokens_are_refused_naming_the_variable_not_the_token() {
+        for var in ["EVENT_BUS_API_TOKEN", "EVENT_BUS_API_READ_TOKEN"] {
+            for weak in [
+                "                ",
+                "aaaaaaaaaaaaaaaaaaaaaaaa",
+                "0123456789012345",
+                "Tab\tin-the-token-0123",
+                "sh0rt",
+                "ünicode-Token-0123456",
+            ] {
+                let err = load(&ServeArgs::default(), &[(var, weak)]).unwrap_err();
+                let text = err.to_string();
+                assert!(text.starts_with(var), "{text}");
+                assert!(weak.trim().is_empty() || !text.contains(weak), "{text}");
+                assert_eq!(err.exit_code(), 2);
+            }
+        }
+        for strong in [
+            "S3ntinel-Secret-7f3a-admin-token",
+            "0123456789abcdef0123456789abcdef",
+            "q1w2e3r4t5y6u7i8o9p0+/AB==",
+            "CHANGE-ME-admin-api-token",
+        ] {
+            assert!(check_token(strong).is_ok(), "{strong}");
+        }
+    }
+
+    #[test]
+    fn http_limits_default_and_parse() {
+        let s = load(&ServeArgs::default(), &[]).unwrap();
+        assert_eq!(
+            (s.header_timeout, s.request_timeout, s.idle_timeout),
+            (
+                DEFAULT_HEADER_TIMEOUT,
+                DEFAULT_REQUEST_TIMEOUT,
+                DEFAULT_IDLE_TIMEOUT
+            )
+        );
+        assert_eq!(
+            (s.max_connections, s.max_errors),
+            (DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_ERRORS)
+        );
+        let s = load(
+            &ServeArgs::default(),
+            &[
+                ("EVENT_BUS_HTTP_HEADER_TIMEOUT", "2s"),
+                ("EVENT_BUS_HTTP_REQUEST_TIMEOUT", "5m"),
+                ("EVENT_BUS_HTTP_IDLE_TIMEOUT", "1h"),
+                ("EVENT_BUS_HTTP_MAX_CONNECTIONS", "50"),
+                ("EVENT_BUS_HTTP_MAX_ERRORS", "7"),
+            ],
+        )
+        .unwrap();
+        assert_eq!(s.header_timeout, Duration::from_secs(2));
+        assert_eq!(s.request_timeout, Duration::from_secs(300));
+        assert_eq!(s.idle_timeout, Duration::from_secs(3600));
+        assert_eq!((s.max_connections, s.max_errors), (50, 7));
+        for (var, bad) in [
+            ("EVENT_BUS_HTTP_HEADER_TIMEOUT", "0s"),
+            ("EVENT_BUS_HTTP_REQUEST_TIMEOUT", "forever"),
+            ("EVENT_BUS_HTTP_IDLE_TIMEOUT", "2d"),
+            ("EVENT_BUS_HTTP_MAX_CONNECTIONS", "0"),
+            ("EVENT_BUS_HTTP_MAX_ERRORS", "-1"),
+        ] {
+            let err = load(&ServeArgs::default(), &[(var, bad)]).unwrap_err();
+            assert!(err.to_string().starts_with(var), "{err}");
+        }
     }
 
     #[test]

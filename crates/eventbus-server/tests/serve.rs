@@ -44,7 +44,33 @@ impl Server {
         extra_env: &[(&str, &str)],
         extra_args: &[&str],
     ) -> Server {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_eventbus"));
+        Self::start_with(
+            Command::new(env!("CARGO_BIN_EXE_eventbus")),
+            ns,
+            db,
+            extra_env,
+            extra_args,
+        )
+    }
+
+    /// The same, run as `sh -c 'ulimit -n FDS; exec eventbus ...'`.
+    fn start_with_fd_limit(fds: u32, ns: &TestNamespace, extra_env: &[(&str, &str)]) -> Server {
+        let mut sh = Command::new("/bin/sh");
+        sh.args([
+            "-c",
+            &format!("ulimit -n {fds} && exec \"$0\" \"$@\""),
+            env!("CARGO_BIN_EXE_eventbus"),
+        ]);
+        Self::start_with(sh, ns, None, extra_env, &[])
+    }
+
+    fn start_with(
+        mut cmd: Command,
+        ns: &TestNamespace,
+        db: Option<&TestSchema>,
+        extra_env: &[(&str, &str)],
+        extra_args: &[&str],
+    ) -> Server {
         cmd.env_clear().env("REDIS_URL", ns.url());
         if let Some(db) = db {
             cmd.env(
@@ -100,16 +126,24 @@ impl Server {
 
     /// One HTTP/1.1 request; returns (status, body).
     fn request(&self, method: &str, path: &str, token: Option<&str>, body: &str) -> (u16, String) {
-        let mut s = TcpStream::connect(&self.addr).unwrap();
-        s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
         let auth = token.map_or(String::new(), |t| format!("Authorization: Bearer {t}\r\n"));
-        write!(
-            s,
-            "{method} {path} HTTP/1.1\r\nHost: x\r\n{auth}Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-            body.len()
+        self.raw(
+            &format!(
+                "{method} {path} HTTP/1.1\r\nHost: x\r\n{auth}Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            ),
+            Duration::from_secs(60),
         )
-        .unwrap();
-        read_response(&mut s)
+        .unwrap_or_else(|e| panic!("{method} {path}: no answer: {e}"))
+    }
+
+    /// Sends `text` on a new connection and reads the answer until the
+    /// server closes it, waiting at most `within` for each read.
+    fn raw(&self, text: &str, within: Duration) -> std::io::Result<(u16, String)> {
+        let mut s = TcpStream::connect(&self.addr)?;
+        s.set_read_timeout(Some(within))?;
+        s.write_all(text.as_bytes())?;
+        try_read_response(&mut s)
     }
 
     fn sigterm(&self) {
@@ -137,9 +171,21 @@ impl Server {
     }
 }
 
+/// A test that fails leaves no server behind.
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 fn read_response(s: &mut TcpStream) -> (u16, String) {
+    try_read_response(s).unwrap()
+}
+
+fn try_read_response(s: &mut TcpStream) -> std::io::Result<(u16, String)> {
     let mut text = String::new();
-    s.read_to_string(&mut text).unwrap();
+    s.read_to_string(&mut text)?;
     let status = text
         .split_whitespace()
         .nth(1)
@@ -149,7 +195,7 @@ fn read_response(s: &mut TcpStream) -> (u16, String) {
         .split_once("\r\n\r\n")
         .map_or("", |(_, b)| b)
         .to_owned();
-    (status, body)
+    Ok((status, body))
 }
 
 fn event() -> Value {
@@ -558,4 +604,267 @@ async fn without_postgres_the_dead_letter_routes_work_on_redis() {
     server.sigterm();
     let (code, lines) = server.wait();
     assert_eq!(code, 0, "{lines:#?}");
+}
+
+/// True when the server closes `s` (end of stream or reset) within
+/// `within`; what it sends first is read and dropped.
+fn closed_within(s: &mut TcpStream, within: Duration) -> bool {
+    let deadline = Instant::now() + within;
+    let mut buf = [0u8; 4096];
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return false;
+        }
+        s.set_read_timeout(Some(left)).unwrap();
+        match s.read(&mut buf) {
+            Ok(0) => return true,
+            Ok(_) => {}
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) =>
+            {
+                return false
+            }
+            Err(_) => return true,
+        }
+    }
+}
+
+/// How long a probe may take to be answered while the server is under
+/// attack (generous: the point is that it is answered at all).
+const ANSWERED: Duration = Duration::from_secs(5);
+
+/// More connections than the process has file descriptors (300 under
+/// `ulimit -n 256`), each sending nothing: `/health` and an authenticated
+/// request are still answered (the connections idle longest are closed to
+/// make room), and every idle connection is closed within its idle
+/// timeout (plus a margin). Before, the idle sockets held every
+/// descriptor and the probe was never accepted.
+#[test]
+fn idle_connections_do_not_starve_the_api_under_a_small_fd_limit() {
+    let ns = TestNamespace::new(shared_redis_url(), "serve-fds");
+    let idle = Duration::from_secs(3);
+    let server = Server::start_with_fd_limit(256, &ns, &[("EVENT_BUS_HTTP_IDLE_TIMEOUT", "3s")]);
+    let mut quiet: Vec<(TcpStream, Instant)> = (0..300)
+        .map(|_| (TcpStream::connect(&server.addr).unwrap(), Instant::now()))
+        .collect();
+    let health = server.raw(
+        "GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+        ANSWERED,
+    );
+    assert_eq!(health.expect("/health is answered").0, 200);
+    let streams = server.raw(
+        &format!("GET /v1/streams HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {READ}\r\nConnection: close\r\n\r\n"),
+        ANSWERED,
+    );
+    assert_eq!(streams.expect("/v1/streams is answered").0, 200);
+    let margin = Duration::from_secs(3);
+    for (i, (s, opened)) in quiet.iter_mut().enumerate() {
+        let left = (*opened + idle + margin).saturating_duration_since(Instant::now());
+        assert!(
+            closed_within(s, left.max(Duration::from_millis(1))),
+            "idle connection {i} still open {:?} after it was opened",
+            opened.elapsed()
+        );
+    }
+    drop(quiet);
+    let (s, _) = server.request("GET", "/health", None, "");
+    assert_eq!(s, 200);
+    server.sigterm();
+    let (code, lines) = server.wait();
+    assert_eq!(code, 0, "{lines:#?}");
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.contains("lowered to fit the file-descriptor limit")),
+        "{lines:#?}"
+    );
+    ns.cleanup();
+}
+
+/// Half a request line and then nothing (slowloris) is closed after the
+/// header timeout, while a connection that sent nothing waits for its own
+/// (longer) idle timeout.
+#[test]
+fn a_half_sent_request_line_is_closed_after_the_header_timeout() {
+    let ns = TestNamespace::new(shared_redis_url(), "serve-slow");
+    let server = Server::start(
+        &ns,
+        None,
+        &[
+            ("EVENT_BUS_HTTP_HEADER_TIMEOUT", "1s"),
+            ("EVENT_BUS_HTTP_IDLE_TIMEOUT", "60s"),
+        ],
+        &[],
+    );
+    let mut quiet = TcpStream::connect(&server.addr).unwrap();
+    let mut slow = TcpStream::connect(&server.addr).unwrap();
+    slow.write_all(b"GET /heal").unwrap();
+    let sent = Instant::now();
+    assert!(
+        closed_within(&mut slow, Duration::from_secs(1) + ANSWERED),
+        "a half-sent request line is still open after {:?}",
+        sent.elapsed()
+    );
+    assert!(
+        sent.elapsed() >= Duration::from_millis(900),
+        "{:?}",
+        sent.elapsed()
+    );
+    assert!(
+        !closed_within(&mut quiet, Duration::from_millis(300)),
+        "the idle connection was closed before its idle timeout"
+    );
+    let (s, _) = server.request("GET", "/health", None, "");
+    assert_eq!(s, 200);
+    server.sigterm();
+    let (code, lines) = server.wait();
+    assert_eq!(code, 0, "{lines:#?}");
+    ns.cleanup();
+}
+
+/// A body that stops coming is answered 408 after the request timeout and
+/// the connection closed.
+#[test]
+fn a_stalled_body_is_answered_408_after_the_request_timeout() {
+    let ns = TestNamespace::new(shared_redis_url(), "serve-stall");
+    let server = Server::start(&ns, None, &[("EVENT_BUS_HTTP_REQUEST_TIMEOUT", "1s")], &[]);
+    let started = Instant::now();
+    let (s, body) = server
+        .raw(
+            &format!("POST /v1/events HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {ADMIN}\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{{\"type\":"),
+            Duration::from_secs(1) + ANSWERED,
+        )
+        .expect("answered after the request timeout");
+    assert_eq!(s, 408, "{body}");
+    assert!(body.contains("request_timeout"), "{body}");
+    assert!(started.elapsed() >= Duration::from_millis(900));
+    server.sigterm();
+    let (code, lines) = server.wait();
+    assert_eq!(code, 0, "{lines:#?}");
+    ns.cleanup();
+}
+
+/// The client's mistakes over a socket, with PostgreSQL: 4xx, never 503,
+/// and no ERROR in the log. A declared `Content-Length` over the limit is
+/// refused without any body sent; U+0000 in each dead-letter filter and an
+/// absurd `since` are 400; U+0000 in `source` or a header through the
+/// outbox is 422; a batch of invalid events as large as the limit gets an
+/// answer listing the first errors and counting all; the scheme `bearer`
+/// in lower case is accepted.
+#[tokio::test(flavor = "multi_thread")]
+async fn client_mistakes_are_answered_4xx_over_a_socket() {
+    let ns = TestNamespace::new(shared_redis_url(), "serve-4xx");
+    let db = TestSchema::new("serve4xx").await;
+    let server = Server::start(&ns, Some(&db), &[], &[]);
+
+    for token in [Some(ADMIN), None] {
+        let auth = token.map_or(String::new(), |t| format!("Authorization: Bearer {t}\r\n"));
+        let (s, body) = server
+            .raw(
+                &format!("POST /v1/events HTTP/1.1\r\nHost: x\r\n{auth}Content-Type: application/json\r\nContent-Length: 1000000000000\r\n\r\n"),
+                ANSWERED,
+            )
+            .expect("refused before the body is sent");
+        assert_eq!(s, 413, "{body}");
+    }
+
+    for query in [
+        "group=a%00b",
+        "type=%00",
+        "key=k%00",
+        "error_class=permanent&type=a%00",
+        "since=-100000-01-01T00:00:00Z",
+        "since=%2B200000-01-01T00:00:00Z",
+    ] {
+        let (s, body) = server.request("GET", &format!("/v1/dlq?{query}"), Some(READ), "");
+        assert_eq!(s, 400, "{query}: {body}");
+    }
+    let (s, body) = server.request(
+        "POST",
+        "/v1/dlq/replay",
+        Some(ADMIN),
+        r#"{"type": "a\u0000", "dry_run": true}"#,
+    );
+    assert_eq!(s, 400, "{body}");
+
+    let mut in_source = event();
+    in_source["source"] = json!("svc\u{0}");
+    let mut in_header = event();
+    in_header["headers"] = json!({"h": "v\u{0}"});
+    for e in [in_source, in_header] {
+        let (s, body) = server.request("POST", "/v1/events", Some(ADMIN), &e.to_string());
+        assert_eq!(s, 422, "{body}");
+    }
+
+    let mut invalid = event();
+    invalid["data"] = json!({"nonsense": "x".repeat(2000)});
+    let one = invalid.to_string().len() + 1;
+    let events: Vec<Value> = std::iter::repeat_n(invalid, 2 * 1024 * 1024 / one - 10).collect();
+    let n = events.len();
+    let batch = json!({ "events": events }).to_string();
+    let (s, body) = server.request("POST", "/v1/events?direct=true", Some(ADMIN), &batch);
+    assert_eq!(s, 422);
+    assert!(body.len() < 200_000, "a {}-byte answer", body.len());
+    let answer: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(answer["error"]["invalid_events"], n, "{answer}");
+    assert_eq!(answer["error"]["truncated"], true);
+
+    let (s, body) = server
+        .raw(
+            &format!("GET /v1/streams HTTP/1.1\r\nHost: x\r\nAuthorization: bearer {READ}\r\nConnection: close\r\n\r\n"),
+            ANSWERED,
+        )
+        .unwrap();
+    assert_eq!(s, 200, "lower-case bearer: {body}");
+
+    server.sigterm();
+    let (code, lines) = server.wait();
+    assert_eq!(code, 0, "{lines:#?}");
+    let errors: Vec<&String> = lines.iter().filter(|l| l.contains("\"ERROR\"")).collect();
+    assert!(errors.is_empty(), "{errors:#?}");
+    ns.cleanup();
+}
+
+/// Weak tokens are refused at start, exit 2, naming the variable and never
+/// printing the token.
+#[test]
+fn weak_tokens_are_refused_at_start() {
+    for var in ["EVENT_BUS_API_TOKEN", "EVENT_BUS_API_READ_TOKEN"] {
+        for weak in [
+            " ".repeat(16),
+            "a".repeat(24),
+            "Tab\tin-the-token-0123456789".to_owned(),
+            "Weak-but-short".to_owned(),
+        ] {
+            let mut child = Command::new(env!("CARGO_BIN_EXE_eventbus"))
+                .env_clear()
+                .env("REDIS_URL", shared_redis_url())
+                .env(var, &weak)
+                .args(["serve", "--addr", "127.0.0.1:0"])
+                .stdout(Stdio::null())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap();
+            let deadline = Instant::now() + Duration::from_secs(30);
+            while child.try_wait().unwrap().is_none() {
+                if Instant::now() > deadline {
+                    let _ = child.kill();
+                    panic!("serve started with {var}={weak:?}");
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            let out = child.wait_with_output().unwrap();
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            assert_eq!(out.status.code(), Some(2), "{var}={weak:?}: {stderr}");
+            assert!(stderr.contains(var), "{stderr}");
+            assert!(
+                !stderr.contains(weak.trim()) || weak.trim().is_empty(),
+                "{stderr}"
+            );
+        }
+    }
 }

@@ -20,7 +20,7 @@ use crate::cli_serve::ServeArgs;
 use crate::config::{Env, Settings};
 use crate::config_serve::ServeSettings;
 use crate::error::{CliError, Result};
-use crate::http::{self, AppState, HttpOptions, PgState};
+use crate::http::{self, AppState, PgState};
 
 /// How often the gauges are refreshed.
 const GAUGE_INTERVAL: Duration = Duration::from_secs(5);
@@ -64,14 +64,7 @@ pub(crate) async fn run(args: ServeArgs, settings: &Settings) -> Result<()> {
         pg: pg.clone(),
         metrics: http::metrics::prometheus(),
     };
-    let options = HttpOptions {
-        tokens: http::auth::Tokens {
-            admin: serve.admin_token.clone(),
-            read: serve.read_token.clone(),
-        },
-        body_limit: serve.body_limit,
-        cors_origins: serve.cors_origins.clone(),
-    };
+    let options = serve.http_options();
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .map_err(|e| CliError::Input(format!("cannot listen on {addr}: {e}")))?;
@@ -144,7 +137,7 @@ pub(crate) async fn run(args: ServeArgs, settings: &Settings) -> Result<()> {
         auth = options.tokens.admin.is_some() || options.tokens.read.is_some(),
         "eventbus serve listening"
     );
-    let served = http::serve(listener, router, shutdown.clone()).await;
+    let served = http::serve(listener, router, &options, shutdown.clone()).await;
     // The server ended (signal, or an error): stop everything else too.
     shutdown.cancel();
     while tasks.join_next().await.is_some() {}

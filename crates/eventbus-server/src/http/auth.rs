@@ -31,14 +31,22 @@ fn same(given: &[u8], expected: &str) -> bool {
     given.ct_eq(expected.as_bytes()).into()
 }
 
+/// The token of an `Authorization: Bearer <token>` header. The scheme is
+/// case-insensitive and one or more spaces follow it (RFC 9110 §11.4).
+fn bearer(header: &[u8]) -> Option<&[u8]> {
+    let (scheme, rest) = header.split_at_checked(b"bearer".len())?;
+    if !scheme.eq_ignore_ascii_case(b"bearer") || !rest.starts_with(b" ") {
+        return None;
+    }
+    Some(rest.trim_ascii())
+}
+
 impl Tokens {
     fn check(&self, header: Option<&[u8]>) -> Result<Access, HttpError> {
         if self.admin.is_none() && self.read.is_none() {
             return Ok(Access::Admin);
         }
-        let given = header
-            .and_then(|h| h.strip_prefix(b"Bearer "))
-            .ok_or(HttpError::Unauthorized)?;
+        let given = header.and_then(bearer).ok_or(HttpError::Unauthorized)?;
         // Check both, whatever the first says, so timing tells nothing.
         let admin = self.admin.as_deref().is_some_and(|t| same(given, t));
         let read = self.read.as_deref().is_some_and(|t| same(given, t));
@@ -90,6 +98,13 @@ mod tests {
         );
         assert!(t.check(Some(b"Bearer admin-token-012345678")).is_err());
         assert!(t.check(Some(b"admin-token-0123456789")).is_err());
+        for scheme in ["bearer", "BEARER", "bEaReR  "] {
+            let header = format!("{scheme} read-token-0123456789");
+            assert_eq!(t.check(Some(header.as_bytes())).unwrap(), Access::Read);
+        }
+        assert!(t.check(Some(b"Bearerread-token-0123456789")).is_err());
+        assert!(t.check(Some(b"Basic read-token-0123456789")).is_err());
+        assert!(t.check(Some(b"Bearer ")).is_err());
         assert!(t.check(None).is_err());
         assert_eq!(Tokens::default().check(None).unwrap(), Access::Admin);
     }

@@ -5,26 +5,35 @@
 //! - [`auth`]: bearer tokens (admin, read-only), compared in constant time.
 //! - [`metrics`]: the Prometheus recorder and the task refreshing gauges.
 //! - [`openapi`]: the OpenAPI document (also `docs/openapi.json`).
+//! - [`server`]: the HTTP/1.1 server under the router: header and idle
+//!   timeouts, the connection limit that sheds idle connections first.
+//! - [`limits`]: the request timeout and the declared-length check.
 //!
 //! Layers, outermost first: request id (taken from `x-request-id` or made),
 //! a span per request carrying that id (method and path only: never headers,
-//! so tokens stay out of logs), CORS when origins are configured, the body
-//! limit, then the token check on everything but `/health` and `/ready`.
+//! so tokens stay out of logs), the request timeout (408), a declared
+//! `Content-Length` over the body limit (413 before any of the body is
+//! read), CORS when origins are configured, the body limit (a body without
+//! a declared length), then the token check on everything but `/health`
+//! and `/ready`.
 
 pub(crate) mod auth;
 pub(crate) mod error;
+pub(crate) mod limits;
 pub(crate) mod metrics;
 pub(crate) mod openapi;
 pub(crate) mod routes;
+pub(crate) mod server;
 #[cfg(test)]
 mod tests;
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::extract::DefaultBodyLimit;
 use axum::http::{HeaderName, HeaderValue, Request};
 use axum::routing::{get, post, MethodRouter};
-use axum::Router;
+use axum::{Extension, Router};
 use eventbus::pg::{DbSchema, Outbox};
 use eventbus::RedisConn;
 use eventbus::{Catalog, Publisher, Topology};
@@ -53,12 +62,40 @@ pub(crate) struct AppState {
     pub(crate) metrics: PrometheusHandle,
 }
 
-/// How the router guards itself.
-#[derive(Clone, Default)]
+/// How the router and the server guard themselves (`config_serve` has
+/// the variables and the defaults).
+#[derive(Clone)]
 pub(crate) struct HttpOptions {
     pub(crate) tokens: auth::Tokens,
     pub(crate) body_limit: usize,
     pub(crate) cors_origins: Vec<String>,
+    /// Time for a request's head, from its first byte.
+    pub(crate) header_timeout: Duration,
+    /// Time from a request's head to its answer.
+    pub(crate) request_timeout: Duration,
+    /// Time a connection may stay without a request in progress.
+    pub(crate) idle_timeout: Duration,
+    /// Most connections at once (the server lowers it to fit the
+    /// file-descriptor limit).
+    pub(crate) max_connections: usize,
+    /// Errors listed in a 422 answer.
+    pub(crate) max_errors: usize,
+}
+
+impl Default for HttpOptions {
+    fn default() -> Self {
+        use crate::config_serve as d;
+        HttpOptions {
+            tokens: auth::Tokens::default(),
+            body_limit: d::DEFAULT_BODY_LIMIT,
+            cors_origins: Vec::new(),
+            header_timeout: d::DEFAULT_HEADER_TIMEOUT,
+            request_timeout: d::DEFAULT_REQUEST_TIMEOUT,
+            idle_timeout: d::DEFAULT_IDLE_TIMEOUT,
+            max_connections: d::DEFAULT_MAX_CONNECTIONS,
+            max_errors: d::DEFAULT_MAX_ERRORS,
+        }
+    }
 }
 
 type Route = (&'static str, &'static str, MethodRouter<Arc<AppState>>);
@@ -119,6 +156,7 @@ pub(crate) fn router(state: AppState, options: &HttpOptions) -> Router {
         .merge(protected)
         .fallback(routes::not_found)
         .with_state(Arc::new(state))
+        .layer(Extension(limits::ErrorLimit(options.max_errors)))
         .layer(DefaultBodyLimit::max(options.body_limit));
     if !options.cors_origins.is_empty() {
         let origins: Vec<HeaderValue> = options
@@ -136,6 +174,15 @@ pub(crate) fn router(state: AppState, options: &HttpOptions) -> Router {
                 ]),
         );
     }
+    let app = app
+        .layer(axum::middleware::from_fn_with_state(
+            options.body_limit,
+            limits::refuse_declared_too_large,
+        ))
+        .layer(axum::middleware::from_fn_with_state(
+            options.request_timeout,
+            limits::request_timeout,
+        ));
     let request_id = HeaderName::from_static("x-request-id");
     app.layer(PropagateRequestIdLayer::new(request_id.clone()))
         .layer(
@@ -153,15 +200,4 @@ pub(crate) fn router(state: AppState, options: &HttpOptions) -> Router {
         .layer(SetRequestIdLayer::new(request_id, MakeRequestUuid))
 }
 
-/// Serves `router` on `listener` until `shutdown` is cancelled, then lets
-/// in-flight requests finish (axum's graceful shutdown: the listener closes,
-/// open connections end after their current response).
-pub(crate) async fn serve(
-    listener: tokio::net::TcpListener,
-    router: Router,
-    shutdown: tokio_util::sync::CancellationToken,
-) -> std::io::Result<()> {
-    axum::serve(listener, router)
-        .with_graceful_shutdown(shutdown.cancelled_owned())
-        .await
-}
+pub(crate) use server::serve;

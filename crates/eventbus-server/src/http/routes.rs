@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use axum::body::Bytes;
 use axum::extract::rejection::{BytesRejection, QueryRejection};
-use axum::extract::{Path, Query, State};
+use axum::extract::{Extension, Path, Query, State};
 use axum::http::{header, StatusCode};
 use axum::response::IntoResponse;
 use axum::Json;
@@ -20,7 +20,8 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 use uuid::Uuid;
 
-use super::error::{schema_details, HttpError, HttpResult};
+use super::error::{HttpError, HttpResult, Problems};
+use super::limits::ErrorLimit;
 use super::{AppState, PgState};
 
 type AppRef = State<Arc<AppState>>;
@@ -62,34 +63,31 @@ fn query<T>(q: Result<Query<T>, QueryRejection>) -> HttpResult<T> {
 /// checked against the catalogue first: one bad event and nothing is written.
 pub(crate) async fn post_events(
     State(app): AppRef,
+    Extension(ErrorLimit(max_errors)): Extension<ErrorLimit>,
     q: Result<Query<PublishQuery>, QueryRejection>,
     body: Result<Bytes, BytesRejection>,
 ) -> HttpResult<impl IntoResponse> {
     let q = query(q)?;
     let events = events_body::parse_events(&body_bytes(body)?).map_err(HttpError::BadRequest)?;
-    let mut details = Vec::new();
+    let mut problems = Problems::new(max_errors);
     for (i, e) in events.iter().enumerate() {
-        let problem = match app.catalog.validate(e) {
-            Err(errors) => Some(schema_details(&errors)),
-            Ok(()) => app
-                .publisher
-                .check(e)
-                .err()
-                .map(|err| json!({"type": e.event_type, "errors": [{"pointer": "", "message": err.to_string()}]})),
-        };
-        if let Some(mut d) = problem {
-            d["index"] = json!(i);
-            details.push(d);
+        match app.catalog.validate(e) {
+            Err(errors) => problems.add_schema(Some(i), &errors),
+            Ok(()) => {
+                if let Err(err) = app.publisher.check(e) {
+                    problems.add(Some(i), &e.event_type, None, [("", &*err.to_string())]);
+                }
+            }
         }
     }
-    if !details.is_empty() {
+    if !problems.is_empty() {
         return Err(HttpError::Invalid {
             message: format!(
                 "{} of {} events are invalid; nothing was published",
-                details.len(),
+                problems.events(),
                 events.len()
             ),
-            details,
+            problems,
         });
     }
     let via = match (&app.pg, q.direct) {
@@ -347,7 +345,7 @@ pub(crate) async fn dlq_replay(
     if body
         .to_group
         .as_deref()
-        .is_some_and(|g| g.is_empty() || g.chars().any(char::is_whitespace))
+        .is_some_and(|g| g.is_empty() || g.chars().any(|c| c.is_whitespace() || c.is_control()))
     {
         return Err(HttpError::BadRequest("to_group is not a group name".into()));
     }

@@ -74,7 +74,7 @@ impl Fixture {
                 read: Some(READ.into()),
             },
             body_limit: 64 * 1024,
-            cors_origins: Vec::new(),
+            ..HttpOptions::default()
         })
     }
 
@@ -715,4 +715,173 @@ async fn cors_is_off_by_default_and_request_ids_are_kept() {
         res.headers()["access-control-allow-origin"],
         "https://ui.example"
     );
+}
+
+/// What the dead-letter filters cannot hold: U+0000 (PostgreSQL refuses to
+/// compare it; the Redis records are refused it alike) and times outside
+/// the years 0000-9999. Both are the client's mistake: 400, never 503.
+#[tokio::test]
+async fn dead_letter_filters_with_nul_or_absurd_times_are_400() {
+    for with_pg in [true, false] {
+        let f = fixture(with_pg).await;
+        dead_letter(&f).await;
+        for query in [
+            "group=a%00b",
+            "type=%00",
+            "key=k%00",
+            "since=-100000-01-01T00:00:00Z",
+            "since=%2B200000-01-01T00:00:00Z",
+        ] {
+            let uri = format!("/v1/dlq?{query}");
+            let (s, res, _) = f.call(Method::GET, &uri, Some(READ), None).await;
+            assert_eq!(s, StatusCode::BAD_REQUEST, "pg {with_pg} {uri}: {res}");
+            assert_eq!(res["error"]["code"], "bad_request", "{res}");
+        }
+        for body in [
+            json!({"group": "a\u{0}b"}),
+            json!({"type": "\u{0}"}),
+            json!({"key": "k\u{0}"}),
+            json!({"since": "-100000-01-01T00:00:00Z"}),
+            json!({"all": true, "to_group": "g\u{0}"}),
+        ] {
+            let (s, res, _) = f.post("/v1/dlq/replay", &body).await;
+            assert_eq!(s, StatusCode::BAD_REQUEST, "pg {with_pg} {body}: {res}");
+        }
+        // The dead letter is still there, untouched.
+        let (s, res, _) = f
+            .call(Method::GET, "/v1/dlq?status=new", Some(READ), None)
+            .await;
+        assert_eq!(s, StatusCode::OK, "{res}");
+        assert_eq!(res["dead_letters"].as_array().unwrap().len(), 1, "{res}");
+    }
+}
+
+/// A batch of invalid events as large as the body limit: the answer lists
+/// the first `max_errors` errors (each message cut to a few hundred
+/// characters) and counts them all, instead of growing with the batch.
+#[tokio::test]
+async fn a_large_invalid_batch_gets_a_capped_answer() {
+    let f = fixture(false).await;
+    let app = f.app_with(HttpOptions {
+        tokens: admin_only(),
+        max_errors: 10,
+        ..HttpOptions::default()
+    });
+    let mut invalid = valid_event();
+    invalid["data"] = json!({"nonsense": "x".repeat(1000), "more": ["y".repeat(1000)]});
+    let mut unknown = valid_event();
+    unknown["type"] = json!(format!("work_order.{}", "z".repeat(5000)));
+    let mut events = vec![unknown];
+    let one = invalid.to_string().len() + 1;
+    events.extend(std::iter::repeat_n(invalid, 2 * 1024 * 1024 / one - 10));
+    let body = json!({"events": events}).to_string();
+    assert!(body.len() < 2 * 1024 * 1024);
+    let n = events.len();
+    let (s, res, _) = call(app, Method::POST, "/v1/events", Some(ADMIN), Some(body)).await;
+    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY);
+    let error = &res["error"];
+    assert_eq!(error["invalid_events"], n, "{error}");
+    assert_eq!(error["truncated"], true);
+    assert!(
+        error["total_errors"].as_u64().unwrap() >= n as u64,
+        "{error}"
+    );
+    let listed: usize = error["details"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["errors"].as_array().unwrap().len())
+        .sum();
+    assert_eq!(listed, 10, "{error}");
+    assert_eq!(error["details"][0]["index"], 0);
+    assert!(error["details"][0]["type"].as_str().unwrap().len() < 600);
+    let size = res.to_string().len();
+    assert!(size < 20_000, "a {size}-byte answer to a 2 MiB batch");
+    assert_eq!(stream_entries(&f).await, 0);
+}
+
+/// Only the admin token.
+fn admin_only() -> Tokens {
+    Tokens {
+        admin: Some(ADMIN.into()),
+        read: None,
+    }
+}
+
+/// A body that never ends, as a client that stops sending would leave it.
+fn endless_body() -> Body {
+    Body::from_stream(futures::stream::pending::<
+        Result<axum::body::Bytes, std::io::Error>,
+    >())
+}
+
+/// A declared length over the limit is refused before any of the body is
+/// read (the body here never comes), and the connection is to be closed.
+#[tokio::test]
+async fn a_declared_length_over_the_limit_is_413_before_the_body() {
+    let f = fixture(false).await;
+    for (uri, token) in [
+        ("/v1/events", Some(ADMIN)),
+        ("/v1/events", None),
+        ("/health", None),
+    ] {
+        let mut req = Request::builder()
+            .method(Method::POST)
+            .uri(uri)
+            .header("content-length", "1000000000000");
+        if let Some(t) = token {
+            req = req.header("authorization", format!("Bearer {t}"));
+        }
+        let res = tokio::time::timeout(
+            std::time::Duration::from_secs(5),
+            f.app().oneshot(req.body(endless_body()).unwrap()),
+        )
+        .await
+        .expect("answered without waiting for the body")
+        .unwrap();
+        assert_eq!(res.status(), StatusCode::PAYLOAD_TOO_LARGE, "{uri}");
+        assert_eq!(res.headers()["connection"], "close");
+    }
+}
+
+/// A request whose body stops coming is answered 408 after the request
+/// timeout, and the connection is to be closed.
+#[tokio::test]
+async fn a_stalled_request_is_answered_408_after_the_request_timeout() {
+    let f = fixture(false).await;
+    let app = f.app_with(HttpOptions {
+        tokens: admin_only(),
+        request_timeout: std::time::Duration::from_millis(300),
+        ..HttpOptions::default()
+    });
+    let req = Request::builder()
+        .method(Method::POST)
+        .uri("/v1/events")
+        .header("authorization", format!("Bearer {ADMIN}"))
+        .body(endless_body())
+        .unwrap();
+    let res = tokio::time::timeout(std::time::Duration::from_secs(10), app.oneshot(req))
+        .await
+        .expect("answered after the request timeout")
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::REQUEST_TIMEOUT);
+    assert_eq!(res.headers()["connection"], "close");
+    let bytes = res.into_body().collect().await.unwrap().to_bytes();
+    let body: Value = serde_json::from_slice(&bytes).unwrap();
+    assert_eq!(body["error"]["code"], "request_timeout", "{body}");
+}
+
+/// The scheme of `Authorization` is case-insensitive (RFC 9110).
+#[tokio::test]
+async fn the_bearer_scheme_is_case_insensitive() {
+    let f = fixture(false).await;
+    for scheme in ["bearer", "BEARER", "Bearer"] {
+        let req = Request::builder()
+            .uri("/v1/streams")
+            .header("authorization", format!("{scheme} {READ}"))
+            .body(Body::empty())
+            .unwrap();
+        let res = f.app().oneshot(req).await.unwrap();
+        assert_eq!(res.status(), StatusCode::OK, "{scheme}");
+    }
 }
