@@ -60,7 +60,7 @@ pub(crate) const DEFAULT_MAX_ERRORS: usize = 100;
 const MIN_TOKEN_LEN: usize = 16;
 
 /// HTTP settings. The tokens are secrets: `Debug` never shows them.
-#[derive(Clone, Default)]
+#[derive(Clone)]
 pub(crate) struct ServeSettings {
     /// Listen address.
     pub(crate) addr: Option<SocketAddr>,
