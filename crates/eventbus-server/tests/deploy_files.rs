@@ -258,6 +258,7 @@ async fn redis_acl_users_do_their_job_and_nothing_else() {
             &["SADD", &stream, "x"],
             &["SET", "eventbus:topics", "1"],
             &["SELECT", "1"],
+            &["CLIENT", "UNBLOCK", "1"],
         ],
     )
     .await;
