@@ -119,6 +119,7 @@ local function after(id)
   local ms, seq = parse(id)
   return string.format('%d-%d', ms, seq + 1)
 end
+if redis.call('EXISTS', KEYS[1]) == 0 then return {0, '', 0, '', {}, {}, 0, 0} end
 local mode = ARGV[3]
 local elsewhere = 0
 if KEYS[2] and mode == 'trim' then
@@ -127,7 +128,6 @@ if KEYS[2] and mode == 'trim' then
     mode, elsewhere = 'report', 1
   end
 end
-if redis.call('EXISTS', KEYS[1]) == 0 then return {0, '', 0, '', {}, {}, elsewhere, 0} end
 local len = redis.call('XLEN', KEYS[1])
 local groups = redis.call('XINFO', 'GROUPS', KEYS[1])
 local safe, holder, names, oldest = nil, '', {}, {}
@@ -311,12 +311,10 @@ pub(super) async fn trim_streams(
     let mut extra: Vec<String> = groups.iter().map(|g| topology.replay_stream(g)).collect();
     extra.push(topology.dead_stream());
     for stream in extra {
-        let exists: bool = redis::cmd("EXISTS")
-            .arg(&stream)
-            .query_async(&mut conn.clone())
-            .await?;
-        if exists {
-            reports.push(run_script(conn, &stream, policy, mode, lease).await?);
+        // The script answers a stream that does not exist with nothing.
+        let report = run_script(conn, &stream, policy, mode, lease).await?;
+        if report.length_before > 0 || !report.groups.is_empty() {
+            reports.push(report);
         }
     }
     Ok(reports)
