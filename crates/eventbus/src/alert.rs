@@ -12,11 +12,9 @@ use std::time::Duration;
 
 use chrono::Utc;
 use serde::Serialize;
-use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 
-use crate::deadletter::{dlq_depth, DeadLetterStore};
-use crate::pg::DbSchema;
+use crate::deadletter::DeadLetterStore;
 use crate::{Error, Result};
 
 /// Alerter settings.
@@ -57,27 +55,6 @@ impl AlertConfig {
     }
 }
 
-/// Where the alerter reads the queue from.
-#[derive(Debug, Clone)]
-pub enum DlqSource {
-    /// `eventbus_dead_letters` (status `new`; rate from `last_failed_at`).
-    Postgres(PgPool, DbSchema),
-    /// Without PostgreSQL: the dead-letter records kept in Redis
-    /// ([`DeadLetterStore::in_redis`]; status `new`; rate from the last failures).
-    Redis(Box<DeadLetterStore>),
-}
-
-impl DlqSource {
-    /// (depth, dead-lettered in the last minute).
-    pub async fn measure(&self) -> Result<(u64, u64)> {
-        match self {
-            DlqSource::Postgres(pool, schema) => dlq_depth(pool, schema).await,
-            DlqSource::Redis(store) => store.depth().await,
-        }
-        .map(|d| (d.depth.max(0) as u64, d.last_minute.max(0) as u64))
-    }
-}
-
 /// One message sent to the webhook.
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct AlertMessage {
@@ -101,15 +78,17 @@ pub struct AlertMessage {
 #[derive(Debug)]
 pub struct Alerter {
     config: AlertConfig,
-    source: DlqSource,
+    /// The dead letters watched (PostgreSQL rows or the Redis records).
+    store: DeadLetterStore,
     client: reqwest::Client,
     depth_firing: bool,
     rate_firing: bool,
 }
 
 impl Alerter {
-    /// An alerter; checks the config.
-    pub fn new(config: AlertConfig, source: DlqSource) -> Result<Self> {
+    /// An alerter on `store`'s dead letters (status `new` for the depth,
+    /// failures of the last minute for the rate); checks the config.
+    pub fn new(config: AlertConfig, store: DeadLetterStore) -> Result<Self> {
         config.validate()?;
         let client = reqwest::Client::builder()
             .timeout(Duration::from_secs(10))
@@ -117,7 +96,7 @@ impl Alerter {
             .map_err(|e| Error::Config(format!("cannot build the HTTP client: {e}")))?;
         Ok(Alerter {
             config,
-            source,
+            store,
             client,
             depth_firing: false,
             rate_firing: false,
@@ -127,7 +106,11 @@ impl Alerter {
     /// Measures once and posts what crossed a threshold since the last
     /// check. Returns the messages the webhook accepted.
     pub async fn check(&mut self) -> Result<Vec<AlertMessage>> {
-        let (depth, rate) = self.source.measure().await?;
+        let measured = self.store.depth().await?;
+        let (depth, rate) = (
+            measured.depth.max(0) as u64,
+            measured.last_minute.max(0) as u64,
+        );
         metrics::gauge!("eventbus_dlq_depth").set(depth as f64);
         let mut sent = Vec::new();
         if let Some(t) = self.config.depth_threshold {

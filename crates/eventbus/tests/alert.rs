@@ -4,7 +4,7 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use eventbus::alert::{AlertConfig, Alerter, DlqSource};
+use eventbus::alert::{AlertConfig, Alerter};
 use eventbus::deadletter::{DeadLetterFilter, DeadLetterStore, DeadLetterWriter, Failure};
 use eventbus::{ErrorClass, RedisConnector, RedisOptions};
 use eventbus_testkit::conformance::full_event;
@@ -113,11 +113,7 @@ async fn depth_alert_fires_once_and_resolves_once() {
     let store = DeadLetterStore::new(db.pool().clone(), db.schema().clone(), topology, redis);
     let (url, bodies, status) = webhook().await;
     let config = config(url, Some(3), None, &ns);
-    let mut alerter = Alerter::new(
-        config,
-        DlqSource::Postgres(db.pool().clone(), db.schema().clone()),
-    )
-    .unwrap();
+    let mut alerter = Alerter::new(config, store.clone()).unwrap();
 
     for i in 0..2 {
         writer.record(&failure(i)).await.unwrap();
@@ -172,7 +168,7 @@ async fn rate_alert_from_the_redis_records() {
     let (url, bodies, _) = webhook().await;
     let config = config(url, None, Some(5), &ns);
     let store = DeadLetterStore::in_redis(topology.clone(), redis.clone());
-    let mut alerter = Alerter::new(config, DlqSource::Redis(Box::new(store.clone()))).unwrap();
+    let mut alerter = Alerter::new(config, store.clone()).unwrap();
     for i in 0..4 {
         writer.record(&failure(i)).await.unwrap();
     }
@@ -205,7 +201,7 @@ async fn depth_alert_from_the_redis_records() {
     let store = DeadLetterStore::in_redis(topology.clone(), redis.clone());
     let (url, bodies, _) = webhook().await;
     let config = config(url, Some(3), None, &ns);
-    let mut alerter = Alerter::new(config, DlqSource::Redis(Box::new(store.clone()))).unwrap();
+    let mut alerter = Alerter::new(config, store.clone()).unwrap();
     for i in 0..3 {
         writer.record(&failure(i)).await.unwrap();
     }

@@ -154,20 +154,18 @@ pub(crate) async fn run_with(
         .filter(|_| alerts)
     {
         // Watches the dead-letter queue while this consumer runs.
-        let source = if settings.pg.has_database() {
-            eventbus::alert::DlqSource::Postgres(
+        let redis = settings.connector()?.shared().await?;
+        let store = if settings.pg.has_database() {
+            eventbus::deadletter::DeadLetterStore::new(
                 settings.pg.pool(settings.pg.pool_size, "consume").await?,
                 settings.pg.schema.clone(),
+                topology.clone(),
+                redis,
             )
         } else {
-            eventbus::alert::DlqSource::Redis(Box::new(
-                eventbus::deadletter::DeadLetterStore::in_redis(
-                    topology.clone(),
-                    settings.connector()?.shared().await?,
-                ),
-            ))
+            eventbus::deadletter::DeadLetterStore::in_redis(topology.clone(), redis)
         };
-        let alerter = eventbus::alert::Alerter::new(alert, source)?;
+        let alerter = eventbus::alert::Alerter::new(alert, store)?;
         tokio::spawn(alerter.run(shutdown.clone()));
     }
     let mut consumer = Consumer::new(connector, topology, config, handler_chain)?;

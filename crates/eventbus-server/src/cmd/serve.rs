@@ -92,16 +92,7 @@ pub(crate) async fn run(args: ServeArgs, settings: &Settings) -> Result<()> {
         });
     }
     if let Some(alert) = settings.alert.config(topology.namespace()) {
-        let source = match &pg {
-            Some(pg) => eventbus::alert::DlqSource::Postgres(pg.pool.clone(), pg.schema.clone()),
-            None => eventbus::alert::DlqSource::Redis(Box::new(
-                eventbus::deadletter::DeadLetterStore::in_redis(
-                    topology.clone(),
-                    state.redis.clone(),
-                ),
-            )),
-        };
-        let alerter = eventbus::alert::Alerter::new(alert, source)?;
+        let alerter = eventbus::alert::Alerter::new(alert, http::dlq_store(&state))?;
         tasks.spawn(alerter.run(shutdown.clone()));
     }
     // Ack-aware retention of every stream (and the retention and Redis

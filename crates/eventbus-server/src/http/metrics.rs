@@ -76,16 +76,9 @@ pub(crate) async fn refresh_once(app: &AppState) -> eventbus::Result<()> {
         }
         // How long the oldest committed event has waited for a relay.
         metrics::gauge!("eventbus_relay_lag_seconds").set(oldest);
-        let depth = eventbus::deadletter::dlq_depth(&pg.pool, &pg.schema).await?;
-        metrics::gauge!("eventbus_dlq_depth").set(depth.depth as f64);
-    } else {
-        // Without PostgreSQL, the records kept in Redis.
-        let store = eventbus::deadletter::DeadLetterStore::in_redis(
-            app.topology.clone(),
-            app.redis.clone(),
-        );
-        metrics::gauge!("eventbus_dlq_depth").set(store.depth().await?.depth as f64);
     }
+    let depth = super::dlq_store(app).depth().await?;
+    metrics::gauge!("eventbus_dlq_depth").set(depth.depth as f64);
     let topics = eventbus::admin::known_topics(&app.redis, &app.topology).await?;
     let groups = eventbus::admin::groups(&app.redis, &app.topology, &topics, None).await?;
     for g in &groups {

@@ -200,4 +200,5 @@ pub(crate) fn router(state: AppState, options: &HttpOptions) -> Router {
         .layer(SetRequestIdLayer::new(request_id, MakeRequestUuid))
 }
 
+pub(crate) use routes::store as dlq_store;
 pub(crate) use server::serve;

@@ -253,7 +253,8 @@ impl DlqQuery {
 
 /// The PostgreSQL store when configured, else the records the consumers
 /// keep in Redis beside `<namespace>:dead`.
-fn store(app: &AppState) -> DeadLetterStore {
+/// The dead letters: in PostgreSQL when configured, else the Redis records.
+pub(crate) fn store(app: &AppState) -> DeadLetterStore {
     match &app.pg {
         Some(pg) => DeadLetterStore::new(
             pg.pool.clone(),
