@@ -155,16 +155,7 @@ pub(crate) async fn run_with(
     {
         // Watches the dead-letter queue while this consumer runs.
         let redis = settings.connector()?.shared().await?;
-        let store = if settings.pg.has_database() {
-            eventbus::deadletter::DeadLetterStore::new(
-                settings.pg.pool(settings.pg.pool_size, "consume").await?,
-                settings.pg.schema.clone(),
-                topology.clone(),
-                redis,
-            )
-        } else {
-            eventbus::deadletter::DeadLetterStore::in_redis(topology.clone(), redis)
-        };
+        let store = super::dead_letters(settings, redis, settings.pg.pool_size, "consume").await?;
         let alerter = eventbus::alert::Alerter::new(alert, store)?;
         tokio::spawn(alerter.run(shutdown.clone()));
     }

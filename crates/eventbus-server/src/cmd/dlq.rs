@@ -3,9 +3,7 @@
 //! in Redis beside `<namespace>:dead` (`sync` copies into PostgreSQL, so it
 //! needs it).
 
-use eventbus::deadletter::{
-    DeadLetter, DeadLetterFilter, DeadLetterStore, DeadLetterWriter, ReplayOptions,
-};
+use eventbus::deadletter::{DeadLetter, DeadLetterFilter, DeadLetterWriter, ReplayOptions};
 
 use crate::cli_dlq::{DlqArgs, DlqCommand, DlqFilterArgs};
 use crate::config::Settings;
@@ -48,16 +46,7 @@ fn actor() -> String {
 /// Runs `eventbus dlq ...`.
 pub(crate) async fn run(args: DlqArgs, settings: &Settings) -> Result<()> {
     let redis = settings.connector()?.shared().await?;
-    let store = if settings.pg.has_database() {
-        DeadLetterStore::new(
-            settings.pg.pool(2, "dlq").await?,
-            settings.pg.schema.clone(),
-            settings.topology()?,
-            redis.clone(),
-        )
-    } else {
-        DeadLetterStore::in_redis(settings.topology()?, redis.clone())
-    };
+    let store = super::dead_letters(settings, redis.clone(), 2, "dlq").await?;
     match args.command {
         DlqCommand::List {
             filter: f,

@@ -50,6 +50,27 @@ pub(crate) async fn run(command: Command, settings: Settings) -> Result<()> {
     }
 }
 
+/// The dead letters: in PostgreSQL when `DATABASE_URL` is set (a pool of
+/// `pool_size` connections named `name`), else the records in Redis.
+pub(crate) async fn dead_letters(
+    settings: &Settings,
+    redis: RedisConn,
+    pool_size: u32,
+    name: &str,
+) -> Result<eventbus::deadletter::DeadLetterStore> {
+    use eventbus::deadletter::DeadLetterStore;
+    Ok(if settings.pg.has_database() {
+        DeadLetterStore::new(
+            settings.pg.pool(pool_size, name).await?,
+            settings.pg.schema.clone(),
+            settings.topology()?,
+            redis,
+        )
+    } else {
+        DeadLetterStore::in_redis(settings.topology()?, redis)
+    })
+}
+
 /// Checks topic names given with `--topics`: letters, digits, `_` or `-`.
 pub(crate) fn check_topics(topics: &[String]) -> Result<()> {
     for t in topics {
