@@ -339,10 +339,8 @@ pub(crate) struct TrimArgs {
 }
 
 fn parse_retention(s: &str) -> std::result::Result<eventbus::retention::RetentionPolicy, String> {
-    eventbus::retention::RetentionPolicy::parse(s).map_err(|e| match e {
-        eventbus::Error::Config(m) => m,
-        other => other.to_string(),
-    })
+    eventbus::retention::RetentionPolicy::parse(s)
+        .map_err(|e| crate::config::strip_config_prefix(&e))
 }
 
 /// `eventbus demo`.

@@ -349,7 +349,7 @@ impl Settings {
 const GLOB_CHARS: [char; 5] = ['*', '?', '[', ']', '\\'];
 
 /// The library's message without its `invalid configuration: ` prefix.
-fn strip_config_prefix(e: &eventbus::Error) -> String {
+pub(crate) fn strip_config_prefix(e: &eventbus::Error) -> String {
     match e {
         eventbus::Error::Config(m) => m.clone(),
         other => other.to_string(),

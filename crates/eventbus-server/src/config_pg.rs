@@ -92,7 +92,7 @@ impl PgSettings {
         };
         let schema = DbSchema::new(schema).map_err(|e| CliError::Setting {
             var: schema_var,
-            reason: config_message(e),
+            reason: crate::config::strip_config_prefix(&e),
         })?;
         let pool_size = match pool_size_flag {
             Some(n) => n,
@@ -220,13 +220,6 @@ impl PgSettings {
                 max_event_bytes: self.max_event_bytes,
             },
         )?)
-    }
-}
-
-fn config_message(e: eventbus::Error) -> String {
-    match e {
-        eventbus::Error::Config(m) => m,
-        other => other.to_string(),
     }
 }
 
