@@ -44,20 +44,25 @@ fn backups(dir: &Path) -> Vec<PathBuf> {
     }
 }
 
+/// A backup as `eventbus-backup`, which must succeed.
+fn backup_ok(server: &RedisServer, to: &Path) -> String {
+    let out = backup(
+        server,
+        "eventbus-backup",
+        "CHANGE-ME-backup",
+        server.dir(),
+        to,
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "backup failed: {stderr}");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
 #[test]
 fn the_backup_user_produces_a_snapshot_and_the_aof() {
     let server = server();
     let to = tempfile::tempdir().unwrap();
-    let out = backup(
-        &server,
-        "eventbus-backup",
-        "CHANGE-ME-backup",
-        server.dir(),
-        to.path(),
-    );
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "backup failed: {stderr}");
+    let stdout = backup_ok(&server, to.path());
     assert!(stdout.contains("redis-backup: saved"), "{stdout}");
     let made = backups(to.path());
     assert_eq!(made.len(), 1, "{made:?}");
@@ -69,18 +74,7 @@ fn the_backup_user_produces_a_snapshot_and_the_aof() {
     );
     // A second run makes a second, complete backup.
     std::thread::sleep(std::time::Duration::from_millis(1100));
-    let out = backup(
-        &server,
-        "eventbus-backup",
-        "CHANGE-ME-backup",
-        server.dir(),
-        to.path(),
-    );
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    backup_ok(&server, to.path());
     let made = backups(to.path());
     assert_eq!(made.len(), 2, "{made:?}");
     assert!(made

@@ -101,6 +101,18 @@ async fn xadd(c: &mut eventbus::RedisConn, stream: &str) -> String {
         .unwrap()
 }
 
+/// Moves `group` to the end of `stream`: it has read and acknowledged all.
+async fn caught_up(c: &mut eventbus::RedisConn, stream: &str, group: &str) {
+    let _: () = redis::cmd("XGROUP")
+        .arg("SETID")
+        .arg(stream)
+        .arg(group)
+        .arg("$")
+        .query_async(c)
+        .await
+        .unwrap();
+}
+
 async fn run(url: &str, case: u64, ops: Vec<Op>) -> Result<u64, TestCaseError> {
     const GROUPS: u8 = 3;
     let conn = RedisConnector::new(url, RedisOptions::default())
@@ -293,14 +305,7 @@ async fn trimmers_take_turns_per_stream() {
                     .arg("$")
                     .query_async(&mut c)
                     .await;
-                let _: () = redis::cmd("XGROUP")
-                    .arg("SETID")
-                    .arg(&stream)
-                    .arg("g")
-                    .arg("$")
-                    .query_async(&mut c)
-                    .await
-                    .unwrap();
+                caught_up(&mut c, &stream, "g").await;
             }
         }
     };
@@ -393,14 +398,7 @@ async fn a_dry_run_on_a_long_stream_is_bounded() {
         "{dry:?}"
     );
     // Caught up: everything is below the safe point, counted exactly.
-    let _: () = redis::cmd("XGROUP")
-        .arg("SETID")
-        .arg(&stream)
-        .arg("g")
-        .arg("$")
-        .query_async(&mut c)
-        .await
-        .unwrap();
+    caught_up(&mut c, &stream, "g").await;
     let dry = trim_stream(&conn, &stream, &policy, true).await.unwrap();
     assert_eq!(
         (dry.trimmed, dry.trimmed_at_least),
