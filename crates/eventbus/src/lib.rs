@@ -55,15 +55,16 @@
 
 mod connection;
 mod consumer;
+mod db;
 mod envelope;
 mod error;
-mod failure;
 mod handler;
-mod ordered;
+mod lossless;
 mod publisher;
 mod redact;
 mod reply;
 mod retry;
+mod runtime;
 
 pub mod admin;
 pub mod alert;
@@ -75,12 +76,12 @@ pub mod topology;
 
 pub use catalog::{Catalog, SchemaError, SchemaErrors, Validating};
 pub use connection::{RedisConn, RedisConnector, RedisOptions};
-pub use consumer::{unique_consumer_name, Consumer, ConsumerConfig, ConsumerStats};
+pub use consumer::{unique_consumer_name, Consumer};
 pub use envelope::{fields, DecodeError, Envelope, WIRE_VERSION};
 pub use error::{Error, Result};
 pub use handler::{handler_fn, Delivery, ErrorClass, Handler, HandlerError, HandlerFn};
-pub use ordered::ConsumerMode;
 pub use publisher::{Published, Publisher, PublisherConfig};
 pub use redact::{is_secret_name, redact, redact_url};
 pub use retry::{Backoff, RetryPolicy, DEFAULT_MAX_ATTEMPTS};
+pub use runtime::{ConsumerConfig, ConsumerMode, ConsumerStats};
 pub use topology::{partition_for, topic_of, Topology};

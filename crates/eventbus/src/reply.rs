@@ -50,7 +50,7 @@ pub(crate) fn parse_entry(v: &Value) -> Option<RawEntry> {
 
 /// The entries of an `XRANGE` reply as `(id, exact fields)`, undecoded:
 /// for keeping an entry that is not an envelope byte for byte.
-pub(crate) fn parse_raw_entries(v: &Value) -> Vec<(String, Vec<crate::deadletter::RawField>)> {
+pub(crate) fn parse_raw_entries(v: &Value) -> Vec<(String, Vec<crate::lossless::RawField>)> {
     let Value::Array(entries) = v else {
         return Vec::new();
     };

@@ -1,92 +1,25 @@
-//! The consumer-group runtime.
+//! The consumer-group front: [`Consumer`], built with [`Consumer::builder`]
+//! (handler layers in one documented order) or [`Consumer::new`].
 //!
-//! In [`ConsumerMode::Ordered`] (the default) [`Consumer::run`] hands over to
-//! `crate::ordered`: partitions are leased to the live members of the group.
-//! The rest of this module is [`ConsumerMode::Unordered`], competing
-//! consumers.
-//!
-//! An unordered [`Consumer`] runs three kinds of work, all owned by [`Consumer::run`]:
-//!
-//! - the **reader** (on the calling task) issues `XREADGROUP ... BLOCK` over
-//!   every partition stream of its topics, on a dedicated connection so the
-//!   blocking read never delays other commands;
-//! - the **claimer** task periodically runs `XAUTOCLAIM` on each stream,
-//!   following the cursor to the end, so entries left pending by a crashed or
-//!   stalled consumer (or by a failed handler) are delivered again; it also
-//!   removes consumers that have been idle for long and own no pending entries;
-//! - the **acker** task collects acknowledgements and sends them as one
-//!   pipelined `XACK` per stream per batch.
-//!
-//! Handlers run as tasks limited by a semaphore (`concurrency`). An entry that
-//! does not decode is reported, counted and acknowledged past; it never stops
-//! the consumer. A handler error leaves the entry pending: it is claimed
-//! again once idle for `claim_idle`.
-//!
-//! Shutdown handshake: when the token is cancelled the reader finishes its
-//! current read, dispatches what it got and stops; the claimer stops; the
-//! runtime then waits up to `shutdown_timeout` for in-flight handlers, drops
-//! its ack sender so the acker flushes what is queued and ends, and returns.
-//! Handlers still running at the deadline are abandoned: their entries stay
-//! pending and are claimed by another consumer.
-//!
-//! Files: `config` holds [`ConsumerConfig`]; `unordered` the unordered
-//! runtime (reader and dispatch); `claimer` and `acker` its background
-//! tasks.
+//! [`Consumer::run`] starts the runtime (`crate::runtime`) in its
+//! [`ConsumerMode`]: ordered (partitions leased to the live members of the
+//! group, the default) or unordered (competing consumers), and beside it
+//! the competing reader of the group's replay stream.
 
-mod acker;
-mod claimer;
-mod config;
-mod unordered;
-
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
-pub(crate) use self::claimer::REMOVE_STALE_CONSUMERS;
-pub use self::config::ConsumerConfig;
-use self::unordered::run_unordered;
-use crate::connection::{RedisConn, RedisConnector};
+use crate::connection::RedisConnector;
 use crate::deadletter::DeadLetterWriter;
-use crate::failure::FailureHandling;
 use crate::handler::Handler;
-use crate::ordered::ConsumerMode;
+use crate::runtime::failure::FailureHandling;
+use crate::runtime::unordered::run_unordered;
+use crate::runtime::{
+    ensure_groups, prepare_streams, ConsumerConfig, ConsumerMode, ConsumerStats, REPLAY_TOPIC,
+};
 use crate::topology::Topology;
 use crate::Result;
-
-/// Counters of what a consumer did, shared while it runs.
-#[derive(Debug, Default)]
-pub struct ConsumerStats {
-    /// Entries handed to the handler (including redeliveries).
-    pub delivered: AtomicU64,
-    /// Handler successes.
-    pub handled: AtomicU64,
-    /// Handler failures (entry left pending).
-    pub failed: AtomicU64,
-    /// Entries that did not decode and were acknowledged past.
-    pub invalid: AtomicU64,
-    /// Events refused as invalid (a handler error of class
-    /// [`ErrorClass::Invalid`](crate::ErrorClass::Invalid), e.g. from
-    /// [`Validating`](crate::catalog::Validating) when an event fails its
-    /// schema): dead-lettered at once, then acknowledged.
-    pub rejected: AtomicU64,
-    /// Entries claimed from idle pending lists.
-    pub claimed: AtomicU64,
-    /// Entries acknowledged.
-    pub acked: AtomicU64,
-    /// Failed attempts that will be tried again.
-    pub retried: AtomicU64,
-    /// Events dead-lettered (then acknowledged).
-    pub dead_lettered: AtomicU64,
-}
-
-impl ConsumerStats {
-    /// Reads one counter.
-    pub fn get(counter: &AtomicU64) -> u64 {
-        counter.load(Ordering::Relaxed)
-    }
-}
 
 /// A consumer in a group. Build with [`Consumer::new`], then [`Consumer::run`].
 pub struct Consumer<H> {
@@ -118,9 +51,6 @@ pub fn unique_consumer_name() -> String {
     let rand = uuid::Uuid::new_v4().simple().to_string();
     format!("{host}-{}-{}", std::process::id(), &rand[..8])
 }
-
-/// The `topic` of deliveries read from a group's replay stream.
-pub(crate) const REPLAY_TOPIC: &str = "_replay";
 
 impl<H: Handler> Consumer<H> {
     /// A consumer; checks the config.
@@ -210,7 +140,7 @@ impl<H: Handler> Consumer<H> {
                 conn.clone(),
                 config.clone(),
                 name.clone(),
-                crate::ordered::park::ParkedReplays::new(
+                crate::deadletter::park::ParkedReplays::new(
                     handler.clone(),
                     &topology,
                     config.park_keys.then(|| config.group.clone()),
@@ -221,7 +151,7 @@ impl<H: Handler> Consumer<H> {
                 vec![(replay, (REPLAY_TOPIC.to_owned(), 0))],
                 both.clone(),
             );
-            let partitions = crate::ordered::run(
+            let partitions = crate::runtime::ordered::run(
                 connector,
                 conn,
                 topology,
@@ -255,80 +185,4 @@ async fn cancel_when_done<T>(
     let out = fut.await;
     token.cancel();
     out
-}
-
-/// Every partition stream of the consumer's topics with its `(topic,
-/// partition)`, after creating the group on each and registering the topics.
-pub(crate) async fn prepare_streams(
-    conn: &RedisConn,
-    topology: &Topology,
-    config: &ConsumerConfig,
-) -> Result<Vec<(String, (String, u32))>> {
-    let mut streams = Vec::new();
-    for topic in &config.topics {
-        for p in 0..topology.partitions() {
-            streams.push((topology.stream_key(topic, p), (topic.clone(), p)));
-        }
-    }
-    let keys: Vec<String> = streams.iter().map(|(s, _)| s.clone()).collect();
-    ensure_groups(conn, &keys, &config.group).await?;
-    let _: () = redis::cmd("SADD")
-        .arg(topology.topics_key())
-        .arg(&config.topics)
-        .query_async(&mut conn.clone())
-        .await?;
-    Ok(streams)
-}
-
-/// `XREADGROUP ... BLOCK` for entries never delivered to the group (`>`).
-pub(crate) fn read_new_cmd(
-    group: &str,
-    consumer: &str,
-    count: usize,
-    block: Duration,
-    streams: &[String],
-) -> redis::Cmd {
-    let mut cmd = redis::cmd("XREADGROUP");
-    cmd.arg("GROUP")
-        .arg(group)
-        .arg(consumer)
-        .arg("COUNT")
-        .arg(count)
-        .arg("BLOCK")
-        .arg(block.as_millis() as u64)
-        .arg("STREAMS")
-        .arg(streams);
-    for _ in streams {
-        cmd.arg(">");
-    }
-    cmd
-}
-
-/// Creates the group on each stream (and the stream itself) if missing.
-/// Idempotent. Groups start at the beginning of the stream (`0`), so a group
-/// recreated after a Redis restart without persistence misses nothing that
-/// was published after the restart.
-pub(crate) async fn ensure_groups(conn: &RedisConn, streams: &[String], group: &str) -> Result<()> {
-    let results = futures::future::join_all(streams.iter().map(|s| {
-        let mut c = conn.clone();
-        async move {
-            redis::cmd("XGROUP")
-                .arg("CREATE")
-                .arg(s)
-                .arg(group)
-                .arg("0")
-                .arg("MKSTREAM")
-                .query_async::<()>(&mut c)
-                .await
-        }
-    }))
-    .await;
-    for r in results {
-        match r {
-            Ok(()) => {}
-            Err(e) if e.code() == Some("BUSYGROUP") => {}
-            Err(e) => return Err(e.into()),
-        }
-    }
-    Ok(())
 }

@@ -20,7 +20,7 @@
 //! (`<namespace>:{_replay:<group>}`), which only that group's consumers read,
 //! so other groups never see it again; inboxes deduplicate by event id.
 
-mod lossless;
+pub(crate) mod park;
 mod store;
 mod store_pg;
 mod store_redis;
@@ -33,14 +33,14 @@ use uuid::Uuid;
 use crate::envelope::Envelope;
 use crate::handler::ErrorClass;
 
-pub use lossless::{
+pub use crate::lossless::DEAD_LETTER_ERROR_CAP;
+pub use crate::lossless::{
     decode_raw_fields, encode_raw_fields, envelope_fields, nul_free, nul_free_json, restore,
     storable, RawField, ShownField,
 };
 pub use store::{DeadLetterFilter, DeadLetterStore, DlqDepth, ReplayOptions, ReplayReport};
 pub use store_pg::dlq_depth;
-pub(crate) use writer::cap;
-pub use writer::{DeadLetterWriter, DEAD_LETTER_ERROR_CAP};
+pub use writer::DeadLetterWriter;
 
 /// Where a dead letter stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

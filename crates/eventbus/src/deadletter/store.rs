@@ -14,9 +14,9 @@ use super::store_pg::PgRecords;
 use super::store_redis::RedisRecords;
 use super::{AuditEntry, DeadLetter, DeadLetterStatus};
 use crate::connection::RedisConn;
+use crate::db::DbSchema;
 use crate::envelope::Envelope;
 use crate::handler::ErrorClass;
-use crate::pg::DbSchema;
 use crate::topology::Topology;
 use crate::{Error, Result};
 
@@ -314,7 +314,7 @@ impl DeadLetterStore {
                 // key. Released first, so that a failure leaves the dead
                 // letter `new`, to be discarded again (a no-op for keys it
                 // did not hold).
-                crate::ordered::park::resolve_event(
+                super::park::resolve_event(
                     &self.redis,
                     &self.topology,
                     &dl.group,

@@ -8,7 +8,7 @@ use uuid::Uuid;
 
 use super::store::{DeadLetterFilter, DlqDepth, Mark};
 use super::{AuditEntry, DeadLetter, DeadLetterStatus};
-use crate::pg::{db_error, safe, DbSchema};
+use crate::db::{db_error, safe, DbSchema};
 use crate::{Error, Result};
 
 #[derive(Debug, Clone)]
@@ -82,7 +82,7 @@ const COLUMNS: &str = "id, group_name, event_id, event_type, key, envelope, cons
 fn row_to_dead_letter(r: &PgRow) -> std::result::Result<DeadLetter, sqlx::Error> {
     let stored: serde_json::Value = r.try_get::<sqlx::types::Json<serde_json::Value>, _>(5)?.0;
     let raw: Option<Vec<u8>> = r.try_get(17)?;
-    let (envelope, exact, raw_fields) = super::lossless::shown(stored, raw.as_deref());
+    let (envelope, exact, raw_fields) = crate::lossless::shown(stored, raw.as_deref());
     let (event_type, key) = match exact {
         Some(e) => (e.event_type, e.key),
         None => (r.try_get(3)?, r.try_get(4)?),

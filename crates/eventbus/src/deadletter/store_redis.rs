@@ -165,7 +165,7 @@ impl Record {
     fn dead_letter(&self) -> DeadLetter {
         let raw = self.raw();
         let (envelope, exact, raw_fields) =
-            super::lossless::shown(self.envelope.clone(), raw.as_deref());
+            crate::lossless::shown(self.envelope.clone(), raw.as_deref());
         let (event_type, key) = match exact {
             Some(e) => (e.event_type, e.key),
             None => (self.event_type.clone(), self.key.clone()),

@@ -10,12 +10,10 @@ use uuid::Uuid;
 
 use super::store_redis::{self, RecordKeys};
 use super::{encode_raw_fields, nul_free, storable, Failure};
-use crate::pg::{db_error, safe, DbSchema};
+use crate::db::{db_error, safe, DbSchema};
+use crate::lossless::{cap, DEAD_LETTER_ERROR_CAP};
 use crate::topology::Topology;
 use crate::Result;
-
-/// Error messages are cut to this many bytes (on a character boundary).
-pub const DEAD_LETTER_ERROR_CAP: usize = 4096;
 
 /// After the PostgreSQL store failed, dead letters go to Redis only for
 /// this long before the store is tried again, so an unreachable store costs
@@ -439,30 +437,5 @@ impl StreamDeadLetter {
             last: time("dl_last_failed_at")?,
             missing_in_store: text("dl_store") == Some("missing"),
         })
-    }
-}
-
-/// Cuts `s` to at most `max` bytes, on a character boundary, marking the cut.
-pub(crate) fn cap(s: &str, max: usize) -> String {
-    if s.len() <= max {
-        return s.to_owned();
-    }
-    let mut end = max.saturating_sub(3);
-    while !s.is_char_boundary(end) {
-        end -= 1;
-    }
-    format!("{}...", &s[..end])
-}
-
-#[cfg(test)]
-mod tests {
-    use super::cap;
-
-    #[test]
-    fn caps_on_char_boundaries() {
-        assert_eq!(cap("short", 10), "short");
-        let long = "é".repeat(100);
-        let c = cap(&long, 11);
-        assert!(c.len() <= 11 && c.ends_with("..."), "{c}");
     }
 }

@@ -312,7 +312,7 @@ impl Relay {
             self.stats.rejected.fetch_add(1, Ordering::Relaxed);
             tracing::error!(
                 outbox_row = row.id, event_id = %row.event_id, event_type = %row.event_type,
-                partition = row.partition, reason = %crate::deadletter::nul_free(reason),
+                partition = row.partition, reason = %crate::lossless::nul_free(reason),
                 "outbox row cannot be published; moved to dead letters (origin outbox)"
             );
         }
@@ -491,11 +491,11 @@ async fn record_rejected(
     row: &OutboxRow,
     reason: &str,
 ) -> Result<()> {
-    use crate::deadletter::{encode_raw_fields, nul_free, nul_free_json, DEAD_LETTER_ERROR_CAP};
+    use crate::lossless::{cap, encode_raw_fields, nul_free, nul_free_json, DEAD_LETTER_ERROR_CAP};
     let table = schema.table("eventbus_dead_letters");
     let audit = schema.table("eventbus_dead_letter_audit");
     let (json, _) = nul_free_json(row.as_json());
-    let message = nul_free(&crate::deadletter::cap(reason, DEAD_LETTER_ERROR_CAP)).into_owned();
+    let message = nul_free(&cap(reason, DEAD_LETTER_ERROR_CAP)).into_owned();
     let (id,): (uuid::Uuid,) = sqlx::query_as(safe(&format!(
         "INSERT INTO {table} (id, group_name, event_id, event_type, key, envelope, consumer, stream, partition, \
            entry_id, attempts, error_class, error_message, first_failed_at, last_failed_at, raw_fields, origin) \

@@ -11,8 +11,8 @@ use chrono::{DateTime, Datelike, Utc};
 use serde_json::Value;
 use uuid::Uuid;
 
-use crate::deadletter::RawField;
 use crate::envelope::Envelope;
+use crate::lossless::RawField;
 
 /// The columns of one outbox row; `headers` and `data` as their text.
 #[derive(Debug, Clone, PartialEq)]

@@ -7,10 +7,10 @@ use std::collections::BTreeSet;
 use crate::connection::RedisConn;
 use serde::Serialize;
 
-use super::lease::read_owners;
-use super::membership::list_members;
-pub use super::membership::MemberView;
-use crate::admin::partition_stats;
+use super::partition_stats;
+use crate::runtime::ordered::lease::read_owners;
+use crate::runtime::ordered::membership::list_members;
+pub use crate::runtime::ordered::membership::MemberView;
 use crate::topology::Topology;
 use crate::Result;
 

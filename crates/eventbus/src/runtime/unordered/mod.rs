@@ -2,6 +2,36 @@
 //! its shared state, the reader, and dispatch of entries to the handler,
 //! with retries after a backoff.
 
+//!
+//! An unordered [`Consumer`] runs three kinds of work, all owned by [`Consumer::run`]:
+//!
+//! - the **reader** (on the calling task) issues `XREADGROUP ... BLOCK` over
+//!   every partition stream of its topics, on a dedicated connection so the
+//!   blocking read never delays other commands;
+//! - the **claimer** task periodically runs `XAUTOCLAIM` on each stream,
+//!   following the cursor to the end, so entries left pending by a crashed or
+//!   stalled consumer (or by a failed handler) are delivered again; it also
+//!   removes consumers that have been idle for long and own no pending entries;
+//! - the **acker** task collects acknowledgements and sends them as one
+//!   pipelined `XACK` per stream per batch.
+//!
+//! Handlers run as tasks limited by a semaphore (`concurrency`). An entry that
+//! does not decode is reported, counted and acknowledged past; it never stops
+//! the consumer. A handler error leaves the entry pending: it is claimed
+//! again once idle for `claim_idle`.
+//!
+//! Shutdown handshake: when the token is cancelled the reader finishes its
+//! current read, dispatches what it got and stops; the claimer stops; the
+//! runtime then waits up to `shutdown_timeout` for in-flight handlers, drops
+//! its ack sender so the acker flushes what is queued and ends, and returns.
+//! Handlers still running at the deadline are abandoned: their entries stay
+//! pending and are claimed by another consumer.
+//!
+//! Files: `claimer` and `acker` are its background tasks.
+
+mod acker;
+mod claimer;
+
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
@@ -11,13 +41,14 @@ use tokio::sync::{mpsc, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use super::acker::run_acker;
-use super::claimer::run_claimer;
+use self::acker::run_acker;
+use self::claimer::run_claimer;
+pub(crate) use self::claimer::REMOVE_STALE_CONSUMERS;
 use super::{ensure_groups, read_new_cmd, ConsumerConfig, ConsumerStats, REPLAY_TOPIC};
 use crate::connection::{backoff, query_unless_stopped, slot_groups, RedisConn, RedisConnector};
-use crate::failure::{reclaim, touch, FailureHandling, Verdict};
 use crate::handler::{Delivery, Handler};
 use crate::reply::{parse_read, RawEntry};
+use crate::runtime::failure::{reclaim, touch, FailureHandling, Verdict};
 use crate::{Error, Result};
 
 pub(super) struct Shared<H> {
@@ -41,8 +72,8 @@ pub(super) struct Shared<H> {
 
 impl<H> Shared<H> {
     /// Where entry `id` of stream `idx` was read, for its dead letter.
-    fn source<'a>(&'a self, idx: usize, id: &'a str) -> crate::failure::Source<'a> {
-        crate::failure::Source {
+    fn source<'a>(&'a self, idx: usize, id: &'a str) -> crate::runtime::failure::Source<'a> {
+        crate::runtime::failure::Source {
             group: &self.group,
             consumer: &self.name,
             stream: &self.streams[idx],
@@ -54,7 +85,7 @@ impl<H> Shared<H> {
 
 /// The competing-consumers runtime over `streams` (key, (topic, partition)).
 #[allow(clippy::too_many_arguments)]
-pub(super) async fn run_unordered<H: Handler>(
+pub(crate) async fn run_unordered<H: Handler>(
     connector: RedisConnector,
     conn: RedisConn,
     config: ConsumerConfig,

@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use crate::ordered::ConsumerMode;
+use crate::runtime::ordered::ConsumerMode;
 use crate::{Error, Result};
 
 /// Consumer settings. `group` and `topics` are required; the rest have

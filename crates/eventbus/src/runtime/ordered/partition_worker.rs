@@ -42,11 +42,11 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::lease::{Fenced, LeaseScripts};
-use super::park::PartitionParking;
 use super::reader::{Feed, ReadSet};
-use crate::consumer::{ConsumerStats, REMOVE_STALE_CONSUMERS};
+use crate::deadletter::park::PartitionParking;
 use crate::handler::{Delivery, ErrorClass, Handler};
 use crate::reply::{parse_autoclaim, parse_entry, RawEntry};
+use crate::runtime::{ConsumerStats, REMOVE_STALE_CONSUMERS};
 
 /// How often an idle worker checks for entries pending at other consumers.
 const SWEEP_EVERY: Duration = Duration::from_secs(5);
@@ -119,7 +119,7 @@ pub(crate) struct WorkerContext<H> {
     /// Limits partitions handling an entry at the same moment.
     pub(crate) in_flight: Arc<Semaphore>,
     /// Retry policy and dead letters.
-    pub(crate) failures: Arc<crate::failure::FailureHandling>,
+    pub(crate) failures: Arc<crate::runtime::failure::FailureHandling>,
     pub(crate) claim_count: usize,
     /// The runtime's clock origin for lease deadlines.
     pub(crate) epoch: Instant,
@@ -424,7 +424,7 @@ impl<H: Handler> WorkerContext<H> {
             let Some(head) = held else {
                 return false;
             };
-            let message = super::park::parked_message(&envelope.key, &head);
+            let message = crate::deadletter::park::parked_message(&envelope.key, &head);
             return self
                 .dead_letter_then_ack(
                     part,
@@ -440,7 +440,7 @@ impl<H: Handler> WorkerContext<H> {
         // Redis's delivery count is the attempt number: it survives crashes
         // and failovers (a taken-over entry continues its count).
         let mut attempt = if claimed {
-            crate::failure::delivery_counts(
+            crate::runtime::failure::delivery_counts(
                 &self.conn,
                 &part.stream,
                 &self.group,
@@ -496,7 +496,7 @@ impl<H: Handler> WorkerContext<H> {
             };
             self.stats.failed.fetch_add(1, Ordering::Relaxed);
             match self.failures.decide(&err, attempt) {
-                crate::failure::Verdict::DeadLetter(class) => {
+                crate::runtime::failure::Verdict::DeadLetter(class) => {
                     if class == ErrorClass::Invalid {
                         self.stats.rejected.fetch_add(1, Ordering::Relaxed);
                     }
@@ -512,7 +512,7 @@ impl<H: Handler> WorkerContext<H> {
                         )
                         .await;
                 }
-                crate::failure::Verdict::Retry(delay) => {
+                crate::runtime::failure::Verdict::Retry(delay) => {
                     self.stats.retried.fetch_add(1, Ordering::Relaxed);
                     self.failures.count_retry(&self.group, &envelope.event_type);
                     tracing::warn!(
@@ -529,7 +529,7 @@ impl<H: Handler> WorkerContext<H> {
                         return false;
                     }
                     // A new delivery: Redis counts the attempt.
-                    if crate::failure::reclaim(
+                    if crate::runtime::failure::reclaim(
                         &self.conn,
                         &part.stream,
                         &self.group,
@@ -552,8 +552,8 @@ impl<H: Handler> WorkerContext<H> {
         &'a self,
         part: &'a OwnedPartition,
         id: &'a str,
-    ) -> crate::failure::Source<'a> {
-        crate::failure::Source {
+    ) -> crate::runtime::failure::Source<'a> {
+        crate::runtime::failure::Source {
             group: &self.group,
             consumer: &self.consumer,
             stream: &part.stream,

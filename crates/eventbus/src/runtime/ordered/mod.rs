@@ -38,7 +38,6 @@ pub(crate) mod membership;
 pub(crate) mod park;
 pub(crate) mod partition_worker;
 pub(crate) mod reader;
-pub(crate) mod view;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -57,8 +56,8 @@ use self::membership::{Heartbeat, Membership};
 use self::partition_worker::{Ended, OwnedPartition, WorkerContext};
 use self::reader::{ReadSet, ReaderConfig};
 use crate::connection::RedisConnector;
-use crate::consumer::{prepare_streams, ConsumerConfig, ConsumerStats};
 use crate::handler::Handler;
+use crate::runtime::{prepare_streams, ConsumerConfig, ConsumerStats};
 use crate::topology::Topology;
 use crate::{Error, Result};
 
@@ -108,7 +107,7 @@ pub(crate) async fn run<H: Handler>(
     name: String,
     handler: H,
     stats: Arc<ConsumerStats>,
-    failures: Arc<crate::failure::FailureHandling>,
+    failures: Arc<crate::runtime::failure::FailureHandling>,
     shutdown: CancellationToken,
 ) -> Result<()> {
     let streams: BTreeMap<PartitionId, String> = prepare_streams(&conn, &topology, &config)

@@ -8,9 +8,9 @@ use std::time::Duration;
 
 use tokio::sync::mpsc;
 
-use super::ConsumerStats;
 use crate::connection::{backoff, RedisConn, SlotPipeline};
 use crate::error::is_transient_redis;
+use crate::runtime::ConsumerStats;
 
 pub(super) async fn run_acker(
     conn: RedisConn,

@@ -6,12 +6,12 @@ use std::sync::Arc;
 
 use tokio_util::sync::CancellationToken;
 
-use super::unordered::{dispatch, Shared};
-use super::ConsumerConfig;
+use super::{dispatch, Shared};
 use crate::connection::RedisConn;
-use crate::failure::delivery_counts;
 use crate::handler::Handler;
 use crate::reply::parse_autoclaim;
+use crate::runtime::failure::delivery_counts;
+use crate::runtime::ConsumerConfig;
 use crate::Result;
 
 /// Removes consumers of the group on one stream that are idle for at least

@@ -13,7 +13,9 @@ use crate::reply::parse_read;
 use crate::topology::Topology;
 use crate::Result;
 
-pub use crate::ordered::view::{groups, GroupView, MemberView, PartitionView};
+mod groups;
+
+pub use self::groups::{groups, GroupView, MemberView, PartitionView};
 
 /// One consumer group's state on one partition stream.
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
@@ -218,7 +220,8 @@ pub async fn delete_group(
     topology: &Topology,
     group: &str,
 ) -> Result<GroupDeletion> {
-    use crate::ordered::{lease, park};
+    use crate::deadletter::park;
+    use crate::runtime::ordered::lease;
     let mut c = conn.clone();
     let mut done = GroupDeletion {
         group: group.to_owned(),
@@ -254,8 +257,12 @@ pub async fn delete_group(
         .query_async(&mut c)
         .await?;
     let membership: u64 = redis::cmd("DEL")
-        .arg(crate::ordered::membership::members_key(topology, group))
-        .arg(crate::ordered::membership::info_key(topology, group))
+        .arg(crate::runtime::ordered::membership::members_key(
+            topology, group,
+        ))
+        .arg(crate::runtime::ordered::membership::info_key(
+            topology, group,
+        ))
         .query_async(&mut c)
         .await?;
     done.keys += replay + membership;

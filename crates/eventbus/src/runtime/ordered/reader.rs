@@ -47,8 +47,8 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::connection::{backoff, query_unless_stopped, RedisConnector};
-use crate::consumer::{ensure_groups, read_new_cmd};
 use crate::reply::{parse_read, RawEntry};
+use crate::runtime::{ensure_groups, read_new_cmd};
 
 /// A partition worker's inbox.
 #[derive(Debug, Clone)]

@@ -23,6 +23,9 @@ use crate::envelope::Envelope;
 
 const MAGIC: &[u8; 4] = b"EBF1";
 
+/// Error messages are cut to this many bytes (on a character boundary).
+pub const DEAD_LETTER_ERROR_CAP: usize = 4096;
+
 /// One stream field as raw bytes: `(name, value)`.
 pub type RawField = (Vec<u8>, Vec<u8>);
 
@@ -189,6 +192,18 @@ impl ShownField {
     }
 }
 
+/// Cuts `s` to at most `max` bytes, on a character boundary, marking the cut.
+pub(crate) fn cap(s: &str, max: usize) -> String {
+    if s.len() <= max {
+        return s.to_owned();
+    }
+    let mut end = max.saturating_sub(3);
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}...", &s[..end])
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -245,5 +260,18 @@ mod tests {
             prop_assert!(!json.to_string().contains("\\u0000"));
             prop_assert_eq!(restore(&json, raw.as_deref()), Some(e));
         }
+    }
+}
+
+#[cfg(test)]
+mod cap_tests {
+    use super::cap;
+
+    #[test]
+    fn caps_on_char_boundaries() {
+        assert_eq!(cap("short", 10), "short");
+        let long = "é".repeat(100);
+        let c = cap(&long, 11);
+        assert!(c.len() <= 11 && c.ends_with("..."), "{c}");
     }
 }

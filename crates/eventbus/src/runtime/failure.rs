@@ -218,7 +218,7 @@ async fn fetch_raw_fields(
     conn: &RedisConn,
     stream: &str,
     id: &str,
-) -> Option<Vec<crate::deadletter::RawField>> {
+) -> Option<Vec<crate::lossless::RawField>> {
     let reply = xrange_one(conn, stream, id).await?;
     crate::reply::parse_raw_entries(&reply)
         .into_iter()

@@ -1,0 +1,1 @@
+//! The per-entry sequence both modes run.
