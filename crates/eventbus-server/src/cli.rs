@@ -347,7 +347,8 @@ fn parse_retention(s: &str) -> std::result::Result<eventbus::retention::Retentio
 #[derive(Debug, Args)]
 #[command(after_help = "\
 The demo works in a fresh namespace `demo-<random>` (never your data), deleted at the
-end unless --keep. It exits 0 once every published event was handled.")]
+end unless --keep. It exits 0 once every published event was handled. The summary goes
+to stdout; stderr gets warnings only, unless -v.")]
 pub(crate) struct DemoArgs {
     /// Sample events to publish for each of the twelve event types.
     #[arg(long, value_name = "N", default_value_t = 50,
@@ -362,6 +363,10 @@ pub(crate) struct DemoArgs {
     /// Print the summary as JSON.
     #[arg(long)]
     pub(crate) json: bool,
+    /// Log at info on stderr (by default the demo logs only warnings there;
+    /// EVENT_BUS_LOG, when set, overrides both).
+    #[arg(short = 'v', long)]
+    pub(crate) verbose: bool,
 }
 
 /// Parses `NAME=VALUE`.

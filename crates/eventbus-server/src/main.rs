@@ -51,10 +51,17 @@ fn main() -> ExitCode {
         Ok(cli) => cli,
         Err(e) => return clap_error(e),
     };
-    let settings = match Settings::load(&cli.global, &Env::from_process()) {
+    let env = Env::from_process();
+    let mut settings = match Settings::load(&cli.global, &env) {
         Ok(s) => s,
         Err(e) => return e.report(),
     };
+    // The demo keeps stderr to warnings unless -v; an explicit EVENT_BUS_LOG wins.
+    if let cli::Command::Demo(demo) = &cli.command {
+        if !matches!(env.get("EVENT_BUS_LOG"), Ok(Some(_))) {
+            settings.log.filter = cmd::demo::log_filter(demo.verbose).to_owned();
+        }
+    }
     if let Err(e) = init_logging(&settings.log) {
         return e.report();
     }

@@ -4,7 +4,7 @@
 mod bench;
 mod consume;
 mod consume_sql;
-mod demo;
+pub(crate) mod demo;
 mod dlq;
 mod groups;
 mod migrate;

@@ -63,6 +63,17 @@ struct Seen {
     by_partition: BTreeMap<(String, u32), u64>,
 }
 
+/// The demo's log filter when `EVENT_BUS_LOG` is not set: warnings only, so
+/// stderr stays quiet around the summary on stdout; `-v` brings the info
+/// lines back.
+pub(crate) fn log_filter(verbose: bool) -> &'static str {
+    if verbose {
+        "info"
+    } else {
+        "warn"
+    }
+}
+
 /// Runs `eventbus demo`.
 pub(crate) async fn run(args: DemoArgs, settings: &Settings) -> Result<()> {
     let suffix = Uuid::new_v4().simple().to_string();
