@@ -23,6 +23,40 @@
 //!   ([`Catalog`]), validation at publish ([`Publisher::with_catalog`]) and
 //!   at consume ([`Validating`]), upcasters, compatibility checks and
 //!   generated docs.
+//! - [`events`]: typed events: a Rust type per catalogue type and version
+//!   implementing [`Event`] (type, version, partition key), published with
+//!   [`Publisher::send`] or [`pg::Outbox::enqueue_event`] and handled
+//!   through a typed [`Router`] that upcasts older versions
+//!   (`docs/typed-events.md`):
+//!
+//!   ```no_run
+//!   # async fn demo(publisher: eventbus::Publisher) -> eventbus::Result<()> {
+//!   use eventbus::events::{WorkOrderCreated, WorkOrderStatus};
+//!   use eventbus::{Catalog, Delivery, HandlerError, Router, UnknownTypes};
+//!
+//!   let order = WorkOrderCreated {
+//!       id: "wo-1".into(),
+//!       kind: "invoice_reconciliation".into(),
+//!       title: "Reconcile Q1 invoices".into(),
+//!       status: WorkOrderStatus::Pending,
+//!       priority: None,
+//!       requested_by: "alice@example.com".into(),
+//!       created_at: chrono::Utc::now(),
+//!       due_at: None,
+//!   };
+//!   publisher.send(&order).await?; // type, version and key come from the type
+//!
+//!   let router = Router::with_catalog(std::sync::Arc::new(Catalog::embedded()?))
+//!       .unknown_types(UnknownTypes::Skip)
+//!       .on::<WorkOrderCreated, _>(|order: WorkOrderCreated, _d: Delivery| async move {
+//!           println!("{}", order.title);
+//!           Ok::<_, HandlerError>(())
+//!       });
+//!   // Consumer::new(redis, topology, config, router)
+//!   # let _ = router;
+//!   # Ok(())
+//!   # }
+//!   ```
 //! - [`admin`]: read models (partition lengths, groups, pending, lag) and a
 //!   group-less [`admin::Tail`].
 //!
@@ -70,6 +104,7 @@ pub mod admin;
 pub mod alert;
 pub mod catalog;
 pub mod deadletter;
+pub mod events;
 pub mod pg;
 pub mod retention;
 pub mod topology;
@@ -79,6 +114,7 @@ pub use connection::{RedisConn, RedisConnector, RedisOptions};
 pub use consumer::{unique_consumer_name, Consumer};
 pub use envelope::{fields, DecodeError, Envelope, WIRE_VERSION};
 pub use error::{Error, Result};
+pub use events::{Event, Router, UnknownTypes};
 pub use handler::{handler_fn, Delivery, ErrorClass, Handler, HandlerError, HandlerFn};
 pub use publisher::{Published, Publisher, PublisherConfig};
 pub use redact::{is_secret_name, redact, redact_url};

@@ -157,6 +157,15 @@ impl Publisher {
         Ok(out.remove(0))
     }
 
+    /// Publishes a typed event: its envelope is built from the type
+    /// ([`Event::to_envelope`](crate::Event::to_envelope): type, version,
+    /// key from the partition-key field, `data` as JSON), then published
+    /// like [`Publisher::publish`], validated when the publisher has a
+    /// catalogue.
+    pub async fn send<E: crate::events::Event>(&self, event: &E) -> Result<Published> {
+        self.publish(&event.to_envelope()?).await
+    }
+
     /// Publishes a batch in one pipelined round trip. Every event is checked
     /// first; if one is refused, nothing is sent.
     pub async fn publish_batch(&self, events: &[Envelope]) -> Result<Vec<Published>> {

@@ -155,6 +155,20 @@ impl Outbox {
         Ok(())
     }
 
+    /// Enqueues a typed event with the caller's executor, like
+    /// [`Outbox::enqueue`] with the envelope built from the type
+    /// ([`Event::to_envelope`](crate::Event::to_envelope)). Returns the
+    /// event's id.
+    pub async fn enqueue_event<'c, E: crate::events::Event>(
+        &self,
+        executor: impl PgExecutor<'c>,
+        event: &E,
+    ) -> Result<uuid::Uuid> {
+        let envelope = event.to_envelope()?;
+        self.enqueue(executor, &envelope).await?;
+        Ok(envelope.id)
+    }
+
     /// Enqueues a batch in one statement (rows keep the batch's order). Every
     /// event is checked first; if one is refused, nothing is written.
     pub async fn enqueue_batch<'c>(
