@@ -105,13 +105,14 @@ pub mod alert;
 pub mod catalog;
 pub mod deadletter;
 pub mod events;
+pub mod layer;
 pub mod pg;
 pub mod retention;
 pub mod topology;
 
 pub use catalog::{Catalog, SchemaError, SchemaErrors, Validating};
 pub use connection::{RedisConn, RedisConnector, RedisOptions};
-pub use consumer::{unique_consumer_name, Consumer};
+pub use consumer::{unique_consumer_name, Consumer, ConsumerBuilder};
 pub use envelope::{fields, DecodeError, Envelope, WIRE_VERSION};
 pub use error::{Error, Result};
 pub use events::{Event, Router, UnknownTypes};

@@ -40,7 +40,7 @@ use crate::envelope::Envelope;
 
 pub use compat::{compare, CompatMode, CompatReport, Direction, Finding, PairReport, Rule};
 pub use upcast::{UpcastError, Upcaster};
-pub use validating::Validating;
+pub use validating::{ValidateLayer, Validating};
 
 /// Longest message kept per error; a value quoted in a message can be large.
 const MAX_MESSAGE: usize = 300;

@@ -94,6 +94,55 @@ impl<H> Validating<H> {
     }
 }
 
+/// The layer that builds [`Validating`] handlers (see
+/// [`crate::layer`] for where it sits): every event is validated against
+/// `catalog`; [`ValidateLayer::upcast_to_latest`] and
+/// [`ValidateLayer::accept`] choose the versions handed over, as on
+/// [`Validating`].
+#[derive(Debug, Clone)]
+pub struct ValidateLayer {
+    template: Validating<()>,
+}
+
+impl ValidateLayer {
+    /// Validate every event, deliver it at its own version.
+    pub fn new(catalog: Arc<Catalog>) -> Self {
+        ValidateLayer {
+            template: Validating::new(catalog, ()),
+        }
+    }
+
+    /// Deliver every event upcast to its type's latest version.
+    pub fn upcast_to_latest(mut self) -> Self {
+        self.template = self.template.upcast_to_latest();
+        self
+    }
+
+    /// Declares the versions of `event_type` the handler accepts.
+    pub fn accept(
+        mut self,
+        event_type: impl Into<String>,
+        versions: impl IntoIterator<Item = u32>,
+    ) -> Self {
+        self.template = self.template.accept(event_type, versions);
+        self
+    }
+}
+
+impl<H> tower_layer::Layer<H> for ValidateLayer {
+    type Service = Validating<H>;
+
+    fn layer(&self, inner: H) -> Validating<H> {
+        let t = &self.template;
+        Validating {
+            catalog: t.catalog.clone(),
+            inner,
+            default: t.default.clone(),
+            accepted: t.accepted.clone(),
+        }
+    }
+}
+
 impl<H: Handler> Handler for Validating<H> {
     async fn handle(&self, mut delivery: Delivery) -> Result<(), HandlerError> {
         let event = &delivery.envelope;

@@ -6,9 +6,15 @@
 //! group, the default) or unordered (competing consumers), and beside it
 //! the competing reader of the group's replay stream.
 
+mod builder;
+
 use std::sync::Arc;
 
 use tokio_util::sync::CancellationToken;
+use tower_layer::Identity;
+
+pub use self::builder::ConsumerBuilder;
+use crate::layer::{Outer, Policies};
 
 use crate::connection::RedisConnector;
 use crate::deadletter::DeadLetterWriter;
@@ -21,7 +27,8 @@ use crate::runtime::{
 use crate::topology::Topology;
 use crate::Result;
 
-/// A consumer in a group. Build with [`Consumer::new`], then [`Consumer::run`].
+/// A consumer in a group. Build with [`Consumer::builder`] (or
+/// [`Consumer::new`]), then [`Consumer::run`].
 pub struct Consumer<H> {
     connector: RedisConnector,
     topology: Topology,
@@ -52,9 +59,33 @@ pub fn unique_consumer_name() -> String {
     format!("{host}-{}-{}", std::process::id(), &rand[..8])
 }
 
+impl Consumer<()> {
+    /// A builder: handler layers (validation, inbox, max events, your own)
+    /// composed in the order of [`crate::layer`], then the handler.
+    pub fn builder(
+        connector: RedisConnector,
+        topology: Topology,
+        config: ConsumerConfig,
+    ) -> ConsumerBuilder<Identity> {
+        ConsumerBuilder::new(connector, topology, config)
+    }
+
+    /// A consumer calling `handler` with the standard layers only (trace
+    /// span, metrics, the attempt timeout of `config.retry`); checks the
+    /// config. Same as `Consumer::builder(..).handler(handler)`.
+    pub fn new<H: Handler>(
+        connector: RedisConnector,
+        topology: Topology,
+        config: ConsumerConfig,
+        handler: H,
+    ) -> Result<Consumer<Outer<Policies<H>>>> {
+        Self::builder(connector, topology, config).handler(handler)
+    }
+}
+
 impl<H: Handler> Consumer<H> {
-    /// A consumer; checks the config.
-    pub fn new(
+    /// A consumer calling `handler` as it is (no layers added).
+    fn with_handler(
         connector: RedisConnector,
         topology: Topology,
         config: ConsumerConfig,

@@ -13,7 +13,10 @@ mod relay;
 mod row;
 
 pub use gate::{GatedConnection, PoolGate};
-pub use inbox::{cleanup_inbox, inbox_contains, record_inbox, Inbox, InboxHandler, InboxStats};
+pub use inbox::{
+    cleanup_inbox, inbox_contains, record_inbox, Deduplicated, Inbox, InboxHandler, InboxLayer,
+    InboxStats,
+};
 pub use migrate::{
     is_migrated, migrate, migrations, read_settings, record_settings, Migration, OutboxSettings,
 };

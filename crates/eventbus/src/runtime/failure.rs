@@ -1,25 +1,21 @@
 //! What both consumer modes do when handling fails: decide between a retry
 //! and a dead letter, count attempts durably, and write dead letters.
 //!
-//! Order of the policies around a handler (the same in both modes):
-//! attempt timeout → handler; then on failure: class `permanent`/`invalid` →
-//! dead letter at once; class `retryable` → retry after the backoff, until
-//! the delivery count reaches `max_attempts` → dead letter. A dead letter is
-//! written before the entry is acknowledged; if writing fails the entry
-//! stays pending and is dead-lettered later (never dropped).
-//!
-//! Every attempt is measured: `eventbus_handler_duration_seconds{group,type}`
-//! and `eventbus_consumed_total{group,type,outcome}` (`ok`, or the error class).
+//! After a failed attempt (the handler stack of `crate::layer` returned an
+//! error): class `permanent`/`invalid` → dead letter at once; class
+//! `retryable` → retry after the backoff, until the delivery count reaches
+//! `max_attempts` → dead letter. A dead letter is written before the entry
+//! is acknowledged; if writing fails the entry stays pending and is
+//! dead-lettered later (never dropped).
 
 use std::time::Duration;
 
 use crate::connection::RedisConn;
-use tracing::Instrument;
 use uuid::Uuid;
 
 use crate::deadletter::{DeadLetterWriter, Failure};
 use crate::envelope::Envelope;
-use crate::handler::{Delivery, ErrorClass, Handler, HandlerError};
+use crate::handler::{ErrorClass, HandlerError};
 use crate::retry::RetryPolicy;
 
 /// The decision after a failed attempt.
@@ -39,50 +35,6 @@ pub(crate) struct FailureHandling {
 }
 
 impl FailureHandling {
-    /// Runs the handler under the attempt timeout.
-    pub(crate) async fn attempt<H: Handler>(
-        &self,
-        handler: &H,
-        delivery: Delivery,
-    ) -> Result<(), HandlerError> {
-        let labels = [
-            ("group", delivery.group.clone()),
-            ("type", delivery.envelope.event_type.clone()),
-        ];
-        // Every log line written while the handler runs (its own, an exec
-        // sink's, a timeout's) carries the event's id, type and group.
-        let span = tracing::info_span!(
-            "event",
-            event_id = %delivery.envelope.id,
-            event_type = %delivery.envelope.event_type,
-            group = %delivery.group,
-        );
-        let started = std::time::Instant::now();
-        let result = async {
-            match self.policy.attempt_timeout {
-                Some(t) => match tokio::time::timeout(t, handler.handle(delivery)).await {
-                    Ok(r) => r,
-                    Err(_) => Err(HandlerError::retryable(format!(
-                        "attempt timed out after {t:?}"
-                    ))),
-                },
-                None => handler.handle(delivery).await,
-            }
-        }
-        .instrument(span)
-        .await;
-        metrics::histogram!("eventbus_handler_duration_seconds", &labels)
-            .record(started.elapsed().as_secs_f64());
-        let outcome = match &result {
-            Ok(()) => "ok",
-            Err(e) => e.class.as_str(),
-        };
-        let [(_, group), (_, event_type)] = labels;
-        metrics::counter!("eventbus_consumed_total", "group" => group, "type" => event_type, "outcome" => outcome)
-            .increment(1);
-        result
-    }
-
     /// Retry or dead letter, after delivery number `attempt` (1-based) failed.
     pub(crate) fn decide(&self, err: &HandlerError, attempt: u64) -> Verdict {
         match err.class {

@@ -38,6 +38,7 @@ pub(crate) mod membership;
 pub(crate) mod park;
 pub(crate) mod partition_worker;
 pub(crate) mod reader;
+mod site;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};

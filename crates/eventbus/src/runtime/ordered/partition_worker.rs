@@ -43,9 +43,11 @@ use tokio_util::sync::CancellationToken;
 
 use super::lease::{Fenced, LeaseScripts};
 use super::reader::{Feed, ReadSet};
+use super::site::PartitionSite;
 use crate::deadletter::park::PartitionParking;
-use crate::handler::{Delivery, ErrorClass, Handler};
+use crate::handler::Handler;
 use crate::reply::{parse_autoclaim, parse_entry, RawEntry};
+use crate::runtime::entry::{self, Settled};
 use crate::runtime::{ConsumerStats, REMOVE_STALE_CONSUMERS};
 
 /// How often an idle worker checks for entries pending at other consumers.
@@ -379,8 +381,9 @@ impl<H: Handler> WorkerContext<H> {
         Some(out)
     }
 
-    /// Handles one entry until it succeeds and is acknowledged. False when
-    /// the lease is lost (or the worker aborted) before that.
+    /// Handles one entry, through the shared sequence (`entry`), until it is
+    /// acknowledged (handled or dead-lettered). False when the lease is lost
+    /// (or the worker aborted) before that.
     async fn handle_entry(
         &self,
         part: &OwnedPartition,
@@ -388,163 +391,30 @@ impl<H: Handler> WorkerContext<H> {
         claimed: bool,
         parking: &mut Option<PartitionParking>,
     ) -> bool {
-        let RawEntry { id, decoded } = entry;
-        let envelope = match decoded {
-            Ok(e) => e,
-            Err(err) => {
-                self.stats.invalid.fetch_add(1, Ordering::Relaxed);
-                loop {
-                    let written = self
-                        .failures
-                        .dead_letter_undecodable(
-                            &self.conn,
-                            &self.source(part, &id),
-                            &err.to_string(),
-                        )
-                        .await;
-                    match written {
-                        Ok(_) => {
-                            self.stats.dead_lettered.fetch_add(1, Ordering::Relaxed);
-                            return self.ack(part, &id).await;
-                        }
-                        Err(e) => {
-                            tracing::error!(stream = %part.stream, entry_id = %id, error = %e, "could not dead-letter an undecodable entry; retrying");
-                            if !self
-                                .sleep_unless_aborted(part, Duration::from_secs(1))
-                                .await
-                            {
-                                return false;
-                            }
-                        }
-                    }
-                }
-            }
-        };
-        if let Some(held) = self.held_by(part, parking, &envelope.key).await {
-            let Some(head) = held else {
-                return false;
-            };
-            let message = crate::deadletter::park::parked_message(&envelope.key, &head);
-            return self
-                .dead_letter_then_ack(
-                    part,
-                    envelope,
-                    &id,
-                    0,
-                    ErrorClass::Parked,
-                    &message,
-                    parking,
-                )
-                .await;
-        }
         // Redis's delivery count is the attempt number: it survives crashes
         // and failovers (a taken-over entry continues its count).
-        let mut attempt = if claimed {
+        let attempt = if claimed && entry.decoded.is_ok() {
             crate::runtime::failure::delivery_counts(
                 &self.conn,
                 &part.stream,
                 &self.group,
                 &self.consumer,
-                std::slice::from_ref(&id),
+                std::slice::from_ref(&entry.id),
             )
             .await
-            .get(&id)
+            .get(&entry.id)
             .copied()
             .unwrap_or(1)
         } else {
             1
         };
-        loop {
-            if !self.wait_for_valid_lease(part).await {
-                return false;
-            }
-            let delivery = Delivery {
-                envelope: envelope.clone(),
-                stream: part.stream.clone(),
-                topic: part.topic.clone(),
-                partition: part.partition,
-                entry_id: id.clone(),
-                group: self.group.clone(),
-                consumer: self.consumer.clone(),
-                redelivered: claimed || attempt > 1,
-            };
-            let outcome = {
-                let _permit = tokio::select! {
-                    _ = part.abort.cancelled() => return false,
-                    p = self.in_flight.acquire() => p.expect("semaphore never closed"),
-                };
-                self.stats.delivered.fetch_add(1, Ordering::Relaxed);
-                tokio::select! {
-                    _ = part.abort.cancelled() => return false,
-                    // The handler is dropped (an --exec command killed, a
-                    // transaction rolled back): past its local deadline the
-                    // lease may already be someone else's.
-                    _ = self.lease_lapses(part) => {
-                        tracing::warn!(stream = %part.stream, entry_id = %id,
-                                       "lease lapsed while handling (renewals failing or this process was paused); abandoning the entry");
-                        return false;
-                    }
-                    r = self.failures.attempt(&self.handler, delivery) => r,
-                }
-            };
-            let err = match outcome {
-                Ok(()) => {
-                    self.stats.handled.fetch_add(1, Ordering::Relaxed);
-                    return self.ack(part, &id).await;
-                }
-                Err(err) => err,
-            };
-            self.stats.failed.fetch_add(1, Ordering::Relaxed);
-            match self.failures.decide(&err, attempt) {
-                crate::runtime::failure::Verdict::DeadLetter(class) => {
-                    if class == ErrorClass::Invalid {
-                        self.stats.rejected.fetch_add(1, Ordering::Relaxed);
-                    }
-                    return self
-                        .dead_letter_then_ack(
-                            part,
-                            envelope,
-                            &id,
-                            attempt,
-                            class,
-                            &err.message,
-                            parking,
-                        )
-                        .await;
-                }
-                crate::runtime::failure::Verdict::Retry(delay) => {
-                    self.stats.retried.fetch_add(1, Ordering::Relaxed);
-                    self.failures.count_retry(&self.group, &envelope.event_type);
-                    tracing::warn!(
-                        event_id = %envelope.id, event_type = %envelope.event_type, group = %self.group,
-                        stream = %part.stream, entry_id = %id, attempt, class = err.class.as_str(),
-                        error = %err.message, ?delay, "handler failed; retrying this entry (its partition waits)"
-                    );
-                    // A release stops retrying: the entry stays pending and
-                    // the next owner starts with it, its count intact.
-                    if part.release.is_cancelled() || !self.sleep(part, delay).await {
-                        return !part.abort.is_cancelled() && part.release.is_cancelled();
-                    }
-                    if !self.wait_for_valid_lease(part).await {
-                        return false;
-                    }
-                    // A new delivery: Redis counts the attempt.
-                    if crate::runtime::failure::reclaim(
-                        &self.conn,
-                        &part.stream,
-                        &self.group,
-                        &self.consumer,
-                        &id,
-                    )
-                    .await
-                    .is_none()
-                    {
-                        return true; // no longer pending (acknowledged elsewhere)
-                    }
-                    attempt += 1;
-                }
-            }
-        }
+        let mut site = PartitionSite {
+            ctx: self,
+            part,
+            parking,
+        };
+        let settled = entry::run(&mut site, &self.handler, entry, attempt, claimed).await;
+        settled != Settled::Abandoned
     }
 
     /// Where entry `id` of this partition was read, for its dead letter.
@@ -597,7 +467,7 @@ impl<H: Handler> WorkerContext<H> {
 
     /// Waits while the lease's local deadline has passed (renewals are
     /// failing); false if the worker is aborted meanwhile.
-    async fn wait_for_valid_lease(&self, part: &OwnedPartition) -> bool {
+    pub(super) async fn wait_for_valid_lease(&self, part: &OwnedPartition) -> bool {
         loop {
             let now = self.epoch.elapsed().as_millis() as u64;
             if now < part.valid_until.load(Ordering::Acquire) {
@@ -614,7 +484,7 @@ impl<H: Handler> WorkerContext<H> {
 
     /// Resolves once the lease's local deadline has passed (renewals keep
     /// pushing it out).
-    async fn lease_lapses(&self, part: &OwnedPartition) {
+    pub(super) async fn lease_lapses(&self, part: &OwnedPartition) {
         loop {
             let now = self.epoch.elapsed().as_millis() as u64;
             let until = part.valid_until.load(Ordering::Acquire);
@@ -626,7 +496,7 @@ impl<H: Handler> WorkerContext<H> {
     }
 
     /// Sleeps; false if released or aborted first.
-    async fn sleep(&self, part: &OwnedPartition, d: Duration) -> bool {
+    pub(super) async fn sleep(&self, part: &OwnedPartition, d: Duration) -> bool {
         tokio::select! {
             _ = part.abort.cancelled() => false,
             _ = part.release.cancelled() => false,

@@ -33,22 +33,22 @@ mod acker;
 mod claimer;
 
 use std::collections::{HashMap, HashSet};
-use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tokio::sync::{mpsc, Semaphore};
+use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use self::acker::run_acker;
 use self::claimer::run_claimer;
 pub(crate) use self::claimer::REMOVE_STALE_CONSUMERS;
+use super::entry::{self, Parts, Retry, Settled, Site};
+use super::failure::{reclaim, touch, FailureHandling, Source};
 use super::{ensure_groups, read_new_cmd, ConsumerConfig, ConsumerStats, REPLAY_TOPIC};
 use crate::connection::{backoff, query_unless_stopped, slot_groups, RedisConn, RedisConnector};
-use crate::handler::{Delivery, Handler};
+use crate::handler::{Handler, HandlerError};
 use crate::reply::{parse_read, RawEntry};
-use crate::runtime::failure::{reclaim, touch, FailureHandling, Verdict};
 use crate::{Error, Result};
 
 pub(super) struct Shared<H> {
@@ -72,8 +72,8 @@ pub(super) struct Shared<H> {
 
 impl<H> Shared<H> {
     /// Where entry `id` of stream `idx` was read, for its dead letter.
-    fn source<'a>(&'a self, idx: usize, id: &'a str) -> crate::runtime::failure::Source<'a> {
-        crate::runtime::failure::Source {
+    fn source<'a>(&'a self, idx: usize, id: &'a str) -> Source<'a> {
+        Source {
             group: &self.group,
             consumer: &self.name,
             stream: &self.streams[idx],
@@ -285,9 +285,9 @@ async fn pause_after_error(e: &Error, failures: u32, shutdown: &CancellationToke
     }
 }
 
-/// Hands one entry to the handler (waiting for a free slot); an entry that
-/// does not decode is dead-lettered as invalid. `attempt` is the entry's
-/// delivery count (1 on the first delivery).
+/// Hands one entry to the handler (waiting for a free slot) through the
+/// shared sequence (`entry`). `attempt` is the entry's delivery count (1 on
+/// the first delivery).
 pub(super) async fn dispatch<H: Handler>(
     shared: &Arc<Shared<H>>,
     idx: usize,
@@ -295,118 +295,111 @@ pub(super) async fn dispatch<H: Handler>(
     redelivered: bool,
     attempt: u64,
 ) {
-    let RawEntry { id, decoded } = entry;
-    let envelope = match decoded {
-        Ok(e) => e,
-        Err(err) => {
-            shared.stats.invalid.fetch_add(1, Ordering::Relaxed);
-            let written = shared
-                .failures
-                .dead_letter_undecodable(&shared.conn, &shared.source(idx, &id), &err.to_string())
-                .await;
-            match written {
-                Ok(_) => {
-                    shared.stats.dead_lettered.fetch_add(1, Ordering::Relaxed);
-                    let _ = shared.ack_tx.send((idx, id));
-                }
-                Err(e) => tracing::error!(
-                    stream = %shared.streams[idx], entry_id = %id, error = %e,
-                    "could not dead-letter an undecodable entry; it stays pending"
-                ),
-            }
-            return;
+    // An entry that does not decode holds no handler slot: it is only
+    // dead-lettered.
+    let permit = if entry.decoded.is_ok() {
+        if !shared
+            .inflight
+            .lock()
+            .expect("inflight set poisoned")
+            .insert((idx, entry.id.clone()))
+        {
+            return; // already being handled here (claimed while in flight)
         }
-    };
-    if !shared
-        .inflight
-        .lock()
-        .expect("inflight set poisoned")
-        .insert((idx, id.clone()))
-    {
-        return; // already being handled here (claimed while in flight)
-    }
-    let permit = shared
-        .semaphore
-        .clone()
-        .acquire_owned()
-        .await
-        .expect("semaphore never closed");
-    shared.stats.delivered.fetch_add(1, Ordering::Relaxed);
-    let (topic, partition) = if shared.routes[idx].0 == REPLAY_TOPIC {
-        // A replay: route by the event itself, as it was first delivered.
-        (
-            crate::topology::topic_of(&envelope.event_type).to_owned(),
-            shared.routes[idx].1,
+        Some(
+            shared
+                .semaphore
+                .clone()
+                .acquire_owned()
+                .await
+                .expect("semaphore never closed"),
         )
     } else {
-        shared.routes[idx].clone()
+        None
     };
-    let delivery = Delivery {
-        envelope,
-        stream: shared.streams[idx].clone(),
-        topic,
-        partition,
-        entry_id: id.clone(),
-        group: shared.group.clone(),
-        consumer: shared.name.clone(),
-        redelivered: redelivered || attempt > 1,
+    let tracked = permit.is_some();
+    let mut site = UnorderedSite {
+        shared: shared.clone(),
+        idx,
+        permit,
     };
-    let task_shared = shared.clone();
     shared.tracker.spawn(async move {
-        let s = task_shared;
-        let event_id = delivery.envelope.id;
-        let event_type = delivery.envelope.event_type.clone();
-        let outcome = s.failures.attempt(&s.handler, delivery).await;
-        drop(permit);
-        let err = match outcome {
-            Ok(()) => {
-                s.stats.handled.fetch_add(1, Ordering::Relaxed);
-                let _ = s.ack_tx.send((idx, id.clone()));
-                s.inflight.lock().expect("inflight set poisoned").remove(&(idx, id));
-                return;
-            }
-            Err(err) => err,
-        };
-        s.stats.failed.fetch_add(1, Ordering::Relaxed);
-        match s.failures.decide(&err, attempt) {
-            Verdict::DeadLetter(class) => {
-                if class == crate::ErrorClass::Invalid {
-                    s.stats.rejected.fetch_add(1, Ordering::Relaxed);
-                }
-                // The handler consumed the delivery: the dead letter reads the
-                // event back from the stream (rare path; nothing copied per event).
-                let written = s
-                    .failures
-                    .dead_letter_entry(&s.conn, &s.source(idx, &id), attempt, class, &err.message)
-                    .await;
-                match written {
-                    Ok(_) => {
-                        s.stats.dead_lettered.fetch_add(1, Ordering::Relaxed);
-                        let _ = s.ack_tx.send((idx, id.clone()));
-                    }
-                    Err(e) => tracing::error!(
-                        event_id = %event_id, group = %s.group, entry_id = %id, error = %e,
-                        "could not write the dead letter; the entry stays pending and is dead-lettered later"
-                    ),
-                }
-                s.inflight.lock().expect("inflight set poisoned").remove(&(idx, id));
-            }
-            Verdict::Retry(delay) => {
-                s.stats.retried.fetch_add(1, Ordering::Relaxed);
-                s.failures.count_retry(&s.group, &event_type);
-                tracing::warn!(
-                    event_id = %event_id, event_type = %event_type, group = %s.group,
-                    entry_id = %id, attempt, class = err.class.as_str(), error = %err.message, ?delay,
-                    "handler failed; retrying after the backoff"
-                );
-                // The entry stays in `inflight` while it waits, so the
-                // claimer leaves it alone; other consumers are kept off by
-                // resetting its idle time.
-                let retry_shared = s.clone();
-                s.tracker.spawn(retry_after(retry_shared, idx, id, attempt, delay));
-            }
+        let id = entry.id.clone();
+        let s = site.shared.clone();
+        let settled = entry::run(&mut site, &s.handler, entry, attempt, redelivered).await;
+        // A scheduled retry keeps the entry in flight (the claimer leaves
+        // it alone) until it is taken again.
+        if tracked && settled != Settled::Scheduled {
+            s.inflight
+                .lock()
+                .expect("inflight set poisoned")
+                .remove(&(idx, id));
         }
     });
+}
+
+/// One entry of an unordered consumer, for the shared sequence.
+struct UnorderedSite<H> {
+    shared: Arc<Shared<H>>,
+    idx: usize,
+    /// The handler slot, freed as soon as the attempt ends.
+    permit: Option<OwnedSemaphorePermit>,
+}
+
+impl<H: Handler> Site for UnorderedSite<H> {
+    fn parts(&self) -> Parts<'_> {
+        Parts {
+            stats: &self.shared.stats,
+            failures: &self.shared.failures,
+            conn: &self.shared.conn,
+        }
+    }
+
+    fn source<'a>(&'a self, id: &'a str) -> Source<'a> {
+        self.shared.source(self.idx, id)
+    }
+
+    fn route(&self, envelope: &crate::Envelope) -> (String, u32) {
+        let (topic, partition) = &self.shared.routes[self.idx];
+        if topic == REPLAY_TOPIC {
+            // A replay: route by the event itself, as it was first delivered.
+            let topic = crate::topology::topic_of(&envelope.event_type).to_owned();
+            (topic, *partition)
+        } else {
+            (topic.clone(), *partition)
+        }
+    }
+
+    async fn attempt<F>(&mut self, attempt: F) -> Result<Result<(), HandlerError>, Settled>
+    where
+        F: std::future::Future<Output = Result<(), HandlerError>> + Send,
+    {
+        let outcome = attempt.await;
+        drop(self.permit.take());
+        Ok(outcome)
+    }
+
+    async fn ack(&mut self, id: &str) -> Settled {
+        let _ = self.shared.ack_tx.send((self.idx, id.to_owned()));
+        Settled::Done
+    }
+
+    async fn retry(&mut self, id: &str, attempt: u64, delay: Duration) -> Retry {
+        // The entry stays in `inflight` while it waits, so the claimer
+        // leaves it alone; other consumers are kept off by resetting its
+        // idle time.
+        let s = self.shared.clone();
+        self.shared
+            .tracker
+            .spawn(retry_after(s, self.idx, id.to_owned(), attempt, delay));
+        Retry::Left(Settled::Scheduled)
+    }
+
+    async fn after_failed_write(&mut self) -> Option<Settled> {
+        // Left pending: the claimer takes it again once idle, and its
+        // dead letter is written then.
+        Some(Settled::Done)
+    }
 }
 
 /// Waits out the backoff, then takes the entry again (a new delivery, so
