@@ -511,3 +511,29 @@ async fn data_that_does_not_decode_is_invalid() {
     assert!(seen.lock().unwrap().is_empty());
     consumer.stop().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_a_catalogue_an_older_version_is_invalid() {
+    let (url, ns, topology, c) = setup("typed-nocat", 2);
+    let seen: Seen = Default::default();
+    let router = expect::<WorkItemProcessingFailed>(Router::new(), Vec::new(), &seen);
+    let consumer = spawn_consumer(&url, &topology, fast("g"), router);
+    let p = publisher(&url, &topology).await;
+    p.send(&examples::<WorkItemProcessingFailedV1>(&c)[0])
+        .await
+        .unwrap();
+    let dead = dead_letters(&store(&url, &ns).await).await;
+    assert_eq!(
+        (dead[0].event_type.as_str(), dead[0].error_class.as_str()),
+        ("work_item.processing_failed", "invalid")
+    );
+    assert!(
+        dead[0]
+            .error_message
+            .contains("no catalogue to upcast with"),
+        "{}",
+        dead[0].error_message
+    );
+    assert!(seen.lock().unwrap().is_empty());
+    consumer.stop().await.unwrap();
+}
