@@ -1,9 +1,10 @@
 //! docs/openapi.json against the live server: `eventbus serve` on the
 //! shared Redis and PostgreSQL (own namespace and schema), with data behind
 //! every route (events through the outbox and direct, a consumer group, dead
-//! letters), then every documented route that answers JSON with 2xx is
-//! called and its answer validated against its documented schema (`$ref`s
-//! resolved to the components). The document's example events must be
+//! letters, one of them of an entry that is no envelope), then every
+//! documented route that answers JSON with 2xx is called and its answer
+//! validated against its documented schema (`$ref`s resolved to the
+//! components). The document's example events must be
 //! valid catalogue events, and no 2xx schema may be a bare object.
 
 use std::collections::BTreeSet;
@@ -303,19 +304,39 @@ async fn every_documented_answer_matches_its_schema() {
         )
         .await;
     assert_eq!(direct["events"].as_array().unwrap().len(), 2);
+    // And an entry that is no envelope (not UTF-8, a U+0000): dead-lettered
+    // as `_invalid.undecodable` with its exact fields in `raw_fields`.
+    let stream = ns.topology(4).stream_key("work_order", 0);
+    let mut redis = redis::Client::open(ns.url())
+        .unwrap()
+        .get_connection()
+        .unwrap();
+    let _: String = redis::cmd("XADD")
+        .arg(&stream)
+        .arg("*")
+        .arg("junk")
+        .arg(&b"\xff\x00"[..])
+        .query(&mut redis)
+        .unwrap();
     let deadline = Instant::now() + Duration::from_secs(60);
     let dead = loop {
         let listed = c.call("GET", "/v1/dlq", "/v1/dlq", None, 200).await;
         let dead = listed["dead_letters"].as_array().unwrap().clone();
-        if dead.len() == 3 {
+        if dead.len() == 4 {
             break dead;
         }
         assert!(Instant::now() < deadline, "not dead-lettered: {listed}");
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
+    let junk = dead
+        .iter()
+        .find(|d| d["event_type"] == "_invalid.undecodable")
+        .expect("the junk entry is dead-lettered");
+    assert!(junk["raw_fields"].is_array(), "{junk}");
+    let events: Vec<&Value> = dead.iter().filter(|d| *d != junk).collect();
     let (a, b) = (
-        dead[0]["id"].as_str().unwrap(),
-        dead[1]["id"].as_str().unwrap(),
+        events[0]["id"].as_str().unwrap(),
+        events[1]["id"].as_str().unwrap(),
     );
 
     c.call(
@@ -354,7 +375,7 @@ async fn every_documented_answer_matches_its_schema() {
             200,
         )
         .await;
-    assert_eq!(dry["selected"].as_array().unwrap().len(), 3, "{dry}");
+    assert_eq!(dry["selected"].as_array().unwrap().len(), 4, "{dry}");
     c.call(
         "POST",
         "/v1/dlq/replay",
