@@ -33,11 +33,11 @@ pub struct Delivery {
 pub enum ErrorClass {
     /// Trying again later may succeed.
     Retryable,
-    /// Trying again will not help (dead-lettered at once once dead letters exist).
+    /// Trying again will not help: dead-lettered at once.
     Permanent,
     /// The event itself is malformed or fails its schema. Consumers count
-    /// it (`ConsumerStats::rejected`), log it and acknowledge it past:
-    /// retrying cannot fix it (dead letters will take it once they exist).
+    /// it (`ConsumerStats::rejected`), log it and dead-letter it at once:
+    /// retrying cannot fix it.
     Invalid,
     /// Set by the runtime in park mode (see
     /// [`ConsumerConfig::park_keys`](crate::ConsumerConfig::park_keys)): the

@@ -3,15 +3,16 @@
 //!
 //! Exec protocol: `sh -c CMD` with the envelope JSON on stdin; exit 0 acks,
 //! exit 65 is a permanent failure, anything else (or a timeout, after which
-//! the command's process group is killed) is retryable. Until dead letters
-//! exist, every failure leaves the entry pending; it is claimed again once
-//! idle for `--claim-idle`.
+//! the command's process group is killed) is retryable. Failures go through
+//! the retry policy (`--max-attempts`, `--backoff`) and end in dead letters
+//! (`eventbus dlq`). Validation, `--inbox` and `--max-events` are the
+//! library's handler layers (`eventbus::layer`) around the action.
 
 use std::process::Stdio;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use eventbus::layer::{InboxLayer, MaxEventsLayer, ValidateLayer};
 use eventbus::{
     unique_consumer_name, Consumer, ConsumerConfig, ConsumerStats, Delivery, Handler, HandlerError,
 };
@@ -127,27 +128,30 @@ pub(crate) async fn run_with(
             settings.pg.inbox_retention,
             shutdown.clone(),
         ));
-        Some(InboxGate {
-            gate: eventbus::pg::PoolGate::new(pool),
-            schema: settings.pg.schema.clone(),
-            skipped: AtomicU64::new(0),
-        })
+        Some(InboxLayer::new(
+            eventbus::pg::PoolGate::new(pool),
+            settings.pg.schema.clone(),
+        ))
     } else {
         None
     };
+    // Validated against the catalogue (and optionally upcast to each type's
+    // latest version) unless --no-validate.
+    let validate = if args.no_validate {
+        None
+    } else {
+        let layer = ValidateLayer::new(super::schemas::load_catalog(settings)?);
+        Some(if args.upcast {
+            layer.upcast_to_latest()
+        } else {
+            layer
+        })
+    };
     let handler = Arc::new(CliHandler {
-        inbox,
         action,
-        limit: args.max_events.map(Limit::new),
         shutdown: shutdown.clone(),
         output_error: Mutex::new(None),
     });
-    let handler_chain = super::schemas::ConsumeHandler::new(
-        settings,
-        handler.clone(),
-        !args.no_validate,
-        args.upcast,
-    )?;
     if let Some(alert) = settings
         .alert
         .config(&settings.namespace)
@@ -159,20 +163,29 @@ pub(crate) async fn run_with(
         let alerter = eventbus::alert::Alerter::new(alert, store)?;
         tokio::spawn(alerter.run(shutdown.clone()));
     }
-    let mut consumer = Consumer::new(connector, topology, config, handler_chain)?;
+    // The layers: validation, the inbox and --max-events, in the library's
+    // one order (eventbus::layer).
+    let mut builder = Consumer::builder(connector, topology, config)
+        .validate(validate)
+        .inbox(inbox.clone())
+        .max_events(
+            args.max_events
+                .map(|n| MaxEventsLayer::new(n, shutdown.clone())),
+        );
     // With PostgreSQL configured, dead letters are kept there; without it,
     // in Redis beside `<namespace>:dead`. `eventbus dlq` works on either.
     if settings.pg.has_database() {
         let pool = settings.pg.pool(settings.pg.pool_size, "consume").await?;
-        consumer = consumer.with_dead_letter_store(pool, settings.pg.schema.clone());
+        builder = builder.dead_letter_store(pool, settings.pg.schema.clone());
     }
+    let consumer = builder.handler(handler.clone())?;
     let stats = consumer.stats();
     tracing::info!(group = %group, consumer = consumer.name(), topics = ?topics, "consuming");
     let result = consumer.run(shutdown).await;
     log_stats(&stats);
-    if let Some(inbox) = &handler.inbox {
+    if let Some(inbox) = &inbox {
         tracing::info!(
-            duplicates_skipped = inbox.skipped.load(Ordering::Relaxed),
+            duplicates_skipped = ConsumerStats::get(&inbox.stats().duplicates),
             "inbox"
         );
     }
@@ -205,76 +218,6 @@ enum Action {
     Http(HttpSink),
 }
 
-/// `--max-events`: slots are reserved before handling so no more than
-/// `max` events are handled; a failure gives its slot back.
-struct Limit {
-    max: u64,
-    reserved: AtomicU64,
-    done: AtomicU64,
-}
-
-impl Limit {
-    fn new(max: u64) -> Self {
-        Limit {
-            max,
-            reserved: AtomicU64::new(0),
-            done: AtomicU64::new(0),
-        }
-    }
-
-    fn try_reserve(&self) -> bool {
-        self.reserved
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |r| {
-                (r < self.max).then_some(r + 1)
-            })
-            .is_ok()
-    }
-
-    fn release(&self) {
-        self.reserved.fetch_sub(1, Ordering::AcqRel);
-    }
-
-    /// Counts a success; true when the limit is reached.
-    fn complete(&self) -> bool {
-        self.done.fetch_add(1, Ordering::AcqRel) + 1 >= self.max
-    }
-}
-
-/// `--inbox`: events already recorded for the group are skipped; an event
-/// is recorded after its action succeeded (see docs/outbox.md for what this
-/// guarantees for an external command).
-struct InboxGate {
-    /// Handlers queue here for a connection, not inside the pool.
-    gate: eventbus::pg::PoolGate,
-    schema: eventbus::pg::DbSchema,
-    skipped: AtomicU64,
-}
-
-impl InboxGate {
-    async fn contains(&self, delivery: &Delivery) -> eventbus::Result<bool> {
-        let mut conn = self.gate.acquire().await?;
-        eventbus::pg::inbox_contains(
-            &mut **conn,
-            &self.schema,
-            &delivery.group,
-            delivery.envelope.id,
-        )
-        .await
-    }
-
-    async fn record(&self, delivery: &Delivery) -> eventbus::Result<bool> {
-        let mut conn = self.gate.acquire().await?;
-        eventbus::pg::record_inbox(
-            &mut **conn,
-            &self.schema,
-            &delivery.group,
-            delivery.envelope.id,
-            &delivery.envelope.event_type,
-        )
-        .await
-    }
-}
-
 /// Deletes inbox rows past the retention at start, then hourly.
 async fn clean_inbox(
     pool: sqlx::PgPool,
@@ -295,12 +238,10 @@ async fn clean_inbox(
     }
 }
 
-/// The handler behind `consume`: the action, wrapped by the inbox and the
-/// `--max-events` limit.
+/// The handler behind `consume`: the action (the inbox and `--max-events`
+/// are layers around it).
 struct CliHandler {
-    inbox: Option<InboxGate>,
     action: Action,
-    limit: Option<Limit>,
     shutdown: CancellationToken,
     /// The first stdout error; the consumer is stopped when it happens.
     output_error: Mutex<Option<std::io::Error>>,
@@ -308,54 +249,11 @@ struct CliHandler {
 
 impl Handler for CliHandler {
     async fn handle(&self, delivery: Delivery) -> std::result::Result<(), HandlerError> {
-        if let Some(limit) = &self.limit {
-            if !limit.try_reserve() {
-                return Err(HandlerError::retryable(
-                    "--max-events reached; left pending for another consumer",
-                ));
-            }
-        }
-        if let Some(inbox) = &self.inbox {
-            let seen = inbox
-                .contains(&delivery)
-                .await
-                .map_err(|e| HandlerError::retryable(format!("inbox lookup: {e}")));
-            match seen {
-                Ok(true) => {
-                    inbox.skipped.fetch_add(1, Ordering::Relaxed);
-                    tracing::debug!(event_id = %delivery.envelope.id, group = %delivery.group, "already handled; skipped");
-                    if let Some(limit) = &self.limit {
-                        limit.release();
-                    }
-                    return Ok(());
-                }
-                Ok(false) => {}
-                Err(e) => {
-                    if let Some(limit) = &self.limit {
-                        limit.release();
-                    }
-                    return Err(e);
-                }
-            }
-        }
-        let mut result = match &self.action {
+        match &self.action {
             Action::Print => self.print(&delivery),
             Action::Exec { command, timeout } => run_exec(command, *timeout, &delivery).await,
             Action::Http(sink) => sink.deliver(&delivery).await,
-        };
-        if let (Ok(()), Some(inbox)) = (&result, &self.inbox) {
-            if let Err(e) = inbox.record(&delivery).await {
-                result = Err(HandlerError::retryable(format!("inbox record: {e}")));
-            }
         }
-        if let Some(limit) = &self.limit {
-            match result {
-                Ok(()) if limit.complete() => self.shutdown.cancel(),
-                Ok(()) => {}
-                Err(_) => limit.release(),
-            }
-        }
-        result
     }
 }
 
@@ -495,16 +393,5 @@ mod tests {
             d.envelope.id
         );
         run_exec(&check, Duration::from_secs(10), &d).await.unwrap();
-    }
-
-    #[test]
-    fn limit_reserves_and_releases() {
-        let l = Limit::new(2);
-        assert!(l.try_reserve() && l.try_reserve());
-        assert!(!l.try_reserve());
-        l.release();
-        assert!(l.try_reserve());
-        assert!(!l.complete());
-        assert!(l.complete());
     }
 }

@@ -8,7 +8,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use eventbus::catalog::{CompatMode, CompatReport};
-use eventbus::{Catalog, Delivery, Envelope, Handler, HandlerError, Validating};
+use eventbus::{Catalog, Envelope};
 use serde::Serialize;
 use serde_json::{json, Value};
 
@@ -56,39 +56,6 @@ pub(crate) fn validate_events(
             events.len(),
             problems.join("; ")
         ))),
-    }
-}
-
-/// The handler `consume` runs: validated against the catalogue (and
-/// optionally upcast to each type's latest version) unless `--no-validate`.
-pub(crate) enum ConsumeHandler<H> {
-    /// Events are validated first.
-    Validated(Validating<H>),
-    /// Events go straight to the handler.
-    Unchecked(H),
-}
-
-impl<H: Handler> ConsumeHandler<H> {
-    /// Wraps `inner` as the flags ask.
-    pub(crate) fn new(settings: &Settings, inner: H, validate: bool, upcast: bool) -> Result<Self> {
-        if !validate {
-            return Ok(ConsumeHandler::Unchecked(inner));
-        }
-        let wrapped = Validating::new(load_catalog(settings)?, inner);
-        Ok(ConsumeHandler::Validated(if upcast {
-            wrapped.upcast_to_latest()
-        } else {
-            wrapped
-        }))
-    }
-}
-
-impl<H: Handler> Handler for ConsumeHandler<H> {
-    async fn handle(&self, delivery: Delivery) -> std::result::Result<(), HandlerError> {
-        match self {
-            ConsumeHandler::Validated(v) => v.handle(delivery).await,
-            ConsumeHandler::Unchecked(h) => h.handle(delivery).await,
-        }
     }
 }
 

@@ -38,7 +38,8 @@ pub struct ConsumerStats {
     pub handled: AtomicU64,
     /// Handler failures (entry left pending).
     pub failed: AtomicU64,
-    /// Entries that did not decode and were acknowledged past.
+    /// Entries that did not decode: dead-lettered (as
+    /// `_invalid.undecodable`), then acknowledged.
     pub invalid: AtomicU64,
     /// Events refused as invalid (a handler error of class
     /// [`ErrorClass::Invalid`](crate::ErrorClass::Invalid), e.g. from

@@ -16,9 +16,11 @@
 //!   pipelined `XACK` per stream per batch.
 //!
 //! Handlers run as tasks limited by a semaphore (`concurrency`). An entry that
-//! does not decode is reported, counted and acknowledged past; it never stops
-//! the consumer. A handler error leaves the entry pending: it is claimed
-//! again once idle for `claim_idle`.
+//! does not decode is dead-lettered (as `_invalid.undecodable`) and then
+//! acknowledged; it never stops the consumer. A retryable failure is retried
+//! by a task of its own after the backoff (the handler slot is freed
+//! meanwhile); an entry whose handler or dead letter never finished stays
+//! pending and is claimed again once idle for `claim_idle`.
 //!
 //! Shutdown handshake: when the token is cancelled the reader finishes its
 //! current read, dispatches what it got and stops; the claimer stops; the
