@@ -14,11 +14,19 @@
 //!   for commands, dedicated ones for blocking reads.
 //! - [`Publisher`]: single and batched (pipelined) publish with retry of
 //!   unknown outcomes.
-//! - [`Consumer`]: the consumer-group runtime calling a [`Handler`], in one
+//! - [`Consumer`]: the consumer-group front calling a [`Handler`], in one
 //!   of two [`ConsumerMode`]s: ordered (partitions leased to the live members
 //!   of the group, each handled one entry at a time: membership, sticky
 //!   assignment, leases with fencing tokens, failover) or unordered
-//!   (competing consumers: reader, claimer, acker).
+//!   (competing consumers: reader, claimer, acker). Both modes run one
+//!   per-entry sequence (decode, deliver, then ack, retry or dead-letter);
+//!   retries and dead letters use the durable delivery count Redis keeps.
+//! - [`layer`]: the policies around a handler as tower [`layer::Layer`]s
+//!   (trace span, metrics, attempt timeout, your own, validation, inbox,
+//!   max events), composed by [`Consumer::builder`] in one documented order.
+//! - [`deadletter`]: what no retry could handle, kept for operators
+//!   (list, show, replay, discard; PostgreSQL or Redis records).
+//! - [`pg`]: the transactional outbox, its relay, and the inbox.
 //! - [`catalog`]: the event catalogue: JSON Schemas per type and version
 //!   ([`Catalog`]), validation at publish ([`Publisher::with_catalog`]) and
 //!   at consume ([`Validating`]), upcasters, compatibility checks and

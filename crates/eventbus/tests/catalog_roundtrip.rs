@@ -257,5 +257,5 @@ async fn invalid_events_never_reach_the_handler_and_are_acked_past() {
         );
     }
     let (_, pending) = totals(&url, &topology).await;
-    assert_eq!(pending, 0, "invalid events are acknowledged past");
+    assert_eq!(pending, 0, "invalid events are dead-lettered, then acknowledged");
 }

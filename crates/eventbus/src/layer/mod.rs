@@ -1,4 +1,4 @@
-//! Handler layers: the policies around a [`Handler`], in the tower sense.
+//! Handler layers: the policies around a [`Handler`](crate::Handler), in the tower sense.
 //!
 //! A layer ([`Layer`], tower's own trait) wraps a handler in another
 //! handler. [`Consumer::builder`](crate::Consumer::builder) composes them in
@@ -32,7 +32,7 @@
 //!
 //! Optional layers are [`OptionLayer`]s: `None` passes deliveries straight
 //! through ([`Either`]). A layer of your own implements [`Layer`] for every
-//! `H: Handler`, returning a [`Handler`]; see `examples/layer.rs`.
+//! `H: Handler`, returning a [`Handler`](crate::Handler); see `examples/layer.rs`.
 
 mod either;
 mod limit;
