@@ -21,7 +21,7 @@ struct Cli {
     )]
     database_url: String,
     /// Partitions per topic.
-    #[arg(long, default_value_t = 16)]
+    #[arg(long, env = "EVENT_BUS_PARTITIONS", default_value_t = 16)]
     partitions: u32,
     /// Instead of the sections: one Redis vs a 3-master Redis Cluster. Starts
     /// a private Redis (master + replica) and a private cluster (3 masters +

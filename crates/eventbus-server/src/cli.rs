@@ -81,6 +81,8 @@ pub(crate) struct GlobalArgs {
 }
 
 /// The commands.
+// Parsed once per process: the size of a variant costs nothing worth a Box.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Subcommand)]
 pub(crate) enum Command {
     /// Publish one event, or a batch from a JSON-lines file.
@@ -111,8 +113,21 @@ pub(crate) enum Command {
     /// namespace, consume them with two consumers, print a summary.
     Demo(DemoArgs),
     /// Benchmark publish, consume, outbox and latency beside redis-benchmark,
-    /// pgbench and peers (the scenarios of bench/run; see docs/benchmarks.md).
-    Bench(eventbus_bench::Params),
+    /// pgbench and peers: runs the separate `eventbus-bench` program (built
+    /// by bench/run or `cargo build --release -p eventbus-bench`; found in
+    /// EVENTBUS_BENCH_BIN, next to this program, or on PATH) with these
+    /// arguments, against the configured Redis and PostgreSQL
+    /// (`eventbus bench --help` shows its flags; see docs/benchmarks.md).
+    #[command(disable_help_flag = true)]
+    Bench(BenchArgs),
+}
+
+/// `eventbus bench`: everything after it goes to `eventbus-bench`.
+#[derive(Debug, Args)]
+pub(crate) struct BenchArgs {
+    /// Arguments for eventbus-bench (e.g. --only publish --json).
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+    pub(crate) args: Vec<String>,
 }
 
 /// `eventbus publish`.
@@ -177,7 +192,7 @@ With --exec, CMD runs under `sh -c` once per event, with the envelope JSON on st
 and EVENTBUS_EVENT_ID, EVENTBUS_EVENT_TYPE, EVENTBUS_EVENT_KEY, EVENTBUS_GROUP,
 EVENTBUS_STREAM, EVENTBUS_ENTRY_ID and EVENTBUS_REDELIVERED in its environment.
   exit 0          done: the entry is acknowledged
-  exit 65         permanent failure (will go to dead letters once they exist)
+  exit 65         permanent failure: dead-lettered at once
   anything else   retryable failure (also a timeout: the command is killed)
 A failed event is tried again: in ordered mode after a pause, while only its partition
 waits; in unordered mode once idle for --claim-idle.

@@ -86,6 +86,11 @@ pub(crate) enum CliError {
     #[error("{0}")]
     Failed(String),
 
+    /// A program this command runs (`eventbus bench` runs eventbus-bench)
+    /// failed with this exit status; it reported why itself.
+    #[error("eventbus-bench exited with status {0}")]
+    Child(u8),
+
     /// The demo did not see every published event handled in time.
     #[error("demo: {missing} of {published} events were not handled within {timeout:?}")]
     DemoIncomplete {
@@ -113,6 +118,7 @@ impl CliError {
                 _ => EXIT_FAILURE,
             },
             CliError::Interrupted(_) => EXIT_INTERRUPTED,
+            CliError::Child(code) => *code,
             CliError::Output(_) | CliError::Failed(_) | CliError::DemoIncomplete { .. } => {
                 EXIT_FAILURE
             }
