@@ -20,18 +20,8 @@
 //! line on stderr and an exit status.
 
 mod cli;
-mod cli_dlq;
-mod cli_ordered;
-mod cli_outbox;
-mod cli_retry;
-mod cli_schemas;
-mod cli_serve;
 mod cmd;
 mod config;
-mod config_alert;
-mod config_ordered;
-mod config_pg;
-mod config_serve;
 mod error;
 mod http;
 mod output;

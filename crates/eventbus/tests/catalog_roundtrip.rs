@@ -257,5 +257,8 @@ async fn invalid_events_never_reach_the_handler_and_are_acked_past() {
         );
     }
     let (_, pending) = totals(&url, &topology).await;
-    assert_eq!(pending, 0, "invalid events are dead-lettered, then acknowledged");
+    assert_eq!(
+        pending, 0,
+        "invalid events are dead-lettered, then acknowledged"
+    );
 }

@@ -5,7 +5,7 @@
 
 use eventbus::deadletter::{DeadLetter, DeadLetterFilter, DeadLetterWriter, ReplayOptions};
 
-use crate::cli_dlq::{DlqArgs, DlqCommand, DlqFilterArgs};
+use crate::cli::dlq::{DlqArgs, DlqCommand, DlqFilterArgs};
 use crate::config::Settings;
 use crate::error::{CliError, Result};
 use crate::output;

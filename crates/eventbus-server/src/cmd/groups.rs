@@ -4,7 +4,7 @@
 
 use eventbus::admin::GroupView;
 
-use crate::cli_ordered::{GroupsAction, GroupsArgs};
+use crate::cli::ordered::{GroupsAction, GroupsArgs};
 use crate::config::Settings;
 use crate::error::{CliError, Result};
 use crate::output;

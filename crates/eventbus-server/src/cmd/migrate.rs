@@ -1,6 +1,6 @@
 //! `eventbus migrate`: create or update the eventbus tables.
 
-use crate::cli_outbox::MigrateArgs;
+use crate::cli::outbox::MigrateArgs;
 use crate::config::Settings;
 use crate::error::Result;
 use crate::output;

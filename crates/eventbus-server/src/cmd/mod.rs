@@ -7,6 +7,7 @@ mod consume_sql;
 pub(crate) mod demo;
 mod dlq;
 mod groups;
+mod input;
 mod migrate;
 mod outbox;
 mod publish;

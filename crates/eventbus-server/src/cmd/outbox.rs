@@ -2,7 +2,7 @@
 
 use eventbus::pg::{outbox_status, replay_published};
 
-use crate::cli_outbox::{OutboxArgs, OutboxCommand};
+use crate::cli::outbox::{OutboxArgs, OutboxCommand};
 use crate::config::Settings;
 use crate::error::Result;
 use crate::output;

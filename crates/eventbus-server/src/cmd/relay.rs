@@ -5,7 +5,7 @@ use eventbus::pg::{Relay, RelayConfig};
 use eventbus::retention::Trimmer;
 use eventbus::{Publisher, PublisherConfig};
 
-use crate::cli_outbox::RelayArgs;
+use crate::cli::outbox::RelayArgs;
 use crate::config::Settings;
 use crate::error::{CliError, Result};
 

@@ -12,7 +12,7 @@ use eventbus::{Catalog, Envelope};
 use serde::Serialize;
 use serde_json::{json, Value};
 
-use crate::cli_schemas::{SchemasArgs, SchemasCommand};
+use crate::cli::schemas::{SchemasArgs, SchemasCommand};
 use crate::config::Settings;
 use crate::error::{CliError, Result};
 use crate::output;
@@ -233,7 +233,7 @@ struct Verdict<'a> {
 }
 
 fn validate_file(catalog: &Catalog, path: &str, json: bool) -> Result<()> {
-    let text = super::publish::read_input("file", path, super::publish::MAX_BATCH_BYTES)?;
+    let text = super::input::read_input("file", path, super::input::MAX_BATCH_BYTES)?;
     let items = read_items(&text);
     if items.is_empty() {
         return Err(CliError::Input(format!("{path}: no events in the file")));

@@ -16,9 +16,9 @@ use eventbus::pg::{Relay, RelayConfig};
 use eventbus::{Publisher, PublisherConfig};
 use tokio::task::JoinSet;
 
-use crate::cli_serve::ServeArgs;
+use crate::cli::serve::ServeArgs;
+use crate::config::serve::ServeSettings;
 use crate::config::{Env, Settings};
-use crate::config_serve::ServeSettings;
 use crate::error::{CliError, Result};
 use crate::http::{self, AppState, PgState};
 

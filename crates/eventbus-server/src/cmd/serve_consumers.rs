@@ -29,7 +29,7 @@ struct ConsumerEntry {
 /// The consumers of the file, by name, with their parsed flags.
 pub(crate) fn load(path: &Path) -> Result<Vec<(String, ConsumeArgs)>> {
     let shown = path.display().to_string();
-    let text = super::publish::read_input("--consumers file", &shown, 1 << 20)?;
+    let text = super::input::read_input("--consumers file", &shown, 1 << 20)?;
     parse(&text).map_err(|e| CliError::Input(format!("--consumers {shown}: {e}")))
 }
 

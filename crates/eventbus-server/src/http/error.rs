@@ -14,7 +14,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde_json::{json, Value};
 
-use crate::config_serve::DEFAULT_MAX_ERRORS;
+use super::DEFAULT_MAX_ERRORS;
 
 /// An error answered as `{"error": {"code", "message", "details"?}}`.
 #[derive(Debug, thiserror::Error)]

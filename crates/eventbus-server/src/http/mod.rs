@@ -82,18 +82,32 @@ pub(crate) struct HttpOptions {
     pub(crate) max_errors: usize,
 }
 
+/// Default listen address: loopback only.
+pub(crate) const DEFAULT_ADDR: &str = "127.0.0.1:8080";
+/// Default request body limit.
+pub(crate) const DEFAULT_BODY_LIMIT: usize = 2 * 1024 * 1024;
+/// Default time for a request's head, from its first byte.
+pub(crate) const DEFAULT_HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+/// Default time from a request's head to its answer.
+pub(crate) const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
+/// Default time a connection may stay without a request in progress.
+pub(crate) const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+/// Default connection limit (before fitting it to the file-descriptor limit).
+pub(crate) const DEFAULT_MAX_CONNECTIONS: usize = 1024;
+/// Default number of errors a 422 answer lists.
+pub(crate) const DEFAULT_MAX_ERRORS: usize = 100;
+
 impl Default for HttpOptions {
     fn default() -> Self {
-        use crate::config_serve as d;
         HttpOptions {
             tokens: auth::Tokens::default(),
-            body_limit: d::DEFAULT_BODY_LIMIT,
+            body_limit: DEFAULT_BODY_LIMIT,
             cors_origins: Vec::new(),
-            header_timeout: d::DEFAULT_HEADER_TIMEOUT,
-            request_timeout: d::DEFAULT_REQUEST_TIMEOUT,
-            idle_timeout: d::DEFAULT_IDLE_TIMEOUT,
-            max_connections: d::DEFAULT_MAX_CONNECTIONS,
-            max_errors: d::DEFAULT_MAX_ERRORS,
+            header_timeout: DEFAULT_HEADER_TIMEOUT,
+            request_timeout: DEFAULT_REQUEST_TIMEOUT,
+            idle_timeout: DEFAULT_IDLE_TIMEOUT,
+            max_connections: DEFAULT_MAX_CONNECTIONS,
+            max_errors: DEFAULT_MAX_ERRORS,
         }
     }
 }

@@ -145,7 +145,7 @@ fn parse_status(s: &str) -> Result<eventbus::deadletter::DeadLetterStatus, Strin
 }
 
 fn parse_age(s: &str) -> Result<Duration, String> {
-    match crate::config_pg::parse_retention(s) {
+    match crate::config::pg::parse_retention(s) {
         Some(Some(d)) => Ok(d),
         _ => Err(format!("{s:?} is not a duration like 30m, 12h or 7d")),
     }

@@ -29,7 +29,13 @@ use std::ffi::OsString;
 
 use eventbus::{redact_url, RedisConnector, RedisOptions, Topology};
 
-use crate::cli::GlobalArgs;
+pub(crate) mod alert;
+pub(crate) mod flags;
+pub(crate) mod ordered;
+pub(crate) mod pg;
+pub(crate) mod serve;
+
+use self::flags::GlobalArgs;
 use crate::error::{CliError, Result};
 
 /// Names of the environment variables read here.
@@ -63,10 +69,10 @@ impl Env {
     pub(crate) fn from_process() -> Self {
         Env(VARS
             .iter()
-            .chain(crate::config_pg::PG_VARS)
-            .chain(crate::config_ordered::ORDERED_VARS)
-            .chain(crate::config_alert::ALERT_VARS)
-            .chain(crate::config_serve::SERVE_VARS)
+            .chain(crate::config::pg::PG_VARS)
+            .chain(crate::config::ordered::ORDERED_VARS)
+            .chain(crate::config::alert::ALERT_VARS)
+            .chain(crate::config::serve::SERVE_VARS)
             .filter_map(|&name| Some((name, std::env::var_os(name)?)))
             .collect())
     }
@@ -157,13 +163,13 @@ pub(crate) struct Settings {
     /// Logging.
     pub(crate) log: LogSettings,
     /// Dead-letter alerting.
-    pub(crate) alert: crate::config_alert::AlertSettings,
+    pub(crate) alert: crate::config::alert::AlertSettings,
     /// `EVENT_BUS_RETRY_ATTEMPTS`: deliveries before a dead letter.
     pub(crate) retry_attempts: Option<u32>,
     /// PostgreSQL: outbox, relay, inbox.
-    pub(crate) pg: crate::config_pg::PgSettings,
+    pub(crate) pg: crate::config::pg::PgSettings,
     /// Ordered consumers' heartbeat and session timeout.
-    pub(crate) membership: crate::config_ordered::MembershipSettings,
+    pub(crate) membership: crate::config::ordered::MembershipSettings,
     /// The event catalogue's directory; `None`: the one built in.
     pub(crate) schema_dir: Option<std::path::PathBuf>,
     /// `EVENT_BUS_HTTP_HEADERS`: headers (secrets) for `consume --http`;
@@ -265,7 +271,7 @@ impl Settings {
             }
         })?;
 
-        let pg = crate::config_pg::PgSettings::load(
+        let pg = crate::config::pg::PgSettings::load(
             flags.database_url.as_deref(),
             flags.db_schema.as_deref(),
             flags.pg_pool_size,
@@ -274,13 +280,13 @@ impl Settings {
         let schema_dir = env
             .get("EVENT_BUS_SCHEMA_DIR")?
             .map(std::path::PathBuf::from);
-        let membership = crate::config_ordered::MembershipSettings::load(env)?;
+        let membership = crate::config::ordered::MembershipSettings::load(env)?;
         let retry_attempts = env.parse(
             "EVENT_BUS_RETRY_ATTEMPTS",
             "a whole number between 1 and 1000",
             |s| s.parse::<u32>().ok().filter(|n| (1..=1000).contains(n)),
         )?;
-        let alert = crate::config_alert::AlertSettings::load(env)?;
+        let alert = crate::config::alert::AlertSettings::load(env)?;
         let http_headers = env.get("EVENT_BUS_HTTP_HEADERS")?;
         Ok(Settings {
             http_headers,

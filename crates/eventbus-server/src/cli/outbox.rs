@@ -73,7 +73,7 @@ already had; inboxes skip those.")]
 }
 
 fn parse_retention_arg(s: &str) -> Result<Option<Duration>, String> {
-    crate::config_pg::parse_retention(s)
+    crate::config::pg::parse_retention(s)
         .ok_or_else(|| format!("{s:?} is not a duration like 7d, 12h or 30m, or `off`"))
 }
 

@@ -22,7 +22,7 @@ use std::time::Duration;
 
 use eventbus::retention::parse_duration;
 
-use crate::cli_serve::ServeArgs;
+use super::flags::ServeArgs;
 use crate::config::Env;
 use crate::error::{CliError, Result};
 use crate::http::auth::Tokens;
@@ -42,20 +42,10 @@ pub(crate) const SERVE_VARS: &[&str] = &[
     "EVENT_BUS_HTTP_MAX_ERRORS",
 ];
 
-/// Default listen address: loopback only.
-pub(crate) const DEFAULT_ADDR: &str = "127.0.0.1:8080";
-/// Default request body limit.
-pub(crate) const DEFAULT_BODY_LIMIT: usize = 2 * 1024 * 1024;
-/// Default time for a request's head, from its first byte.
-pub(crate) const DEFAULT_HEADER_TIMEOUT: Duration = Duration::from_secs(10);
-/// Default time from a request's head to its answer.
-pub(crate) const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
-/// Default time a connection may stay without a request in progress.
-pub(crate) const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
-/// Default connection limit (before fitting it to the file-descriptor limit).
-pub(crate) const DEFAULT_MAX_CONNECTIONS: usize = 1024;
-/// Default number of errors a 422 answer lists.
-pub(crate) const DEFAULT_MAX_ERRORS: usize = 100;
+pub(crate) use crate::http::{
+    DEFAULT_ADDR, DEFAULT_BODY_LIMIT, DEFAULT_HEADER_TIMEOUT, DEFAULT_IDLE_TIMEOUT,
+    DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_ERRORS, DEFAULT_REQUEST_TIMEOUT,
+};
 /// The shortest token accepted.
 const MIN_TOKEN_LEN: usize = 16;
 

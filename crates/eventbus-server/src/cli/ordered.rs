@@ -9,7 +9,7 @@ use clap::Args;
 use eventbus::{ConsumerConfig, ConsumerMode};
 
 use crate::cli::parse_duration;
-use crate::config_ordered::MembershipSettings;
+use crate::config::ordered::MembershipSettings;
 use crate::error::{CliError, Result};
 
 /// How `consume` shares the group's partitions with the other members.

@@ -5,6 +5,15 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 
+pub(crate) mod dlq;
+pub(crate) mod ordered;
+pub(crate) mod outbox;
+pub(crate) mod retry;
+pub(crate) mod schemas;
+pub(crate) mod serve;
+
+pub(crate) use crate::config::flags::GlobalArgs;
+
 use crate::error::EXIT_CODES_HELP;
 
 const ENV_HELP: &str = "\
@@ -42,44 +51,6 @@ pub(crate) struct Cli {
     pub(crate) command: Command,
 }
 
-/// Flags shared by every command; each overrides an environment variable.
-#[derive(Debug, Default, Clone, Args)]
-pub(crate) struct GlobalArgs {
-    /// Redis URL [env: REDIS_URL] (prefer the variable: flags show in `ps`).
-    #[arg(
-        long,
-        global = true,
-        help_heading = "Global options",
-        value_name = "URL"
-    )]
-    pub(crate) redis_url: Option<String>,
-    /// Key prefix of every stream [env: EVENT_BUS_NAMESPACE].
-    #[arg(
-        long,
-        global = true,
-        help_heading = "Global options",
-        value_name = "NS"
-    )]
-    pub(crate) namespace: Option<String>,
-    /// Partitions per topic; must match every publisher and consumer [env: EVENT_BUS_PARTITIONS].
-    #[arg(long, global = true, help_heading = "Global options", value_name = "N",
-          value_parser = clap::value_parser!(u32).range(1..=1024))]
-    pub(crate) partitions: Option<u32>,
-    /// PostgreSQL URL for the outbox, relay and inbox [env: DATABASE_URL]
-    /// (prefer the variable: flags show in `ps`).
-    #[arg(long, global = true, value_name = "URL")]
-    pub(crate) database_url: Option<String>,
-    /// Schema of the eventbus tables [env: EVENT_BUS_DB_SCHEMA; default: public].
-    #[arg(long, global = true, value_name = "SCHEMA")]
-    pub(crate) db_schema: Option<String>,
-    /// PostgreSQL connections this process holds at most, shared by all its
-    /// parts and independent of handler concurrency
-    /// [env: EVENT_BUS_PG_POOL_SIZE; default: 6] (sizing: docs/operations.md).
-    #[arg(long, global = true, value_name = "N",
-          value_parser = clap::value_parser!(u32).range(1..=1000))]
-    pub(crate) pg_pool_size: Option<u32>,
-}
-
 /// The commands.
 // Parsed once per process: the size of a variant costs nothing worth a Box.
 #[allow(clippy::large_enum_variant)]
@@ -94,21 +65,21 @@ pub(crate) enum Command {
     /// Show partitions: length, and pending and lag per group.
     Streams(StreamsArgs),
     /// Show consumer groups: members, partition leases, pending and lag.
-    Groups(crate::cli_ordered::GroupsArgs),
+    Groups(crate::cli::ordered::GroupsArgs),
     /// Trim streams to what some group still needs (ack-aware retention).
     Trim(TrimArgs),
     /// Inspect, replay, discard and purge dead letters.
-    Dlq(crate::cli_dlq::DlqArgs),
+    Dlq(crate::cli::dlq::DlqArgs),
     /// Run the HTTP admin API, the relay and the dead-letter alerter.
-    Serve(crate::cli_serve::ServeArgs),
+    Serve(crate::cli::serve::ServeArgs),
     /// Create or update the eventbus tables in PostgreSQL.
-    Migrate(crate::cli_outbox::MigrateArgs),
+    Migrate(crate::cli::outbox::MigrateArgs),
     /// Move committed outbox rows to Redis, until stopped.
-    Relay(crate::cli_outbox::RelayArgs),
+    Relay(crate::cli::outbox::RelayArgs),
     /// Inspect the outbox, or publish retained rows again.
-    Outbox(crate::cli_outbox::OutboxArgs),
+    Outbox(crate::cli::outbox::OutboxArgs),
     /// The event catalogue: list, show, validate files, check compatibility, write docs.
-    Schemas(crate::cli_schemas::SchemasArgs),
+    Schemas(crate::cli::schemas::SchemasArgs),
     /// Publish sample events of every catalogue type to a throw-away
     /// namespace, consume them with two consumers, print a summary.
     Demo(DemoArgs),
@@ -256,13 +227,13 @@ pub(crate) struct ConsumeArgs {
     pub(crate) inbox: bool,
     /// Ordered or unordered consumption, static membership, timings.
     #[command(flatten)]
-    pub(crate) membership: crate::cli_ordered::MembershipArgs,
+    pub(crate) membership: crate::cli::ordered::MembershipArgs,
     /// The HTTP push sink.
     #[command(flatten)]
-    pub(crate) http: crate::cli_ordered::HttpArgs,
+    pub(crate) http: crate::cli::ordered::HttpArgs,
     /// Retries before dead letters.
     #[command(flatten)]
-    pub(crate) retry: crate::cli_retry::RetryArgs,
+    pub(crate) retry: crate::cli::retry::RetryArgs,
     /// Stop after N events were handled successfully. Entries read beyond N are
     /// not handled: they stay pending and go to another consumer after --claim-idle.
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
