@@ -26,16 +26,19 @@ pub struct Measured<H> {
 
 impl<H: Handler> Handler for Measured<H> {
     async fn handle(&self, delivery: Delivery) -> Result<(), HandlerError> {
-        let group = delivery.group.clone();
-        let event_type = delivery.envelope.event_type.clone();
+        let labels = [
+            ("group", delivery.group.clone()),
+            ("type", delivery.envelope.event_type.clone()),
+        ];
         let started = std::time::Instant::now();
         let result = self.inner.handle(delivery).await;
-        metrics::histogram!("eventbus_handler_duration_seconds", "group" => group.clone(), "type" => event_type.clone())
+        metrics::histogram!("eventbus_handler_duration_seconds", &labels)
             .record(started.elapsed().as_secs_f64());
         let outcome = match &result {
             Ok(()) => "ok",
             Err(e) => e.class.as_str(),
         };
+        let [(_, group), (_, event_type)] = labels;
         metrics::counter!("eventbus_consumed_total", "group" => group, "type" => event_type, "outcome" => outcome)
             .increment(1);
         result
