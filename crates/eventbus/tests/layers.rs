@@ -106,6 +106,15 @@ async fn until(stats: &ConsumerStats, cond: impl Fn(&ConsumerStats) -> bool) -> 
     Collector::wait_until(WAIT, || cond(stats)).await
 }
 
+/// Publishes `events` in one batch.
+async fn publish(url: &str, topology: &Topology, events: &[Envelope]) {
+    publisher(url, topology)
+        .await
+        .publish_batch(events)
+        .await
+        .unwrap();
+}
+
 fn get(c: &std::sync::atomic::AtomicU64) -> u64 {
     ConsumerStats::get(c)
 }
@@ -125,11 +134,7 @@ async fn a_user_layer_sees_every_delivery_in_order() {
         .handler(handler.clone())
         .unwrap();
     let running = Running::spawn(consumer);
-    publisher(&url, &topology)
-        .await
-        .publish_batch(&events)
-        .await
-        .unwrap();
+    publish(&url, &topology, &events).await;
     assert!(handler.wait_for(WAIT, |d| d.len() == 30).await);
     running.stop().await.unwrap();
 
@@ -166,11 +171,7 @@ async fn validation_on_and_off_and_a_user_layer_outside_it() {
             .unwrap();
         let stats = consumer.stats();
         let running = Running::spawn(consumer);
-        publisher(&url, &topology)
-            .await
-            .publish_batch(&[invalid.clone(), valid.clone()])
-            .await
-            .unwrap();
+        publish(&url, &topology, &[invalid.clone(), valid.clone()]).await;
         assert!(
             until(&stats, |s| get(&s.acked) == 2).await,
             "validation {on}"
@@ -211,11 +212,7 @@ async fn an_optional_user_layer_on_and_off() {
             .unwrap();
         let running = Running::spawn(consumer);
         let events: Vec<Envelope> = (0..5).map(full_event).collect();
-        publisher(&url, &topology)
-            .await
-            .publish_batch(&events)
-            .await
-            .unwrap();
+        publish(&url, &topology, &events).await;
         assert!(handler.wait_for(WAIT, |d| d.len() == 5).await);
         running.stop().await.unwrap();
         assert_eq!(layer.seen().len(), if on { 5 } else { 0 }, "layer {on}");
@@ -237,11 +234,7 @@ async fn max_events_on_and_off() {
             .unwrap();
         let running = Running::spawn(consumer);
         let events: Vec<Envelope> = (0..8).map(full_event).collect();
-        publisher(&url, &topology)
-            .await
-            .publish_batch(&events)
-            .await
-            .unwrap();
+        publish(&url, &topology, &events).await;
         match limit {
             Some(n) => {
                 assert!(Collector::wait_until(WAIT, || reached.is_cancelled()).await);
@@ -320,11 +313,7 @@ async fn the_attempt_timeout_bounds_user_layers() {
         .unwrap();
     let stats = consumer.stats();
     let running = Running::spawn(consumer);
-    publisher(&url, &topology)
-        .await
-        .publish(&event)
-        .await
-        .unwrap();
+    publish(&url, &topology, std::slice::from_ref(&event)).await;
     // The held first attempt is cut off by the timeout, then retried.
     assert!(
         handler

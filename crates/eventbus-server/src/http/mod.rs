@@ -62,8 +62,8 @@ pub(crate) struct AppState {
     pub(crate) metrics: PrometheusHandle,
 }
 
-/// How the router and the server guard themselves (`config_serve` has
-/// the variables and the defaults).
+/// How the router and the server guard themselves (the defaults are below;
+/// `config::serve` reads the variables that override them).
 #[derive(Clone)]
 pub(crate) struct HttpOptions {
     pub(crate) tokens: auth::Tokens,
