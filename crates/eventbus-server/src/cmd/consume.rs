@@ -89,6 +89,7 @@ pub(crate) async fn run_with(
     if let Some(statement) = &args.sql {
         return super::consume_sql::run(
             statement.clone(),
+            args.inbox_batch as usize,
             connector,
             topology,
             config,

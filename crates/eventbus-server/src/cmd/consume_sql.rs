@@ -9,7 +9,7 @@
 
 use std::sync::atomic::Ordering;
 
-use eventbus::pg::{Inbox, InboxHandler};
+use eventbus::pg::{Inbox, InboxConfig, InboxHandler};
 use eventbus::{Consumer, ConsumerConfig, Delivery, HandlerError, RedisConnector, Topology};
 use sqlx::PgConnection;
 
@@ -71,6 +71,7 @@ fn classify(e: &sqlx::Error) -> HandlerError {
 /// Runs the consumer with the SQL projection until `shutdown`.
 pub(crate) async fn run(
     statement: String,
+    batch: usize,
     connector: RedisConnector,
     topology: Topology,
     config: ConsumerConfig,
@@ -102,7 +103,11 @@ pub(crate) async fn run(
             statement,
             kill_one_in,
         },
-    );
+    )
+    .with_config(InboxConfig {
+        batch,
+        ..InboxConfig::default()
+    })?;
     let inbox_stats = inbox.stats();
     let dead_letters = settings
         .pg

@@ -67,6 +67,12 @@ pub struct ConsumerConfig {
     /// is never broken; other keys flow. Default false. See
     /// `docs/dead-letters.md` for the trade-off.
     pub park_keys: bool,
+    /// Ordered mode: most handled entries of a partition acknowledged in
+    /// one fenced call (the lease token checked once for them). Acks wait
+    /// only while more entries are ready, at most 100 ms; on a failover at
+    /// most this many handled entries are delivered again (an inbox skips
+    /// them). Default 64; 1 acknowledges each entry before the next starts.
+    pub partition_batch: usize,
     /// Ack-aware retention of the consumer's streams (its topics' partitions
     /// and the replay streams of their groups), trimmed in the background;
     /// processes take turns per stream (see [`crate::retention::Trimmer`]).
@@ -108,6 +114,7 @@ impl ConsumerConfig {
             static_membership: false,
             retry: crate::retry::RetryPolicy::default(),
             park_keys: false,
+            partition_batch: 64,
             trim: None,
         }
     }
@@ -133,8 +140,12 @@ impl ConsumerConfig {
         if self.topics.is_empty() {
             return bad("at least one topic is needed");
         }
-        if self.concurrency == 0 || self.read_count == 0 || self.ack_batch == 0 {
-            return bad("concurrency, read_count and ack_batch must be positive");
+        if self.concurrency == 0
+            || self.read_count == 0
+            || self.ack_batch == 0
+            || self.partition_batch == 0
+        {
+            return bad("concurrency, read_count, ack_batch and partition_batch must be positive");
         }
         if self.block < Duration::from_millis(1) {
             return bad("block must be at least 1 ms");

@@ -90,8 +90,13 @@ pub(crate) trait Site: Send {
     where
         F: Future<Output = Result<(), HandlerError>> + Send;
 
-    /// Acknowledges entry `id`.
+    /// Acknowledges entry `id`, handled (it may wait to join others).
     fn ack(&mut self, id: &str) -> impl Future<Output = Settled> + Send;
+
+    /// Acknowledges entry `id`, dead-lettered.
+    fn ack_dead_letter(&mut self, id: &str) -> impl Future<Output = Settled> + Send {
+        self.ack(id)
+    }
 
     /// Waits out `delay` before attempt `attempt + 1` of entry `id`.
     fn retry(
@@ -287,7 +292,7 @@ async fn dead_letter<S: Site>(site: &mut S, id: &str, key: Option<&str>, of: Of)
                         .stats
                         .dead_lettered
                         .fetch_add(1, Ordering::Relaxed);
-                    return site.ack(id).await;
+                    return site.ack_dead_letter(id).await;
                 }
                 Err(e) => tracing::error!(
                     entry_id = %id, error = %e, "could not park the key of a dead letter"

@@ -164,6 +164,7 @@ pub(crate) async fn run<H: Handler>(
         epoch,
         keep_leases: AtomicBool::new(false),
         park_keys: config.park_keys,
+        partition_batch: config.partition_batch,
     });
     let mut rt = Runtime {
         ctx,

@@ -15,9 +15,11 @@
 //!    partition; each retry is a new delivery, so Redis counts attempts
 //!    across crashes and failovers); when the attempts are used up, or the
 //!    failure is permanent or invalid, the entry is dead-lettered and the
-//!    partition moves on. Success (or a written dead letter) is acknowledged
-//!    through the fenced `XACK` before the next entry starts, so a crash
-//!    repeats at most the entry that was in flight. In park mode
+//!    partition moves on. Handled entries are acknowledged through the
+//!    fenced `XACK` in batches ([`Acks`]: up to `partition_batch`, sent as
+//!    soon as no more entries are ready, and before a retry waits or a dead
+//!    letter is acknowledged), so a crash repeats at most one batch of
+//!    handled entries and the entry in flight. In park mode
 //!    ([`park`](super::park)) an entry whose key has a dead letter is
 //!    dead-lettered as `parked` without being handled.
 //! 4. **Stop**, on one of two signals: `release` (rebalance or shutdown)
@@ -130,6 +132,30 @@ pub(crate) struct WorkerContext<H> {
     pub(crate) keep_leases: AtomicBool,
     /// Park mode: hold the later events of a key that has a dead letter.
     pub(crate) park_keys: bool,
+    /// Most handled entries acknowledged in one fenced call.
+    pub(crate) partition_batch: usize,
+}
+
+/// How long a handled entry's ack may wait for more to join it.
+const ACK_WAIT: Duration = Duration::from_millis(100);
+
+/// Handled entries of one partition not yet acknowledged: sent together
+/// by one fenced call when no more entries are ready, when
+/// `partition_batch` are waiting, after [`ACK_WAIT`], before a retry or a
+/// dead letter, and before the worker stops.
+#[derive(Debug, Default)]
+pub(crate) struct Acks {
+    ids: Vec<String>,
+    since: Option<Instant>,
+}
+
+impl Acks {
+    /// Adds `id`; true when the batch should be sent now.
+    pub(crate) fn push(&mut self, id: &str, batch: usize) -> bool {
+        self.ids.push(id.to_owned());
+        let since = *self.since.get_or_insert_with(Instant::now);
+        self.ids.len() >= batch || since.elapsed() >= ACK_WAIT
+    }
 }
 
 /// One owned partition.
@@ -225,10 +251,15 @@ impl<H: Handler> WorkerContext<H> {
         let mut sweep = tokio::time::interval(SWEEP_EVERY);
         sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         sweep.reset();
+        let mut acks = Acks::default();
         loop {
             let (entry, redelivered) = match backlog.pop_front() {
                 Some(e) => e,
                 None => {
+                    // Nothing ready: what is handled is acknowledged now.
+                    if !self.flush(part, &mut acks).await {
+                        return Ended::Lost;
+                    }
                     tokio::select! {
                         biased;
                         _ = part.abort.cancelled() => return Ended::Lost,
@@ -253,10 +284,15 @@ impl<H: Handler> WorkerContext<H> {
                 }
             };
             if part.release.is_cancelled() {
-                return Ended::Released; // not started: stays pending for the next owner
+                // Not started: stays pending for the next owner.
+                return if self.flush(part, &mut acks).await {
+                    Ended::Released
+                } else {
+                    Ended::Lost
+                };
             }
             if !self
-                .handle_entry(part, entry, redelivered, &mut parking)
+                .handle_entry(part, entry, redelivered, &mut parking, &mut acks)
                 .await
             {
                 return Ended::Lost;
@@ -390,6 +426,7 @@ impl<H: Handler> WorkerContext<H> {
         entry: RawEntry,
         claimed: bool,
         parking: &mut Option<PartitionParking>,
+        acks: &mut Acks,
     ) -> bool {
         // Redis's delivery count is the attempt number: it survives crashes
         // and failovers (a taken-over entry continues its count).
@@ -412,6 +449,7 @@ impl<H: Handler> WorkerContext<H> {
             ctx: self,
             part,
             parking,
+            acks,
         };
         let settled = entry::run(&mut site, &self.handler, entry, attempt, claimed).await;
         settled != Settled::Abandoned
@@ -432,13 +470,25 @@ impl<H: Handler> WorkerContext<H> {
         }
     }
 
-    /// Acknowledges through the fenced script, retrying transient errors.
-    pub(super) async fn ack(&self, part: &OwnedPartition, id: &str) -> bool {
+    /// Acknowledges what `acks` holds in one fenced call; true when done
+    /// (or nothing was waiting), false when the lease is lost.
+    pub(super) async fn flush(&self, part: &OwnedPartition, acks: &mut Acks) -> bool {
+        if acks.ids.is_empty() {
+            return true;
+        }
+        let ids = std::mem::take(&mut acks.ids);
+        acks.since = None;
+        let ids: Vec<&str> = ids.iter().map(String::as_str).collect();
+        self.ack(part, &ids).await
+    }
+
+    /// Acknowledges `ids` through the fenced script, retrying transient errors.
+    async fn ack(&self, part: &OwnedPartition, ids: &[&str]) -> bool {
         let mut failures = 0u32;
         loop {
             match self
                 .scripts
-                .ack(&self.conn, &part.stream, &self.group, part.token, &[id])
+                .ack(&self.conn, &part.stream, &self.group, part.token, ids)
                 .await
             {
                 Ok(Fenced::Done(n)) => {
@@ -446,7 +496,7 @@ impl<H: Handler> WorkerContext<H> {
                     return true;
                 }
                 Ok(Fenced::Lost) => {
-                    tracing::warn!(stream = %part.stream, entry_id = %id, "lease lost before the ack; the next owner handles this entry again");
+                    tracing::warn!(stream = %part.stream, entries = ids.len(), "lease lost before the ack; the next owner handles these entries again");
                     return false;
                 }
                 Err(e) => {

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use uuid::Uuid;
 
-use super::partition_worker::{OwnedPartition, WorkerContext};
+use super::partition_worker::{Acks, OwnedPartition, WorkerContext};
 use crate::deadletter::park::PartitionParking;
 use crate::handler::{Handler, HandlerError};
 use crate::runtime::entry::{Parts, Retry, Settled, Site};
@@ -19,6 +19,15 @@ pub(crate) struct PartitionSite<'a, H> {
     pub(crate) ctx: &'a WorkerContext<H>,
     pub(crate) part: &'a OwnedPartition,
     pub(crate) parking: &'a mut Option<PartitionParking>,
+    /// Handled entries waiting for their fenced ack.
+    pub(crate) acks: &'a mut Acks,
+}
+
+impl<H: Handler> PartitionSite<'_, H> {
+    /// Sends the waiting acks; false when the lease is lost.
+    async fn flush(&mut self) -> bool {
+        self.ctx.flush(self.part, self.acks).await
+    }
 }
 
 fn settled(kept: bool) -> Settled {
@@ -85,10 +94,24 @@ impl<H: Handler> Site for PartitionSite<'_, H> {
     }
 
     async fn ack(&mut self, id: &str) -> Settled {
-        settled(self.ctx.ack(self.part, id).await)
+        if self.acks.push(id, self.ctx.partition_batch) {
+            settled(self.flush().await)
+        } else {
+            Settled::Done
+        }
+    }
+
+    async fn ack_dead_letter(&mut self, id: &str) -> Settled {
+        // At once: a crash before it would write the dead letter again.
+        self.acks.push(id, 1);
+        settled(self.flush().await)
     }
 
     async fn retry(&mut self, id: &str, _attempt: u64, delay: Duration) -> Retry {
+        // The entries handled before this one do not wait for its retries.
+        if !self.flush().await {
+            return Retry::Left(Settled::Abandoned);
+        }
         let (ctx, part) = (self.ctx, self.part);
         // A release stops retrying: the entry stays pending and the next
         // owner starts with it, its count intact.
@@ -123,6 +146,9 @@ impl<H: Handler> Site for PartitionSite<'_, H> {
     }
 
     async fn after_failed_write(&mut self) -> Option<Settled> {
+        if !self.flush().await {
+            return Some(Settled::Abandoned);
+        }
         // The partition waits for its dead letter: moving on would lose it.
         if self
             .ctx

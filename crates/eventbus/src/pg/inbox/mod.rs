@@ -1,17 +1,25 @@
 //! The inbox: each event's effects happen once per consumer group.
 //!
-//! [`Inbox`] wraps an [`InboxHandler`] as a [`Handler`]. For each delivery it
-//! opens a transaction, inserts `(group, event_id)` into `eventbus_inbox`
-//! with `ON CONFLICT DO NOTHING`, and
-//! - if the row already existed (a redelivery of an event already handled),
-//!   skips the handler, and the entry is acknowledged;
-//! - otherwise runs the handler with the same transaction, commits, and only
-//!   then lets the runtime acknowledge the entry.
+//! [`Inbox`] wraps an [`InboxHandler`] as a [`Handler`]. It records
+//! `(group, event_id)` in `eventbus_inbox` in the same transaction as the
+//! handler's writes:
+//! - a delivery of an event already recorded (a redelivery of an event
+//!   already handled) skips the handler, and the entry is acknowledged;
+//! - otherwise the handler runs with that transaction, which commits, and
+//!   only then does the runtime acknowledge the entry.
 //!
-//! A crash anywhere before the commit rolls back both the inbox row and the
-//! handler's writes, and the entry is delivered again. A crash after the
-//! commit and before the ack means a redelivery that finds the row and is
-//! skipped. Either way the handler's writes commit exactly once.
+//! Deliveries ready together share one transaction, each handler in a
+//! savepoint of its own ([`batch`](self::batch) has the details and
+//! [`InboxConfig`] the knobs).
+//!
+//! A crash anywhere before the commit rolls back both the inbox rows and the
+//! handlers' writes, and the entries are delivered again. A crash after the
+//! commit and before the ack means redeliveries that find their rows and are
+//! skipped. Either way each handler's writes commit exactly once.
+
+mod batch;
+
+pub use batch::{Inbox, InboxConfig, DEFAULT_INBOX_BATCH};
 
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -43,42 +51,9 @@ pub struct InboxStats {
     pub committed: AtomicU64,
     /// Deliveries skipped because the event was already handled.
     pub duplicates: AtomicU64,
-}
-
-/// Wraps an [`InboxHandler`] as a consumer [`Handler`]; see the module docs.
-#[derive(Debug)]
-pub struct Inbox<H> {
-    gate: PoolGate,
-    insert_sql: String,
-    handler: H,
-    stats: Arc<InboxStats>,
-}
-
-impl<H: InboxHandler> Inbox<H> {
-    /// An inbox in `schema`. The group recorded is the delivery's group.
-    ///
-    /// Handlers wait for a connection in a [`PoolGate`] sized to the pool,
-    /// so a consumer with many more handlers than connections opens at most
-    /// the pool's connections and never cuts a connect off half-way.
-    pub fn new(pool: PgPool, schema: &DbSchema, handler: H) -> Self {
-        Self::with_gate(PoolGate::new(pool), schema, handler)
-    }
-
-    /// An inbox sharing `gate` (and its pool) with other users of the pool,
-    /// so that together they queue in one line.
-    pub fn with_gate(gate: PoolGate, schema: &DbSchema, handler: H) -> Self {
-        Inbox {
-            gate,
-            insert_sql: insert_sql(schema),
-            handler,
-            stats: Arc::default(),
-        }
-    }
-
-    /// Live counters.
-    pub fn stats(&self) -> Arc<InboxStats> {
-        self.stats.clone()
-    }
+    /// Transactions committed by a batched [`Inbox`] (`committed /
+    /// batches` is the mean batch).
+    pub batches: AtomicU64,
 }
 
 fn insert_sql(schema: &DbSchema) -> String {
@@ -90,39 +65,6 @@ fn insert_sql(schema: &DbSchema) -> String {
 
 fn retryable(what: &str, e: impl std::fmt::Display) -> HandlerError {
     HandlerError::retryable(format!("inbox {what}: {e}"))
-}
-
-impl<H: InboxHandler> Handler for Inbox<H> {
-    async fn handle(&self, delivery: Delivery) -> Result<(), HandlerError> {
-        let mut conn = self
-            .gate
-            .acquire()
-            .await
-            .map_err(|e| retryable("connection", e))?;
-        let mut tx = sqlx::Connection::begin(&mut **conn)
-            .await
-            .map_err(|e| retryable("begin", e))?;
-        let inserted = sqlx::query(safe(&self.insert_sql))
-            .bind(&delivery.group)
-            .bind(delivery.envelope.id)
-            .bind(&delivery.envelope.event_type)
-            .execute(&mut *tx)
-            .await
-            .map_err(|e| retryable("insert", e))?
-            .rows_affected();
-        if inserted == 0 {
-            drop(tx); // rolls back; nothing was written
-            self.stats.duplicates.fetch_add(1, Ordering::Relaxed);
-            tracing::debug!(event_id = %delivery.envelope.id, group = %delivery.group, "already handled; skipped");
-            return Ok(());
-        }
-        self.handler.handle(&delivery, &mut tx).await?;
-        // If the commit's outcome is unknown, the redelivery finds the row
-        // (committed) or not (rolled back): both are safe.
-        tx.commit().await.map_err(|e| retryable("commit", e))?;
-        self.stats.committed.fetch_add(1, Ordering::Relaxed);
-        Ok(())
-    }
 }
 
 /// Records `(group, event_id)` outside a handler transaction (used by

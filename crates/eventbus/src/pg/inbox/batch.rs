@@ -1,0 +1,441 @@
+//! The batched inbox: many deliveries, one PostgreSQL transaction.
+//!
+//! Each delivery handed to [`Inbox`] joins a queue. Up to
+//! [`InboxConfig::parallel`] batch runners take what is queued (at most
+//! [`InboxConfig::batch`] deliveries; a runner never waits to fill a batch,
+//! it takes what is ready) and handle it in one transaction:
+//!
+//! 1. one multi-row insert records the batch in `eventbus_inbox`
+//!    (`INSERT … SELECT unnest(…) ON CONFLICT DO NOTHING RETURNING
+//!    event_id`); a delivery whose row already existed is a duplicate and
+//!    skips its handler;
+//! 2. each new event's handler runs in its own `SAVEPOINT`; a failing
+//!    handler (or one whose writes cannot be released) is rolled back to its
+//!    savepoint, its inbox row deleted, and that delivery alone fails (the
+//!    runtime retries or dead-letters it as usual); the others go on;
+//! 3. one `COMMIT`; only then does each delivery learn its outcome, so the
+//!    runtime acknowledges nothing that is not committed (the unordered
+//!    acker sends the batch's acks as one pipelined `XACK` per stream).
+//!
+//! Crashes keep the inbox's promise: before `COMMIT` nothing of the batch
+//! is written and every entry is delivered again; after it, a redelivery
+//! finds its row and is skipped.
+//!
+//! A handler still running after [`InboxConfig::item_timeout`] stops the
+//! whole batch: its transaction is rolled back and its connection closed
+//! (the statement it waits on may hold locks); that delivery fails as
+//! retryable and every other one of the batch goes back to the front of the
+//! queue, to run again in the next batch without losing an attempt.
+//!
+//! Why 64 by default: every handler that writes gets a subtransaction, and
+//! a PostgreSQL backend caches at most 64 of them per transaction; beyond
+//! that every other session's snapshots overflow to `pg_subtrans`, which
+//! slows the whole server. The benchmark (docs/benchmarks.md) measured the
+//! default too.
+
+use std::collections::{HashSet, VecDeque};
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::{oneshot, OwnedSemaphorePermit, Semaphore};
+use uuid::Uuid;
+
+use super::{retryable, InboxHandler, InboxStats};
+use crate::db::{safe, DbSchema};
+use crate::handler::{Delivery, Handler, HandlerError};
+use crate::pg::PoolGate;
+use crate::{Error, Result};
+
+/// How an [`Inbox`] batches its deliveries (see the module docs).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InboxConfig {
+    /// Most deliveries in one transaction (default 64). 1 is one
+    /// transaction per event.
+    pub batch: usize,
+    /// Most transactions at once (default: the pool's size). Batches form
+    /// when they are all busy.
+    pub parallel: Option<usize>,
+    /// A handler running longer than this stops its batch (default 10 s).
+    /// Keep it below the consumer's attempt timeout.
+    pub item_timeout: Duration,
+}
+
+/// The default largest batch.
+pub const DEFAULT_INBOX_BATCH: usize = 64;
+
+impl Default for InboxConfig {
+    fn default() -> Self {
+        InboxConfig {
+            batch: DEFAULT_INBOX_BATCH,
+            parallel: None,
+            item_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+impl InboxConfig {
+    /// Refuses a batch or parallelism of 0 and a zero timeout.
+    pub fn validate(&self) -> Result<()> {
+        if self.batch == 0 {
+            return Err(Error::Config("the inbox batch must be at least 1".into()));
+        }
+        if self.parallel == Some(0) {
+            return Err(Error::Config(
+                "the inbox must run at least 1 transaction at once".into(),
+            ));
+        }
+        if self.item_timeout.is_zero() {
+            return Err(Error::Config(
+                "the inbox item timeout must be positive".into(),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Wraps an [`InboxHandler`] as a consumer [`Handler`]: its deliveries are
+/// handled in batches, one transaction each (see the module docs).
+pub struct Inbox<H> {
+    shared: Arc<Shared<H>>,
+}
+
+impl<H> std::fmt::Debug for Inbox<H> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Inbox")
+            .field("config", &self.shared.config)
+            .finish_non_exhaustive()
+    }
+}
+
+struct Shared<H> {
+    gate: PoolGate,
+    /// `eventbus_inbox`, schema-qualified.
+    table: String,
+    insert_sql: String,
+    delete_sql: String,
+    handler: H,
+    stats: Arc<InboxStats>,
+    config: InboxConfig,
+    queue: Mutex<VecDeque<Pending>>,
+    /// One permit per batch runner.
+    runners: Arc<Semaphore>,
+}
+
+/// A delivery waiting for its batch, and where its outcome goes.
+struct Pending {
+    delivery: Delivery,
+    done: oneshot::Sender<Result<(), HandlerError>>,
+}
+
+impl<H: InboxHandler> Inbox<H> {
+    /// An inbox in `schema`, batching with the default [`InboxConfig`]. The
+    /// group recorded is the delivery's group.
+    ///
+    /// Batches take their connections through a [`PoolGate`] sized to the
+    /// pool, so the inbox opens at most the pool's connections and never
+    /// cuts a connect off half-way.
+    pub fn new(pool: sqlx::PgPool, schema: &DbSchema, handler: H) -> Self {
+        Self::with_gate(PoolGate::new(pool), schema, handler)
+    }
+
+    /// An inbox sharing `gate` (and its pool) with other users of the pool,
+    /// so that together they queue in one line.
+    pub fn with_gate(gate: PoolGate, schema: &DbSchema, handler: H) -> Self {
+        Self::build(
+            gate,
+            schema.table("eventbus_inbox"),
+            handler,
+            InboxConfig::default(),
+        )
+    }
+
+    /// The same inbox, batching as `config` says. Refuses an invalid
+    /// config.
+    pub fn with_config(self, config: InboxConfig) -> Result<Self> {
+        config.validate()?;
+        let shared = Arc::into_inner(self.shared).ok_or_else(|| {
+            Error::Config("an inbox's config must be set before it is used".into())
+        })?;
+        let mut built = Self::build(shared.gate, shared.table, shared.handler, config);
+        Arc::get_mut(&mut built.shared).expect("just built").stats = shared.stats;
+        Ok(built)
+    }
+
+    fn build(gate: PoolGate, table: String, handler: H, config: InboxConfig) -> Self {
+        let parallel = config.parallel.unwrap_or_else(|| gate.size()).max(1);
+        Inbox {
+            shared: Arc::new(Shared {
+                gate,
+                insert_sql: format!(
+                    "INSERT INTO {table} (group_name, event_id, event_type) \
+                     SELECT * FROM unnest($1::text[], $2::uuid[], $3::text[]) \
+                     ON CONFLICT DO NOTHING RETURNING event_id"
+                ),
+                delete_sql: format!("DELETE FROM {table} WHERE group_name = $1 AND event_id = $2"),
+                table,
+                handler,
+                stats: Arc::default(),
+                config,
+                queue: Mutex::new(VecDeque::new()),
+                runners: Arc::new(Semaphore::new(parallel)),
+            }),
+        }
+    }
+
+    /// Live counters.
+    pub fn stats(&self) -> Arc<InboxStats> {
+        self.shared.stats.clone()
+    }
+
+    /// How it batches.
+    pub fn config(&self) -> &InboxConfig {
+        &self.shared.config
+    }
+}
+
+impl<H: InboxHandler> Handler for Inbox<H> {
+    async fn handle(&self, delivery: Delivery) -> Result<(), HandlerError> {
+        let (done, outcome) = oneshot::channel();
+        self.shared
+            .queue
+            .lock()
+            .expect("inbox queue poisoned")
+            .push_back(Pending { delivery, done });
+        if let Ok(permit) = self.shared.runners.clone().try_acquire_owned() {
+            // A task of its own: the batch goes on if this delivery's own
+            // attempt is cut off (its timeout), so the others are not.
+            tokio::spawn(run_batches(self.shared.clone(), permit));
+        }
+        // Every runner busy: one of them takes this delivery before it
+        // stops (see `run_batches`).
+        outcome
+            .await
+            .unwrap_or_else(|_| Err(retryable("batch", "ended before this event's outcome")))
+    }
+}
+
+/// Runs batches while deliveries are queued, then gives the permit back.
+async fn run_batches<H: InboxHandler>(shared: Arc<Shared<H>>, mut permit: OwnedSemaphorePermit) {
+    loop {
+        loop {
+            let batch = shared.take();
+            if batch.is_empty() {
+                break;
+            }
+            shared.run(batch).await;
+            // Let the tasks just answered queue their next deliveries (an
+            // ordered partition's next entry) before the next batch forms.
+            tokio::task::yield_now().await;
+        }
+        drop(permit);
+        // A delivery queued after the queue looked empty, while this
+        // runner still held its permit, found no free runner: take it.
+        if shared
+            .queue
+            .lock()
+            .expect("inbox queue poisoned")
+            .is_empty()
+        {
+            return;
+        }
+        match shared.runners.clone().try_acquire_owned() {
+            Ok(p) => permit = p,
+            Err(_) => return, // another runner holds it and will look
+        }
+    }
+}
+
+/// How a batch's transaction ended.
+enum Ended {
+    /// Committed: each delivery's step, in order.
+    Committed(Vec<Step>),
+    /// Rolled back as a whole (nothing committed, or the commit's outcome
+    /// is unknown).
+    Failed(HandlerError),
+    /// Delivery `n` ran past the item timeout; the batch was rolled back
+    /// and its connection closed.
+    TimedOut(usize),
+}
+
+/// How one delivery of a batch ended, before the commit.
+enum Step {
+    /// Already handled: skipped.
+    Duplicate,
+    /// Handled; committed with the batch.
+    Handled,
+    /// Failed and rolled back to its savepoint.
+    Failed(HandlerError),
+}
+
+impl<H: InboxHandler> Shared<H> {
+    /// Up to `batch` queued deliveries whose attempt still waits, each
+    /// event once (a second delivery of an event waits for the next batch,
+    /// which then finds the first one's row or not).
+    fn take(&self) -> Vec<Pending> {
+        let mut queue = self.queue.lock().expect("inbox queue poisoned");
+        let mut batch = Vec::new();
+        let mut ids = HashSet::new();
+        let mut later = VecDeque::new();
+        while batch.len() < self.config.batch {
+            let Some(p) = queue.pop_front() else { break };
+            if p.done.is_closed() {
+                continue; // its attempt was cut off: it is delivered again
+            }
+            if ids.insert(p.delivery.envelope.id) {
+                batch.push(p);
+            } else {
+                later.push_back(p);
+            }
+        }
+        while let Some(p) = later.pop_back() {
+            queue.push_front(p);
+        }
+        batch
+    }
+
+    /// Puts `pending` back at the front of the queue, in order.
+    fn requeue(&self, pending: Vec<Pending>) {
+        let mut queue = self.queue.lock().expect("inbox queue poisoned");
+        for p in pending.into_iter().rev() {
+            queue.push_front(p);
+        }
+    }
+
+    /// Handles one batch in one transaction and answers each delivery.
+    async fn run(&self, batch: Vec<Pending>) {
+        match self.transact(&batch).await {
+            Ended::Committed(steps) => {
+                let mut committed = 0;
+                for (p, step) in batch.into_iter().zip(steps) {
+                    let outcome = match step {
+                        Step::Duplicate => {
+                            self.stats.duplicates.fetch_add(1, Ordering::Relaxed);
+                            tracing::debug!(event_id = %p.delivery.envelope.id, group = %p.delivery.group, "already handled; skipped");
+                            Ok(())
+                        }
+                        Step::Handled => {
+                            committed += 1;
+                            Ok(())
+                        }
+                        Step::Failed(e) => Err(e),
+                    };
+                    let _ = p.done.send(outcome);
+                }
+                self.stats.committed.fetch_add(committed, Ordering::Relaxed);
+                self.stats.batches.fetch_add(1, Ordering::Relaxed);
+            }
+            Ended::Failed(e) => {
+                // Nothing of the batch committed (or the commit's outcome
+                // is unknown: a redelivery finds the rows or not; both are
+                // safe).
+                for p in batch {
+                    let _ = p.done.send(Err(e.clone()));
+                }
+            }
+            Ended::TimedOut(slow) => {
+                let mut rest = batch;
+                let p = rest.remove(slow);
+                tracing::warn!(event_id = %p.delivery.envelope.id, group = %p.delivery.group,
+                               timeout = ?self.config.item_timeout, others = rest.len(),
+                               "an inbox handler ran past its timeout; its batch is rolled back and the others run again");
+                let _ = p.done.send(Err(HandlerError::retryable(format!(
+                    "inbox handler still running after {:?} (its batch was rolled back)",
+                    self.config.item_timeout
+                ))));
+                self.requeue(rest);
+            }
+        }
+    }
+
+    /// The transaction of one batch.
+    async fn transact(&self, batch: &[Pending]) -> Ended {
+        match self.try_transact(batch).await {
+            Ok(ended) => ended,
+            Err(e) => Ended::Failed(e),
+        }
+    }
+
+    async fn try_transact(&self, batch: &[Pending]) -> Result<Ended, HandlerError> {
+        let mut conn = self
+            .gate
+            .acquire()
+            .await
+            .map_err(|e| retryable("connection", e))?;
+        let mut tx = sqlx::Connection::begin(&mut **conn)
+            .await
+            .map_err(|e| retryable("begin", e))?;
+        let groups: Vec<&str> = batch.iter().map(|p| p.delivery.group.as_str()).collect();
+        let ids: Vec<Uuid> = batch.iter().map(|p| p.delivery.envelope.id).collect();
+        let types: Vec<&str> = batch
+            .iter()
+            .map(|p| p.delivery.envelope.event_type.as_str())
+            .collect();
+        let new: HashSet<Uuid> = sqlx::query_scalar(safe(&self.insert_sql))
+            .bind(&groups)
+            .bind(&ids)
+            .bind(&types)
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(|e| retryable("insert", e))?
+            .into_iter()
+            .collect();
+        let mut steps = Vec::with_capacity(batch.len());
+        for (i, p) in batch.iter().enumerate() {
+            if !new.contains(&p.delivery.envelope.id) {
+                steps.push(Step::Duplicate);
+                continue;
+            }
+            sqlx::raw_sql("SAVEPOINT eventbus_inbox")
+                .execute(&mut *tx)
+                .await
+                .map_err(|e| retryable("savepoint", e))?;
+            let ran = tokio::time::timeout(
+                self.config.item_timeout,
+                self.handler.handle(&p.delivery, &mut tx),
+            )
+            .await;
+            let result = match ran {
+                Ok(result) => result,
+                Err(_) => {
+                    // The statement it waits on may hold locks: close the
+                    // connection rather than wait for the rollback.
+                    drop(tx);
+                    conn.close_on_drop();
+                    drop(conn);
+                    return Ok(Ended::TimedOut(i));
+                }
+            };
+            // A handler that swallowed a failed statement left the
+            // transaction aborted: releasing fails, and it is rolled back.
+            let result = match result {
+                Ok(()) => sqlx::raw_sql("RELEASE SAVEPOINT eventbus_inbox")
+                    .execute(&mut *tx)
+                    .await
+                    .map(drop)
+                    .map_err(|e| retryable("handler's writes", e)),
+                Err(e) => Err(e),
+            };
+            match result {
+                Ok(()) => steps.push(Step::Handled),
+                Err(e) => {
+                    sqlx::raw_sql(
+                        "ROLLBACK TO SAVEPOINT eventbus_inbox; RELEASE SAVEPOINT eventbus_inbox",
+                    )
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(|e| retryable("rollback to savepoint", e))?;
+                    sqlx::query(safe(&self.delete_sql))
+                        .bind(&p.delivery.group)
+                        .bind(p.delivery.envelope.id)
+                        .execute(&mut *tx)
+                        .await
+                        .map_err(|e| retryable("forget", e))?;
+                    steps.push(Step::Failed(e));
+                }
+            }
+        }
+        tx.commit().await.map_err(|e| retryable("commit", e))?;
+        Ok(Ended::Committed(steps))
+    }
+}
