@@ -442,7 +442,25 @@ async fn results_table(db: &TestSchema) -> String {
     table
 }
 
+/// Consumption mode of a crash test's consumers.
+#[derive(Clone, Copy, Debug)]
+enum Mode {
+    Unordered,
+    /// With a short session, so a killed member's partitions move on soon.
+    Ordered,
+}
+
 fn sql_consumer(
+    ns: &TestNamespace,
+    db: &TestSchema,
+    results: &str,
+    failpoint: Option<&str>,
+) -> Child {
+    sql_consumer_in(Mode::Unordered, ns, db, results, failpoint)
+}
+
+fn sql_consumer_in(
+    mode: Mode,
     ns: &TestNamespace,
     db: &TestSchema,
     results: &str,
@@ -460,20 +478,27 @@ fn sql_consumer(
         "--topics",
         "work_item",
         "--inbox",
-        "--unordered",
-        "--concurrency",
-        "8",
         "--claim-idle",
         "1s",
         "--block",
         "200ms",
         "--sql",
         &format!("INSERT INTO {results} (event_id, seq) VALUES ($1, ($4->>'seq')::int)"),
-    ])
-    .stdout(Stdio::null())
-    .stderr(Stdio::null())
-    .spawn()
-    .unwrap()
+    ]);
+    match mode {
+        Mode::Unordered => c.args(["--unordered", "--concurrency", "8"]),
+        Mode::Ordered => c.args([
+            "--ordered",
+            "--heartbeat",
+            "100ms",
+            "--session-timeout",
+            "1s",
+        ]),
+    };
+    c.stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap()
 }
 
 /// Every published event has exactly one result row.
@@ -605,9 +630,21 @@ async fn relay_crash_loop(ns: TestNamespace) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn inbox_consumer_killed_mid_transaction_repeatedly_keeps_effects_exactly_once() {
-    let ns = TestNamespace::new(shared_redis_url(), "ob-ckill");
-    let db = TestSchema::new("obckill").await;
+async fn inbox_consumer_killed_mid_batch_repeatedly_keeps_effects_exactly_once() {
+    consumer_crash_loop(Mode::Unordered, "ckill").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ordered_inbox_consumer_killed_mid_batch_repeatedly_keeps_effects_exactly_once() {
+    consumer_crash_loop(Mode::Ordered, "okill").await;
+}
+
+/// Inbox consumers (batched: up to 64 events a transaction) SIGKILLed
+/// inside their transaction about once every 800 events, and replaced,
+/// while 20,000 events flow: each event has exactly one effect row.
+async fn consumer_crash_loop(mode: Mode, name: &str) {
+    let ns = TestNamespace::new(shared_redis_url(), &format!("ob-{name}"));
+    let db = TestSchema::new(&format!("ob{name}")).await;
     let dir = tempfile::tempdir().unwrap();
     let results = results_table(&db).await;
     enqueue_20k(&ns, &db, dir.path()).await;
@@ -623,7 +660,7 @@ async fn inbox_consumer_killed_mid_transaction_repeatedly_keeps_effects_exactly_
     // dead ones are replaced until every event has its row.
     let failpoint = Some("inbox-kill-mid-transaction:800");
     let mut consumers: Vec<KillOnDrop> = (0..2)
-        .map(|_| KillOnDrop(Some(sql_consumer(&ns, &db, &results, failpoint))))
+        .map(|_| KillOnDrop(Some(sql_consumer_in(mode, &ns, &db, &results, failpoint))))
         .collect();
     let mut deaths = 0;
     let deadline = Instant::now() + WAIT;
@@ -636,7 +673,8 @@ async fn inbox_consumer_killed_mid_transaction_repeatedly_keeps_effects_exactly_
                     "consumer exited otherwise: {status:?}"
                 );
                 deaths += 1;
-                *c = KillOnDrop(Some(sql_consumer(
+                *c = KillOnDrop(Some(sql_consumer_in(
+                    mode,
                     &ns,
                     &db,
                     &results,
@@ -654,7 +692,7 @@ async fn inbox_consumer_killed_mid_transaction_repeatedly_keeps_effects_exactly_
         }
         assert!(
             Instant::now() < deadline,
-            "{distinct} of 20000 handled after {deaths} consumer kills"
+            "{mode:?}: {distinct} of 20000 handled after {deaths} consumer kills"
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
