@@ -14,10 +14,15 @@ pub enum Either<A, B> {
 }
 
 impl<A: Handler, B: Handler> Handler for Either<A, B> {
-    async fn handle(&self, delivery: Delivery) -> Result<(), HandlerError> {
+    // Not an `async fn`: that would keep its own copy of the delivery beside
+    // the inner future's, at every layer of the stack.
+    fn handle(
+        &self,
+        delivery: Delivery,
+    ) -> impl std::future::Future<Output = Result<(), HandlerError>> + Send {
         match self {
-            Either::Left(a) => a.handle(delivery).await,
-            Either::Right(b) => b.handle(delivery).await,
+            Either::Left(a) => futures::future::Either::Left(a.handle(delivery)),
+            Either::Right(b) => futures::future::Either::Right(b.handle(delivery)),
         }
     }
 }

@@ -25,22 +25,30 @@ pub struct Measured<H> {
 }
 
 impl<H: Handler> Handler for Measured<H> {
-    async fn handle(&self, delivery: Delivery) -> Result<(), HandlerError> {
+    // Not an `async fn`, so the future holds no copy of the delivery (see
+    // `Either`).
+    fn handle(
+        &self,
+        delivery: Delivery,
+    ) -> impl std::future::Future<Output = Result<(), HandlerError>> + Send {
         let labels = [
             ("group", delivery.group.clone()),
             ("type", delivery.envelope.event_type.clone()),
         ];
-        let started = std::time::Instant::now();
-        let result = self.inner.handle(delivery).await;
-        metrics::histogram!("eventbus_handler_duration_seconds", &labels)
-            .record(started.elapsed().as_secs_f64());
-        let outcome = match &result {
-            Ok(()) => "ok",
-            Err(e) => e.class.as_str(),
-        };
-        let [(_, group), (_, event_type)] = labels;
-        metrics::counter!("eventbus_consumed_total", "group" => group, "type" => event_type, "outcome" => outcome)
-            .increment(1);
-        result
+        let inner = self.inner.handle(delivery);
+        async move {
+            let started = std::time::Instant::now();
+            let result = inner.await;
+            metrics::histogram!("eventbus_handler_duration_seconds", &labels)
+                .record(started.elapsed().as_secs_f64());
+            let outcome = match &result {
+                Ok(()) => "ok",
+                Err(e) => e.class.as_str(),
+            };
+            let [(_, group), (_, event_type)] = labels;
+            metrics::counter!("eventbus_consumed_total", "group" => group, "type" => event_type, "outcome" => outcome)
+                .increment(1);
+            result
+        }
     }
 }

@@ -40,13 +40,21 @@ pub struct Timeout<H> {
 }
 
 impl<H: Handler> Handler for Timeout<H> {
-    async fn handle(&self, delivery: Delivery) -> Result<(), HandlerError> {
-        match tokio::time::timeout(self.after, self.inner.handle(delivery)).await {
-            Ok(r) => r,
-            Err(_) => Err(HandlerError::retryable(format!(
-                "attempt timed out after {:?}",
-                self.after
-            ))),
+    // Not an `async fn`, so the future holds no copy of the delivery (see
+    // `Either`).
+    fn handle(
+        &self,
+        delivery: Delivery,
+    ) -> impl std::future::Future<Output = Result<(), HandlerError>> + Send {
+        let after = self.after;
+        let attempt = tokio::time::timeout(after, self.inner.handle(delivery));
+        async move {
+            match attempt.await {
+                Ok(r) => r,
+                Err(_) => Err(HandlerError::retryable(format!(
+                    "attempt timed out after {after:?}"
+                ))),
+            }
         }
     }
 }

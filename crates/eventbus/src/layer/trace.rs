@@ -25,13 +25,18 @@ pub struct Traced<H> {
 }
 
 impl<H: Handler> Handler for Traced<H> {
-    async fn handle(&self, delivery: Delivery) -> Result<(), HandlerError> {
+    // Not an `async fn`, so the future holds no copy of the delivery (see
+    // `Either`).
+    fn handle(
+        &self,
+        delivery: Delivery,
+    ) -> impl std::future::Future<Output = Result<(), HandlerError>> + Send {
         let span = tracing::info_span!(
             "event",
             event_id = %delivery.envelope.id,
             event_type = %delivery.envelope.event_type,
             group = %delivery.group,
         );
-        self.inner.handle(delivery).instrument(span).await
+        self.inner.handle(delivery).instrument(span)
     }
 }

@@ -325,7 +325,8 @@ pub(super) async fn dispatch<H: Handler>(
         idx,
         permit,
     };
-    shared.tracker.spawn(async move {
+    // Boxed once, so that spawning moves a pointer, not the whole sequence.
+    shared.tracker.spawn(Box::pin(async move {
         let id = entry.id.clone();
         let s = site.shared.clone();
         let settled = entry::run(&mut site, &s.handler, entry, attempt, redelivered).await;
@@ -337,7 +338,7 @@ pub(super) async fn dispatch<H: Handler>(
                 .expect("inflight set poisoned")
                 .remove(&(idx, id));
         }
-    });
+    }));
 }
 
 /// One entry of an unordered consumer, for the shared sequence.
