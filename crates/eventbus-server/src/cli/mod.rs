@@ -225,10 +225,11 @@ pub(crate) struct ConsumeArgs {
     /// with --exec).
     #[arg(long)]
     pub(crate) inbox: bool,
-    /// With --inbox --sql: most events handled in one PostgreSQL
+    /// With --inbox: most events in one PostgreSQL round. --sql: one
     /// transaction, each statement in a savepoint of its own (a failing one
-    /// is rolled back alone). Events ready together share a transaction;
-    /// none waits for a batch to fill. 1 = one transaction per event.
+    /// is rolled back alone); --exec: one lookup before and one record after
+    /// the commands. Events ready together share it; none waits for a batch
+    /// to fill. 1 = one per event.
     #[arg(long, value_name = "N", default_value_t = eventbus::pg::DEFAULT_INBOX_BATCH as u64,
           value_parser = clap::value_parser!(u64).range(1..=1000))]
     pub(crate) inbox_batch: u64,

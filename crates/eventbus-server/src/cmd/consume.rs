@@ -129,9 +129,10 @@ pub(crate) async fn run_with(
             settings.pg.inbox_retention,
             shutdown.clone(),
         ));
-        Some(InboxLayer::new(
+        Some(InboxLayer::with_batch(
             eventbus::pg::PoolGate::new(pool),
             settings.pg.schema.clone(),
+            args.inbox_batch as usize,
         ))
     } else {
         None

@@ -35,12 +35,13 @@
 
 use std::collections::{HashSet, VecDeque};
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::{oneshot, OwnedSemaphorePermit, Semaphore};
+use tokio::sync::oneshot;
 use uuid::Uuid;
 
+use super::coalesce::{Coalescer, Flush};
 use super::{retryable, InboxHandler, InboxStats};
 use crate::db::{safe, DbSchema};
 use crate::handler::{Delivery, Handler, HandlerError};
@@ -96,34 +97,29 @@ impl InboxConfig {
 
 /// Wraps an [`InboxHandler`] as a consumer [`Handler`]: its deliveries are
 /// handled in batches, one transaction each (see the module docs).
-pub struct Inbox<H> {
-    shared: Arc<Shared<H>>,
+pub struct Inbox<H: InboxHandler> {
+    queue: Arc<Coalescer<Shared<H>>>,
 }
 
-impl<H> std::fmt::Debug for Inbox<H> {
+impl<H: InboxHandler> std::fmt::Debug for Inbox<H> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Inbox")
-            .field("config", &self.shared.config)
+            .field("config", &self.queue.flush.config)
             .finish_non_exhaustive()
     }
 }
 
-struct Shared<H> {
+pub(crate) struct Shared<H> {
     gate: PoolGate,
-    /// `eventbus_inbox`, schema-qualified.
-    table: String,
     insert_sql: String,
     delete_sql: String,
     handler: H,
     stats: Arc<InboxStats>,
     config: InboxConfig,
-    queue: Mutex<VecDeque<Pending>>,
-    /// One permit per batch runner.
-    runners: Arc<Semaphore>,
 }
 
 /// A delivery waiting for its batch, and where its outcome goes.
-struct Pending {
+pub(crate) struct Pending {
     delivery: Delivery,
     done: oneshot::Sender<Result<(), HandlerError>>,
 }
@@ -154,95 +150,58 @@ impl<H: InboxHandler> Inbox<H> {
     /// config.
     pub fn with_config(self, config: InboxConfig) -> Result<Self> {
         config.validate()?;
-        let shared = Arc::into_inner(self.shared).ok_or_else(|| {
+        let queue = Arc::into_inner(self.queue).ok_or_else(|| {
             Error::Config("an inbox's config must be set before it is used".into())
         })?;
-        let mut built = Self::build(shared.gate, shared.table, shared.handler, config);
-        Arc::get_mut(&mut built.shared).expect("just built").stats = shared.stats;
-        Ok(built)
+        Ok(Self::start(Shared {
+            config,
+            ..queue.flush
+        }))
     }
 
     fn build(gate: PoolGate, table: String, handler: H, config: InboxConfig) -> Self {
-        let parallel = config.parallel.unwrap_or_else(|| gate.size()).max(1);
+        Self::start(Shared {
+            gate,
+            insert_sql: format!(
+                "INSERT INTO {table} (group_name, event_id, event_type) \
+                 SELECT * FROM unnest($1::text[], $2::uuid[], $3::text[]) \
+                 ON CONFLICT DO NOTHING RETURNING event_id"
+            ),
+            delete_sql: format!("DELETE FROM {table} WHERE group_name = $1 AND event_id = $2"),
+            handler,
+            stats: Arc::default(),
+            config,
+        })
+    }
+
+    fn start(shared: Shared<H>) -> Self {
+        let parallel = shared.config.parallel.unwrap_or_else(|| shared.gate.size());
+        let batch = shared.config.batch;
         Inbox {
-            shared: Arc::new(Shared {
-                gate,
-                insert_sql: format!(
-                    "INSERT INTO {table} (group_name, event_id, event_type) \
-                     SELECT * FROM unnest($1::text[], $2::uuid[], $3::text[]) \
-                     ON CONFLICT DO NOTHING RETURNING event_id"
-                ),
-                delete_sql: format!("DELETE FROM {table} WHERE group_name = $1 AND event_id = $2"),
-                table,
-                handler,
-                stats: Arc::default(),
-                config,
-                queue: Mutex::new(VecDeque::new()),
-                runners: Arc::new(Semaphore::new(parallel)),
-            }),
+            queue: Coalescer::new(shared, batch, parallel),
         }
     }
 
     /// Live counters.
     pub fn stats(&self) -> Arc<InboxStats> {
-        self.shared.stats.clone()
+        self.queue.flush.stats.clone()
     }
 
     /// How it batches.
     pub fn config(&self) -> &InboxConfig {
-        &self.shared.config
+        &self.queue.flush.config
     }
 }
 
 impl<H: InboxHandler> Handler for Inbox<H> {
     async fn handle(&self, delivery: Delivery) -> Result<(), HandlerError> {
         let (done, outcome) = oneshot::channel();
-        self.shared
-            .queue
-            .lock()
-            .expect("inbox queue poisoned")
-            .push_back(Pending { delivery, done });
-        if let Ok(permit) = self.shared.runners.clone().try_acquire_owned() {
-            // A task of its own: the batch goes on if this delivery's own
-            // attempt is cut off (its timeout), so the others are not.
-            tokio::spawn(run_batches(self.shared.clone(), permit));
-        }
-        // Every runner busy: one of them takes this delivery before it
-        // stops (see `run_batches`).
+        // Batches run in tasks of their own: one goes on if this delivery's
+        // own attempt is cut off (its timeout), so the others are not.
+        self.queue.push(Pending { delivery, done });
         outcome
             .await
             .unwrap_or_else(|_| Err(retryable("batch", "ended before this event's outcome")))
-    }
-}
-
-/// Runs batches while deliveries are queued, then gives the permit back.
-async fn run_batches<H: InboxHandler>(shared: Arc<Shared<H>>, mut permit: OwnedSemaphorePermit) {
-    loop {
-        loop {
-            let batch = shared.take();
-            if batch.is_empty() {
-                break;
-            }
-            shared.run(batch).await;
-            // Let the tasks just answered queue their next deliveries (an
-            // ordered partition's next entry) before the next batch forms.
-            tokio::task::yield_now().await;
-        }
-        drop(permit);
-        // A delivery queued after the queue looked empty, while this
-        // runner still held its permit, found no free runner: take it.
-        if shared
-            .queue
-            .lock()
-            .expect("inbox queue poisoned")
-            .is_empty()
-        {
-            return;
-        }
-        match shared.runners.clone().try_acquire_owned() {
-            Ok(p) => permit = p,
-            Err(_) => return, // another runner holds it and will look
-        }
     }
 }
 
@@ -268,16 +227,17 @@ enum Step {
     Failed(HandlerError),
 }
 
-impl<H: InboxHandler> Shared<H> {
-    /// Up to `batch` queued deliveries whose attempt still waits, each
-    /// event once (a second delivery of an event waits for the next batch,
-    /// which then finds the first one's row or not).
-    fn take(&self) -> Vec<Pending> {
-        let mut queue = self.queue.lock().expect("inbox queue poisoned");
+impl<H: InboxHandler> Flush for Shared<H> {
+    type Item = Pending;
+
+    /// Up to `max` queued deliveries whose attempt still waits, each event
+    /// once (a second delivery of an event waits for the next batch, which
+    /// then finds the first one's row or not).
+    fn take(&self, queue: &mut VecDeque<Pending>, max: usize) -> Vec<Pending> {
         let mut batch = Vec::new();
         let mut ids = HashSet::new();
         let mut later = VecDeque::new();
-        while batch.len() < self.config.batch {
+        while batch.len() < max {
             let Some(p) = queue.pop_front() else { break };
             if p.done.is_closed() {
                 continue; // its attempt was cut off: it is delivered again
@@ -294,16 +254,8 @@ impl<H: InboxHandler> Shared<H> {
         batch
     }
 
-    /// Puts `pending` back at the front of the queue, in order.
-    fn requeue(&self, pending: Vec<Pending>) {
-        let mut queue = self.queue.lock().expect("inbox queue poisoned");
-        for p in pending.into_iter().rev() {
-            queue.push_front(p);
-        }
-    }
-
     /// Handles one batch in one transaction and answers each delivery.
-    async fn run(&self, batch: Vec<Pending>) {
+    async fn flush(&self, batch: Vec<Pending>) -> Vec<Pending> {
         match self.transact(&batch).await {
             Ended::Committed(steps) => {
                 let mut committed = 0;
@@ -324,6 +276,7 @@ impl<H: InboxHandler> Shared<H> {
                 }
                 self.stats.committed.fetch_add(committed, Ordering::Relaxed);
                 self.stats.batches.fetch_add(1, Ordering::Relaxed);
+                Vec::new()
             }
             Ended::Failed(e) => {
                 // Nothing of the batch committed (or the commit's outcome
@@ -332,6 +285,7 @@ impl<H: InboxHandler> Shared<H> {
                 for p in batch {
                     let _ = p.done.send(Err(e.clone()));
                 }
+                Vec::new()
             }
             Ended::TimedOut(slow) => {
                 let mut rest = batch;
@@ -343,11 +297,13 @@ impl<H: InboxHandler> Shared<H> {
                     "inbox handler still running after {:?} (its batch was rolled back)",
                     self.config.item_timeout
                 ))));
-                self.requeue(rest);
+                rest
             }
         }
     }
+}
 
+impl<H: InboxHandler> Shared<H> {
     /// The transaction of one batch.
     async fn transact(&self, batch: &[Pending]) -> Ended {
         match self.try_transact(batch).await {

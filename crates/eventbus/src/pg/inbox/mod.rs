@@ -1,6 +1,6 @@
 //! The inbox: each event's effects happen once per consumer group.
 //!
-//! [`Inbox`] wraps an [`InboxHandler`] as a [`Handler`]. It records
+//! [`Inbox`] wraps an [`InboxHandler`] as a [`Handler`](crate::Handler). It records
 //! `(group, event_id)` in `eventbus_inbox` in the same transaction as the
 //! handler's writes:
 //! - a delivery of an event already recorded (a redelivery of an event
@@ -18,19 +18,21 @@
 //! skipped. Either way each handler's writes commit exactly once.
 
 mod batch;
+mod coalesce;
+mod layer;
 
 pub use batch::{Inbox, InboxConfig, DEFAULT_INBOX_BATCH};
+pub use layer::{Deduplicated, InboxLayer};
 
 use std::future::Future;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
 use std::time::Duration;
 
 use sqlx::{PgConnection, PgExecutor, PgPool};
 use uuid::Uuid;
 
-use super::{db_error, safe, DbSchema, PoolGate};
-use crate::handler::{Delivery, Handler, HandlerError};
+use super::{db_error, safe, DbSchema};
+use crate::handler::{Delivery, HandlerError};
 use crate::Result;
 
 /// A handler whose writes join the inbox transaction.
@@ -104,106 +106,6 @@ pub async fn inbox_contains<'c>(
         .await
         .map_err(|e| db_error(schema, e))?;
     Ok(exists)
-}
-
-/// The inbox as a layer, for handlers whose effects are outside
-/// PostgreSQL (a command, an HTTP call: `eventbus consume --inbox --exec`):
-/// a delivery of an event the group already handled is skipped (and
-/// acknowledged), and an event is recorded once its handler succeeded.
-///
-/// A crash between the effect and the record repeats the effect once on
-/// redelivery; for effects in PostgreSQL that must happen exactly once use
-/// [`Inbox`] with an [`InboxHandler`], whose writes commit with the record.
-/// See [`crate::layer`] for where it sits.
-#[derive(Debug, Clone)]
-pub struct InboxLayer {
-    shared: Arc<LayerShared>,
-}
-
-#[derive(Debug)]
-struct LayerShared {
-    /// Handlers queue here for a connection, not inside the pool.
-    gate: PoolGate,
-    schema: DbSchema,
-    stats: Arc<InboxStats>,
-}
-
-impl InboxLayer {
-    /// An inbox in `schema`, its connections taken through `gate`.
-    pub fn new(gate: PoolGate, schema: DbSchema) -> Self {
-        InboxLayer {
-            shared: Arc::new(LayerShared {
-                gate,
-                schema,
-                stats: Arc::default(),
-            }),
-        }
-    }
-
-    /// Live counters (`committed` counts events recorded).
-    pub fn stats(&self) -> Arc<InboxStats> {
-        self.shared.stats.clone()
-    }
-}
-
-impl<H> tower_layer::Layer<H> for InboxLayer {
-    type Service = Deduplicated<H>;
-
-    fn layer(&self, inner: H) -> Deduplicated<H> {
-        Deduplicated {
-            inner,
-            shared: self.shared.clone(),
-        }
-    }
-}
-
-/// The handler an [`InboxLayer`] builds.
-#[derive(Debug, Clone)]
-pub struct Deduplicated<H> {
-    inner: H,
-    shared: Arc<LayerShared>,
-}
-
-impl<H: Handler> Handler for Deduplicated<H> {
-    async fn handle(&self, delivery: Delivery) -> Result<(), HandlerError> {
-        let s = &self.shared;
-        let seen = {
-            let mut conn = s
-                .gate
-                .acquire()
-                .await
-                .map_err(|e| retryable("connection", e))?;
-            inbox_contains(
-                &mut **conn,
-                &s.schema,
-                &delivery.group,
-                delivery.envelope.id,
-            )
-            .await
-            .map_err(|e| retryable("lookup", e))?
-        };
-        if seen {
-            s.stats.duplicates.fetch_add(1, Ordering::Relaxed);
-            tracing::debug!(event_id = %delivery.envelope.id, group = %delivery.group, "already handled; skipped");
-            return Ok(());
-        }
-        let (group, id, event_type) = (
-            delivery.group.clone(),
-            delivery.envelope.id,
-            delivery.envelope.event_type.clone(),
-        );
-        self.inner.handle(delivery).await?;
-        let mut conn = s
-            .gate
-            .acquire()
-            .await
-            .map_err(|e| retryable("connection", e))?;
-        record_inbox(&mut **conn, &s.schema, &group, id, &event_type)
-            .await
-            .map_err(|e| retryable("record", e))?;
-        s.stats.committed.fetch_add(1, Ordering::Relaxed);
-        Ok(())
-    }
 }
 
 /// Deletes inbox rows older than `retention`, in batches. Returns how many.
