@@ -110,6 +110,10 @@ pub struct Params {
     /// Offered rates (events/s) for the commit → handler latency scenario.
     #[arg(long, value_delimiter = ',', default_value = "1000,10000")]
     pub outbox_rates: Vec<u64>,
+    /// Inbox batch sizes of the outbox end-to-end rows (1: one transaction
+    /// per event, as before batching); the latency rows use the default, 64.
+    #[arg(long, value_delimiter = ',', default_value = "1,16,64,256")]
+    pub inbox_batches: Vec<usize>,
     /// Seconds each fixed-rate scenario runs.
     #[arg(long, default_value_t = 10)]
     pub rate_secs: u64,
@@ -568,7 +572,7 @@ pub(crate) fn params_json(p: &Params, partitions: u32) -> serde_json::Value {
         "events": p.events, "payload_bytes": p.payload, "partitions": partitions,
         "batch": p.batch, "inflight": p.inflight, "consumers": p.consumers,
         "concurrency": p.concurrency, "publishers": p.publishers, "rates": p.rates,
-        "outbox_events": p.outbox_events, "outbox_rates": p.outbox_rates,
+        "outbox_events": p.outbox_events, "outbox_rates": p.outbox_rates, "inbox_batches": p.inbox_batches,
         "rate_secs": p.rate_secs, "peer_events": p.peer_events,
         "ordered_members": p.ordered_members, "rebalance_rounds": p.rebalance_rounds,
         "peer_concurrency": p.peer_concurrency, "soak_secs": p.soak_secs,

@@ -8,8 +8,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use eventbus::pg::{
-    connect_pool, migrate, DbSchema, Inbox, InboxHandler, Outbox, OutboxConfig, PoolGate, Relay,
-    RelayConfig,
+    connect_pool, migrate, DbSchema, Inbox, InboxConfig, InboxHandler, Outbox, OutboxConfig,
+    PoolGate, Relay, RelayConfig,
 };
 use eventbus::{
     Consumer, ConsumerConfig, ConsumerMode, Delivery, Envelope, HandlerError, Publisher,
@@ -59,6 +59,7 @@ impl Pipeline {
         pool: &PgPool,
         schema: &DbSchema,
         consumers: usize,
+        inbox_batch: usize,
     ) -> Result<Pipeline, String> {
         let token = CancellationToken::new();
         let publisher = Publisher::connect(redis, topology.clone(), PublisherConfig::default())
@@ -86,7 +87,12 @@ impl Pipeline {
                 Stamp {
                     reached: reached.clone(),
                 },
-            );
+            )
+            .with_config(InboxConfig {
+                batch: inbox_batch,
+                ..InboxConfig::default()
+            })
+            .map_err(|e| e.to_string())?;
             let consumer = Consumer::new(redis.clone(), topology.clone(), config, inbox)
                 .map_err(|e| e.to_string())?;
             tasks.push(tokio::spawn(consumer.run(token.clone())));
@@ -124,6 +130,7 @@ async fn outbox_and_pipeline(
     topology: &Topology,
     pool: &PgPool,
     schema: &DbSchema,
+    inbox_batch: usize,
 ) -> Result<(Outbox, Pipeline), String> {
     let outbox = Outbox::new(
         topology.clone(),
@@ -133,8 +140,15 @@ async fn outbox_and_pipeline(
         },
     )
     .map_err(|e| e.to_string())?;
-    let pipeline =
-        Pipeline::start(&ctx.redis, topology, pool, schema, ctx.params.consumers).await?;
+    let pipeline = Pipeline::start(
+        &ctx.redis,
+        topology,
+        pool,
+        schema,
+        ctx.params.consumers,
+        inbox_batch,
+    )
+    .await?;
     Ok((outbox, pipeline))
 }
 
@@ -145,14 +159,15 @@ pub(crate) async fn run(ctx: &Ctx) -> Vec<Section> {
         "outbox end to end",
         format!(
             "{} events enqueued in transactions of 100 by 4 writers → relay (batches of 1,000) → \
-             {} unordered inbox consumers (one PostgreSQL transaction per event) → ack",
+             {} unordered inbox consumers (64 handlers each; inbox batches of at most N events \
+             per PostgreSQL transaction) → ack",
             ctx.params.outbox_events, ctx.params.consumers
         ),
     );
     let mut latency = Section::new(
         "commit → handler latency",
-        "one event per transaction at a fixed offered rate, through relay and inbox consumer; \
-         latency from just after COMMIT to the inbox handler",
+        "one event per transaction at a fixed offered rate, through relay and inbox consumers \
+         (default inbox batches); latency from just after COMMIT to the inbox handler",
     );
     latency.compare_rates = false;
     let pool = match connect_pool(&ctx.target.database_url, 24, "eventbus-bench").await {
@@ -223,8 +238,64 @@ async fn sections(
     drop(conn);
 
     // End to end first, so the pgbench rows left behind do not slow it.
+    for &batch in &p.inbox_batches {
+        e2e.rows.push(end_to_end(ctx, pool, schema, batch).await?);
+        truncate(pool, schema).await?;
+    }
+
+    // The limits of this PostgreSQL for the three statements the pipeline runs.
+    let seconds = p.pgbench_secs;
+    truncate(pool, schema).await?;
+    e2e.rows.push(
+        pgbench(
+            ctx,
+            schema,
+            PgScript::Insert100,
+            PgLimit::Seconds(seconds),
+            None,
+        )
+        .await,
+    );
+    e2e.rows.push(claim_baseline(ctx, pool, schema).await);
+    truncate(pool, schema).await?;
+    e2e.rows.push(
+        pgbench(
+            ctx,
+            schema,
+            PgScript::InboxRow,
+            PgLimit::Seconds(seconds),
+            None,
+        )
+        .await,
+    );
+    truncate(pool, schema).await?;
+
+    for &rate in &p.outbox_rates {
+        latency
+            .rows
+            .push(match commit_to_handler(ctx, pool, schema, rate).await {
+                Ok(r) => r,
+                Err(e) => Row::skipped(
+                    format!("eventbus commit → handler @ {rate}/s"),
+                    Role::Eventbus,
+                    format!("failed: {e}"),
+                ),
+            });
+        truncate(pool, schema).await?;
+    }
+    Ok(())
+}
+
+/// Outbox → relay → inbox with inbox batches of at most `batch`.
+async fn end_to_end(
+    ctx: &Ctx,
+    pool: &PgPool,
+    schema: &DbSchema,
+    batch: usize,
+) -> Result<Row, String> {
+    let p = &ctx.params;
     let (topology, ns) = ctx.topology("ob")?;
-    let (outbox, pipeline) = outbox_and_pipeline(ctx, &topology, pool, schema).await?;
+    let (outbox, pipeline) = outbox_and_pipeline(ctx, &topology, pool, schema, batch).await?;
     let meter = Meter::start(&ctx.cpu_nodes).await;
     let events = p.outbox_events as u64;
     let mut writers = Vec::new();
@@ -271,52 +342,13 @@ async fn sections(
             p.timeout_secs
         ));
     }
-    e2e.rows.push(
-        Row::ours("eventbus outbox → relay → inbox", events, &usage)
-            .with_note("CPU: this process (writers, relay, consumers) · Redis · PostgreSQL"),
-    );
-
-    // The limits of this PostgreSQL for the three statements the pipeline runs.
-    let seconds = p.pgbench_secs;
-    truncate(pool, schema).await?;
-    e2e.rows.push(
-        pgbench(
-            ctx,
-            schema,
-            PgScript::Insert100,
-            PgLimit::Seconds(seconds),
-            None,
-        )
-        .await,
-    );
-    e2e.rows.push(claim_baseline(ctx, pool, schema).await);
-    truncate(pool, schema).await?;
-    e2e.rows.push(
-        pgbench(
-            ctx,
-            schema,
-            PgScript::InboxRow,
-            PgLimit::Seconds(seconds),
-            None,
-        )
-        .await,
-    );
-    truncate(pool, schema).await?;
-
-    for &rate in &p.outbox_rates {
-        latency
-            .rows
-            .push(match commit_to_handler(ctx, pool, schema, rate).await {
-                Ok(r) => r,
-                Err(e) => Row::skipped(
-                    format!("eventbus commit → handler @ {rate}/s"),
-                    Role::Eventbus,
-                    format!("failed: {e}"),
-                ),
-            });
-        truncate(pool, schema).await?;
-    }
-    Ok(())
+    let name = if batch == 1 {
+        "eventbus outbox → relay → inbox, 1 event/tx".to_owned()
+    } else {
+        format!("eventbus outbox → relay → inbox, batch ≤ {batch}")
+    };
+    Ok(Row::ours(name, events, &usage)
+        .with_note("CPU: this process (writers, relay, consumers) · Redis · PostgreSQL"))
 }
 
 /// pgbench claiming and deleting batches of 1,000 like the relay, from a
@@ -393,7 +425,8 @@ async fn commit_to_handler(
 ) -> Result<Row, String> {
     let p = &ctx.params;
     let (topology, ns) = ctx.topology(&format!("oblat{rate}"))?;
-    let (outbox, pipeline) = outbox_and_pipeline(ctx, &topology, pool, schema).await?;
+    let batch = eventbus::pg::DEFAULT_INBOX_BATCH;
+    let (outbox, pipeline) = outbox_and_pipeline(ctx, &topology, pool, schema, batch).await?;
     let count = rate * p.rate_secs;
     // The writers are the application: a pool of their own, and a gate in
     // front of it, so that an offered rate above what PostgreSQL sustains
