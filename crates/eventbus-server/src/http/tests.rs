@@ -78,7 +78,7 @@ impl Fixture {
         })
     }
 
-    fn app_with(&self, options: HttpOptions) -> Router {
+    pub(super) fn app_with(&self, options: HttpOptions) -> Router {
         router(self.state.clone(), &options)
     }
 

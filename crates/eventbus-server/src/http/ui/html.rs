@@ -160,6 +160,7 @@ pub(crate) fn render(title: &str, viewer: Option<&Viewer>, nav: Nav, body: &str)
 <meta charset="utf-8">
 <meta name="viewport" content="width=device-width, initial-scale=1">
 <title>{} · eventbus console</title>
+<link rel="icon" href="/ui/assets/favicon.svg" type="image/svg+xml">
 <link rel="stylesheet" href="/ui/assets/console.css?v={}">
 <script src="/ui/assets/console.js?v={}" defer></script>
 </head>

@@ -53,6 +53,7 @@ pub(crate) struct Console {
 
 const CSS: &str = include_str!("assets/console.css");
 const JS: &str = include_str!("assets/console.js");
+const ICON: &str = include_str!("assets/favicon.svg");
 
 /// FNV-1a of the assets: their URLs change when they do (cache busting).
 const ASSET_VERSION: u64 = {
@@ -114,12 +115,13 @@ async fn not_found(_: session::Viewer) -> error::UiError {
     error::UiError::NotFound("There is no such console page.".into())
 }
 
-/// `GET /ui/assets/{file}`: the stylesheet and the script (no session
+/// `GET /ui/assets/{file}`: the stylesheet, the script and the icon (no session
 /// needed: nothing in them is secret).
 async fn asset(Path(file): Path<String>) -> Response {
     let (body, kind) = match file.as_str() {
         "console.css" => (CSS, "text/css; charset=utf-8"),
         "console.js" => (JS, "text/javascript; charset=utf-8"),
+        "favicon.svg" => (ICON, "image/svg+xml"),
         _ => return (StatusCode::NOT_FOUND, "no such asset").into_response(),
     };
     (
@@ -134,7 +136,7 @@ async fn asset(Path(file): Path<String>) -> Response {
 
 /// Headers on every console answer: scripts and styles from this origin
 /// only (no inline script, so escaped data can never run), no framing, no
-/// referrer, no caching of pages (they hold live data).
+/// referrer to other sites, no caching of pages (they hold live data).
 async fn security_headers(request: Request, next: Next) -> Response {
     let mut response = next.run(request).await;
     let h = response.headers_mut();
@@ -146,7 +148,7 @@ async fn security_headers(request: Request, next: Next) -> Response {
         ),
         (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
         (header::X_FRAME_OPTIONS, "DENY"),
-        (header::REFERRER_POLICY, "no-referrer"),
+        (header::REFERRER_POLICY, "same-origin"),
     ];
     for (name, value) in set {
         h.insert(name, HeaderValue::from_static(value));

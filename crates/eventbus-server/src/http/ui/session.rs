@@ -231,6 +231,11 @@ fn cross_site(headers: &HeaderMap) -> bool {
         return false;
     };
     let origin = origin.to_str().unwrap_or("");
+    if origin == "null" {
+        // Sent for privacy reasons (a referrer policy, a sandbox): it
+        // tells nothing; `Sec-Fetch-Site` above did if the browser knows it.
+        return false;
+    }
     let origin_host = origin
         .split_once("://")
         .map_or(origin, |(_, rest)| rest.trim_end_matches('/'));
