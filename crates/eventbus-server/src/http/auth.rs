@@ -20,8 +20,8 @@ pub(crate) struct Tokens {
 }
 
 /// What a request's token allows.
-#[derive(Debug, PartialEq, Eq)]
-enum Access {
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Access {
     Admin,
     Read,
 }
@@ -42,19 +42,33 @@ fn bearer(header: &[u8]) -> Option<&[u8]> {
 }
 
 impl Tokens {
-    fn check(&self, header: Option<&[u8]>) -> Result<Access, HttpError> {
-        if self.admin.is_none() && self.read.is_none() {
-            return Ok(Access::Admin);
+    /// True when no token is configured (loopback only): everything is allowed.
+    pub(crate) fn is_open(&self) -> bool {
+        self.admin.is_none() && self.read.is_none()
+    }
+
+    /// What the token `given` allows (`None`: it is neither token). With
+    /// no token configured, everything is allowed.
+    pub(crate) fn access_of(&self, given: &[u8]) -> Option<Access> {
+        if self.is_open() {
+            return Some(Access::Admin);
         }
-        let given = header.and_then(bearer).ok_or(HttpError::Unauthorized)?;
         // Check both, whatever the first says, so timing tells nothing.
         let admin = self.admin.as_deref().is_some_and(|t| same(given, t));
         let read = self.read.as_deref().is_some_and(|t| same(given, t));
         match (admin, read) {
-            (true, _) => Ok(Access::Admin),
-            (false, true) => Ok(Access::Read),
-            _ => Err(HttpError::Unauthorized),
+            (true, _) => Some(Access::Admin),
+            (false, true) => Some(Access::Read),
+            _ => None,
         }
+    }
+
+    fn check(&self, header: Option<&[u8]>) -> Result<Access, HttpError> {
+        if self.is_open() {
+            return Ok(Access::Admin);
+        }
+        let given = header.and_then(bearer).ok_or(HttpError::Unauthorized)?;
+        self.access_of(given).ok_or(HttpError::Unauthorized)
     }
 }
 

@@ -8,6 +8,8 @@
 //! - [`server`]: the HTTP/1.1 server under the router: header and idle
 //!   timeouts, the connection limit that sheds idle connections first.
 //! - [`limits`]: the request timeout and the declared-length check.
+//! - [`ui`]: the operator console under `/ui` (HTML pages, its own session
+//!   login instead of bearer tokens; docs/console.md).
 //!
 //! Layers, outermost first: request id (taken from `x-request-id` or made),
 //! a span per request carrying that id (method and path only: never headers,
@@ -15,7 +17,8 @@
 //! `Content-Length` over the body limit (413 before any of the body is
 //! read), CORS when origins are configured, the body limit (a body without
 //! a declared length), then the token check on everything but `/health`
-//! and `/ready`.
+//! and `/ready`. The console's routes are outside the token check (they
+//! check their session) and inside every other layer.
 
 pub(crate) mod auth;
 pub(crate) mod error;
@@ -26,6 +29,7 @@ pub(crate) mod routes;
 pub(crate) mod server;
 #[cfg(test)]
 mod tests;
+pub(crate) mod ui;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -168,6 +172,7 @@ pub(crate) fn router(state: AppState, options: &HttpOptions) -> Router {
     ));
     let mut app = open
         .merge(protected)
+        .merge(ui::router(options.tokens.clone()))
         .fallback(routes::not_found)
         .with_state(Arc::new(state))
         .layer(Extension(limits::ErrorLimit(options.max_errors)))

@@ -40,7 +40,7 @@ pub(crate) struct PublishQuery {
     direct: bool,
 }
 
-fn body_bytes(body: Result<Bytes, BytesRejection>) -> HttpResult<Bytes> {
+pub(crate) fn body_bytes(body: Result<Bytes, BytesRejection>) -> HttpResult<Bytes> {
     body.map_err(|r| {
         if r.status() == StatusCode::PAYLOAD_TOO_LARGE {
             HttpError::TooLarge
@@ -202,19 +202,20 @@ pub(crate) async fn outbox(State(app): AppRef) -> HttpResult<Json<Value>> {
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct DlqQuery {
-    group: Option<String>,
+    pub(crate) group: Option<String>,
     #[serde(rename = "type")]
-    event_type: Option<String>,
-    key: Option<String>,
-    error_class: Option<String>,
-    since: Option<DateTime<Utc>>,
-    status: Option<String>,
-    limit: Option<i64>,
-    offset: Option<i64>,
+    pub(crate) event_type: Option<String>,
+    pub(crate) key: Option<String>,
+    pub(crate) error_class: Option<String>,
+    pub(crate) since: Option<DateTime<Utc>>,
+    pub(crate) status: Option<String>,
+    pub(crate) limit: Option<i64>,
+    pub(crate) offset: Option<i64>,
 }
 
 impl DlqQuery {
-    fn filter(&self) -> HttpResult<DeadLetterFilter> {
+    /// The store's filter, every field checked (400 naming the bad one).
+    pub(crate) fn filter(&self) -> HttpResult<DeadLetterFilter> {
         let error_class = match &self.error_class {
             Some(c) => Some(parse_error_class(c).ok_or_else(|| {
                 HttpError::BadRequest(format!(

@@ -16,13 +16,13 @@ use tower::ServiceExt;
 use super::auth::Tokens;
 use super::{router, AppState, HttpOptions, PgState};
 
-const ADMIN: &str = "admin-token-for-tests-0001";
-const READ: &str = "read-token-for-tests-0001";
+pub(super) const ADMIN: &str = "admin-token-for-tests-0001";
+pub(super) const READ: &str = "read-token-for-tests-0001";
 
-struct Fixture {
-    ns: TestNamespace,
-    db: Option<TestSchema>,
-    state: AppState,
+pub(super) struct Fixture {
+    pub(super) ns: TestNamespace,
+    pub(super) db: Option<TestSchema>,
+    pub(super) state: AppState,
 }
 
 async fn fixture_on(url: &str, with_pg: bool) -> Fixture {
@@ -62,12 +62,12 @@ async fn fixture_on(url: &str, with_pg: bool) -> Fixture {
     Fixture { ns, db, state }
 }
 
-async fn fixture(with_pg: bool) -> Fixture {
+pub(super) async fn fixture(with_pg: bool) -> Fixture {
     fixture_on(&shared_redis_url(), with_pg).await
 }
 
 impl Fixture {
-    fn app(&self) -> Router {
+    pub(super) fn app(&self) -> Router {
         self.app_with(HttpOptions {
             tokens: Tokens {
                 admin: Some(ADMIN.into()),
@@ -78,7 +78,7 @@ impl Fixture {
         })
     }
 
-    fn app_with(&self, options: HttpOptions) -> Router {
+    pub(super) fn app_with(&self, options: HttpOptions) -> Router {
         router(self.state.clone(), &options)
     }
 

@@ -210,28 +210,32 @@ pub(crate) fn read_lines(path: &Path) -> Vec<String> {
         .collect()
 }
 
+/// The arguments of `consume --unordered` of `n` events for `group`, one
+/// at a time (no validation).
+pub(crate) fn consume_unordered_args(group: &str, n: usize) -> Vec<String> {
+    let n = n.to_string();
+    [
+        "consume",
+        "--group",
+        group,
+        "--unordered",
+        "--no-validate",
+        "--max-events",
+        &n,
+        "--block",
+        "200ms",
+        "--concurrency",
+        "1",
+    ]
+    .map(str::to_owned)
+    .to_vec()
+}
+
 /// `consume --unordered` of `n` events for `group`, one at a time (no
 /// validation), waiting for it to exit 0.
 pub(crate) fn consume_unordered(ns: &TestNamespace, group: &str, n: usize) {
-    let n = n.to_string();
-    let out = run(
-        eventbus(
-            ns,
-            &[
-                "consume",
-                "--group",
-                group,
-                "--unordered",
-                "--no-validate",
-                "--max-events",
-                &n,
-                "--block",
-                "200ms",
-                "--concurrency",
-                "1",
-            ],
-        ),
-        None,
-    );
+    let args = consume_unordered_args(group, n);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let out = run(eventbus(ns, &args), None);
     assert_eq!(out.code, 0, "consume {group}: {}", out.stderr);
 }

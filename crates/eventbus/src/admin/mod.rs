@@ -1,5 +1,7 @@
 //! Read models for operators: streams, groups, lag and pending per
-//! partition, and a group-less tail of the streams.
+//! partition, and a group-less tail of the streams; the consumers of a
+//! group and their pending entries (`consumers`), pages of a stream and an
+//! event found by id (`browse`), and what holds retention back (`holding`).
 
 use std::collections::BTreeSet;
 use std::time::Duration;
@@ -13,9 +15,19 @@ use crate::reply::parse_read;
 use crate::topology::Topology;
 use crate::Result;
 
+mod browse;
+mod consumers;
 mod groups;
+mod holding;
 
+pub use self::browse::{
+    find_entry, find_event, is_entry_id, read_range, read_range_back, FoundEvents, StreamEntry,
+};
+pub use self::consumers::{
+    group_consumers, stream_groups, ConsumerView, GroupConsumers, PendingEntry,
+};
 pub use self::groups::{groups, GroupView, MemberView, PartitionView};
+pub use self::holding::{retention_holders, HeldStream};
 
 /// One consumer group's state on one partition stream.
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
