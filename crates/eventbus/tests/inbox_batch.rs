@@ -70,6 +70,12 @@ impl InboxHandler for Writer {
         .map_err(|e| HandlerError::retryable(e.to_string()))?;
         match d.envelope.data.get("do").and_then(|v| v.as_str()) {
             Some("fail") => Err(HandlerError::retryable("planned failure after writing")),
+            Some("swallow") => {
+                // A failed statement whose error the handler ignores: the
+                // transaction is aborted, and this event must not commit.
+                let _ = sqlx::raw_sql("SELECT 1/0").execute(&mut *tx).await;
+                Ok(())
+            }
             Some("slow") if call == 1 => {
                 tokio::time::sleep(Duration::from_secs(30)).await;
                 Ok(())
@@ -202,10 +208,20 @@ async fn until(what: &str, mut done: impl FnMut() -> bool) {
 }
 
 async fn a_failing_handler_fails_alone(mode: ConsumerMode, name: &str) {
+    failing_handler_fails_alone(mode, name, "fail", "planned failure", 17).await;
+}
+
+async fn failing_handler_fails_alone(
+    mode: ConsumerMode,
+    name: &str,
+    how: &str,
+    error: &str,
+    at: usize,
+) {
     let s = Setup::new(name).await;
     let mut events: Vec<Envelope> = (0..40).map(|i| event(i, None)).collect();
-    events[17] = event(17, Some("fail"));
-    let poison = events[17].id;
+    events[at] = event(at, Some(how));
+    let poison = events[at].id;
     let (consumer, stats) = s.run(mode, one_at_a_time(WAIT), &events).await;
 
     let store = s.store().await;
@@ -225,7 +241,7 @@ async fn a_failing_handler_fails_alone(mode: ConsumerMode, name: &str) {
     assert_eq!(dead[0].event_id, poison);
     assert_eq!(dead[0].attempts, 3);
     assert!(
-        dead[0].error_message.contains("planned failure"),
+        dead[0].error_message.contains(error),
         "{}",
         dead[0].error_message
     );
@@ -261,6 +277,24 @@ async fn unordered_a_failing_handler_in_a_batch_fails_alone() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ordered_a_failing_handler_in_a_batch_fails_alone() {
     a_failing_handler_fails_alone(ConsumerMode::Ordered, "ibfailo").await;
+}
+
+/// A handler that ignores a failed statement returns Ok with its
+/// transaction aborted: that event fails alone (found when its savepoint is
+/// released with the next one's, or before the commit), and nothing of it
+/// commits.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_handler_that_swallows_a_failed_statement_fails_alone() {
+    for (at, name) in [(17, "ibswm"), (39, "ibswl")] {
+        failing_handler_fails_alone(
+            ConsumerMode::Unordered,
+            name,
+            "swallow",
+            "current transaction is aborted",
+            at,
+        )
+        .await;
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -337,22 +337,50 @@ impl<H: InboxHandler> Shared<H> {
             .into_iter()
             .collect();
         let mut steps = Vec::with_capacity(batch.len());
+        // The event whose handler succeeded and whose savepoint is still
+        // open: it is released together with the next event's savepoint
+        // (one round trip per event), or before the commit.
+        let mut open: Option<usize> = None;
         for (i, p) in batch.iter().enumerate() {
             if !new.contains(&p.delivery.envelope.id) {
                 steps.push(Step::Duplicate);
                 continue;
             }
-            sqlx::raw_sql("SAVEPOINT eventbus_inbox")
-                .execute(&mut *tx)
-                .await
-                .map_err(|e| retryable("savepoint", e))?;
+            let sql = if open.is_some() {
+                "RELEASE SAVEPOINT eventbus_inbox; SAVEPOINT eventbus_inbox"
+            } else {
+                "SAVEPOINT eventbus_inbox"
+            };
+            if let Err(e) = sqlx::raw_sql(sql).execute(&mut *tx).await {
+                // Releasing fails when the previous handler swallowed a
+                // failed statement and left the transaction aborted: it is
+                // that event's failure. Anything else fails the batch.
+                let Some(prev) = open.take() else {
+                    return Err(retryable("savepoint", e));
+                };
+                let failed = retryable("handler's writes", e);
+                self.forget(&mut tx, &batch[prev]).await?;
+                steps[prev] = Step::Failed(failed);
+                sqlx::raw_sql("SAVEPOINT eventbus_inbox")
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(|e| retryable("savepoint", e))?;
+            }
+            open = None;
             let ran = tokio::time::timeout(
                 self.config.item_timeout,
                 self.handler.handle(&p.delivery, &mut tx),
             )
             .await;
-            let result = match ran {
-                Ok(result) => result,
+            match ran {
+                Ok(Ok(())) => {
+                    steps.push(Step::Handled);
+                    open = Some(i);
+                }
+                Ok(Err(e)) => {
+                    self.forget(&mut tx, p).await?;
+                    steps.push(Step::Failed(e));
+                }
                 Err(_) => {
                     // The statement it waits on may hold locks: close the
                     // connection rather than wait for the rollback.
@@ -361,37 +389,35 @@ impl<H: InboxHandler> Shared<H> {
                     drop(conn);
                     return Ok(Ended::TimedOut(i));
                 }
-            };
-            // A handler that swallowed a failed statement left the
-            // transaction aborted: releasing fails, and it is rolled back.
-            let result = match result {
-                Ok(()) => sqlx::raw_sql("RELEASE SAVEPOINT eventbus_inbox")
-                    .execute(&mut *tx)
-                    .await
-                    .map(drop)
-                    .map_err(|e| retryable("handler's writes", e)),
-                Err(e) => Err(e),
-            };
-            match result {
-                Ok(()) => steps.push(Step::Handled),
-                Err(e) => {
-                    sqlx::raw_sql(
-                        "ROLLBACK TO SAVEPOINT eventbus_inbox; RELEASE SAVEPOINT eventbus_inbox",
-                    )
-                    .execute(&mut *tx)
-                    .await
-                    .map_err(|e| retryable("rollback to savepoint", e))?;
-                    sqlx::query(safe(&self.delete_sql))
-                        .bind(&p.delivery.group)
-                        .bind(p.delivery.envelope.id)
-                        .execute(&mut *tx)
-                        .await
-                        .map_err(|e| retryable("forget", e))?;
-                    steps.push(Step::Failed(e));
-                }
+            }
+        }
+        if let Some(last) = open {
+            if let Err(e) = sqlx::raw_sql("RELEASE SAVEPOINT eventbus_inbox")
+                .execute(&mut *tx)
+                .await
+            {
+                let failed = retryable("handler's writes", e);
+                self.forget(&mut tx, &batch[last]).await?;
+                steps[last] = Step::Failed(failed);
             }
         }
         tx.commit().await.map_err(|e| retryable("commit", e))?;
         Ok(Ended::Committed(steps))
+    }
+
+    /// Rolls the open savepoint (that of `p`'s handler) back and deletes
+    /// `p`'s inbox row, so that it commits nothing of `p`.
+    async fn forget(&self, tx: &mut sqlx::PgConnection, p: &Pending) -> Result<(), HandlerError> {
+        sqlx::raw_sql("ROLLBACK TO SAVEPOINT eventbus_inbox; RELEASE SAVEPOINT eventbus_inbox")
+            .execute(&mut *tx)
+            .await
+            .map_err(|e| retryable("rollback to savepoint", e))?;
+        sqlx::query(safe(&self.delete_sql))
+            .bind(&p.delivery.group)
+            .bind(p.delivery.envelope.id)
+            .execute(&mut *tx)
+            .await
+            .map_err(|e| retryable("forget", e))?;
+        Ok(())
     }
 }
