@@ -228,6 +228,7 @@ mod tests {
                 id: "m1".into(),
                 topics: vec!["work_item".into()],
                 expires_in_ms: 9500,
+                heartbeat_age_ms: Some(500),
                 partitions: vec!["work_item:0".into()],
             }],
             partitions: vec![

@@ -187,7 +187,14 @@ fn members(body: &mut String, g: &GroupView) {
     body.push_str(r#"<div class="scroll"><table><thead><tr><th scope="col">Member</th><th scope="col">Topics</th><th scope="col">Partitions held</th><th scope="col">Heartbeat</th></tr></thead><tbody>"#);
     for m in &g.members {
         let heartbeat = if m.expires_in_ms > 0 {
-            format!("alive: session expires in {}", ms(m.expires_in_ms as u64))
+            match m.heartbeat_age_ms {
+                Some(age) => format!(
+                    "alive: last heartbeat {} ago, session expires in {}",
+                    ms(age.max(0) as u64),
+                    ms(m.expires_in_ms as u64)
+                ),
+                None => format!("alive: session expires in {}", ms(m.expires_in_ms as u64)),
+            }
         } else {
             format!(
                 "dead: session expired {} ago",

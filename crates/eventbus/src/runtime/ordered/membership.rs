@@ -96,6 +96,10 @@ pub(crate) struct MemberInfo {
     pub(crate) topics: BTreeSet<String>,
     /// When it joined (local wall clock ms, informational only).
     pub(crate) joined_ms: u64,
+    /// Its session timeout, so that operators see how long ago it last
+    /// heartbeat (absent from members of earlier versions).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) session_ms: Option<u64>,
 }
 
 /// The answer to a heartbeat.
@@ -143,6 +147,7 @@ impl Membership {
                 instance: uuid::Uuid::new_v4().simple().to_string(),
                 topics,
                 joined_ms,
+                session_ms: Some(session_ms),
             },
             session_ms,
             join: Script::new(JOIN),
@@ -232,6 +237,10 @@ pub struct MemberView {
     /// Milliseconds until it is declared dead unless it heartbeats
     /// (negative: already past, removed at the next heartbeat of anyone).
     pub expires_in_ms: i64,
+    /// Milliseconds since its last heartbeat (server clock); absent for a
+    /// member of a version that does not publish its session timeout.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub heartbeat_age_ms: Option<i64>,
     /// The partitions it holds leases on, as `topic:partition`.
     pub partitions: Vec<String>,
 }
@@ -258,15 +267,22 @@ pub(crate) async fn list_members(
     Ok(scored
         .into_iter()
         .map(|(id, deadline)| {
-            let topics = infos
+            let info = infos
                 .get(&id)
-                .and_then(|i| serde_json::from_str::<MemberInfo>(i).ok())
-                .map(|i| i.topics.into_iter().collect())
-                .unwrap_or_default();
+                .and_then(|i| serde_json::from_str::<MemberInfo>(i).ok());
+            let expires_in_ms = deadline as i64 - now_ms as i64;
+            // The deadline is its last heartbeat plus its session timeout.
+            let heartbeat_age_ms = info
+                .as_ref()
+                .and_then(|i| i.session_ms)
+                .map(|session| session as i64 - expires_in_ms);
             MemberView {
                 id,
-                topics,
-                expires_in_ms: deadline as i64 - now_ms as i64,
+                topics: info
+                    .map(|i| i.topics.into_iter().collect())
+                    .unwrap_or_default(),
+                expires_in_ms,
+                heartbeat_age_ms,
                 partitions: Vec::new(),
             }
         })
