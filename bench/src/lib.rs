@@ -114,6 +114,10 @@ pub struct Params {
     /// per event, as before batching); the latency rows use the default, 64.
     #[arg(long, value_delimiter = ',', default_value = "1,16,64,256")]
     pub inbox_batches: Vec<usize>,
+    /// Transactions each inbox consumer runs at once (default: the inbox's
+    /// own default).
+    #[arg(long)]
+    pub inbox_parallel: Option<usize>,
     /// Seconds each fixed-rate scenario runs.
     #[arg(long, default_value_t = 10)]
     pub rate_secs: u64,

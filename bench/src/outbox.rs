@@ -60,6 +60,7 @@ impl Pipeline {
         schema: &DbSchema,
         consumers: usize,
         inbox_batch: usize,
+        inbox_parallel: Option<usize>,
     ) -> Result<Pipeline, String> {
         let token = CancellationToken::new();
         let publisher = Publisher::connect(redis, topology.clone(), PublisherConfig::default())
@@ -90,6 +91,7 @@ impl Pipeline {
             )
             .with_config(InboxConfig {
                 batch: inbox_batch,
+                parallel: inbox_parallel.or(InboxConfig::default().parallel),
                 ..InboxConfig::default()
             })
             .map_err(|e| e.to_string())?;
@@ -147,6 +149,7 @@ async fn outbox_and_pipeline(
         schema,
         ctx.params.consumers,
         inbox_batch,
+        ctx.params.inbox_parallel,
     )
     .await?;
     Ok((outbox, pipeline))

@@ -72,7 +72,7 @@ impl InboxLayer {
     /// statement per event).
     pub fn with_batch(gate: PoolGate, schema: DbSchema, batch: usize) -> Self {
         let table = schema.table("eventbus_inbox");
-        let parallel = gate.size();
+        let parallel = super::DEFAULT_INBOX_PARALLEL;
         let stats = Arc::<InboxStats>::default();
         let lookups = Lookups {
             gate: gate.clone(),

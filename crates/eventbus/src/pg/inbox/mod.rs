@@ -21,7 +21,7 @@ mod batch;
 mod coalesce;
 mod layer;
 
-pub use batch::{Inbox, InboxConfig, DEFAULT_INBOX_BATCH};
+pub use batch::{Inbox, InboxConfig, DEFAULT_INBOX_BATCH, DEFAULT_INBOX_PARALLEL};
 pub use layer::{Deduplicated, InboxLayer};
 
 use std::future::Future;
