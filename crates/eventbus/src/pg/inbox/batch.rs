@@ -39,10 +39,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::oneshot;
-use uuid::Uuid;
 
 use super::coalesce::{Coalescer, Flush};
-use super::{retryable, InboxHandler, InboxStats};
+use super::{record_batch, record_batch_sql, retryable, InboxHandler, InboxStats};
 use crate::db::{safe, DbSchema};
 use crate::handler::{Delivery, Handler, HandlerError};
 use crate::pg::PoolGate;
@@ -143,12 +142,7 @@ impl<H: InboxHandler> Inbox<H> {
     /// An inbox sharing `gate` (and its pool) with other users of the pool,
     /// so that together they queue in one line.
     pub fn with_gate(gate: PoolGate, schema: &DbSchema, handler: H) -> Self {
-        Self::build(
-            gate,
-            schema.table("eventbus_inbox"),
-            handler,
-            InboxConfig::default(),
-        )
+        Self::build(gate, schema, handler, InboxConfig::default())
     }
 
     /// The same inbox, batching as `config` says. Refuses an invalid
@@ -164,15 +158,14 @@ impl<H: InboxHandler> Inbox<H> {
         }))
     }
 
-    fn build(gate: PoolGate, table: String, handler: H, config: InboxConfig) -> Self {
+    fn build(gate: PoolGate, schema: &DbSchema, handler: H, config: InboxConfig) -> Self {
         Self::start(Shared {
             gate,
-            insert_sql: format!(
-                "INSERT INTO {table} (group_name, event_id, event_type) \
-                 SELECT * FROM unnest($1::text[], $2::uuid[], $3::text[]) \
-                 ON CONFLICT DO NOTHING RETURNING event_id"
+            insert_sql: record_batch_sql(schema),
+            delete_sql: format!(
+                "DELETE FROM {} WHERE group_name = $1 AND event_id = $2",
+                schema.table("eventbus_inbox")
             ),
-            delete_sql: format!("DELETE FROM {table} WHERE group_name = $1 AND event_id = $2"),
             handler,
             stats: Arc::default(),
             config,
@@ -261,7 +254,7 @@ impl<H: InboxHandler> Flush for Shared<H> {
 
     /// Handles one batch in one transaction and answers each delivery.
     async fn flush(&self, batch: Vec<Pending>) -> Vec<Pending> {
-        match self.transact(&batch).await {
+        match self.transact(&batch).await.unwrap_or_else(Ended::Failed) {
             Ended::Committed(steps) => {
                 let mut committed = 0;
                 for (p, step) in batch.into_iter().zip(steps) {
@@ -309,15 +302,8 @@ impl<H: InboxHandler> Flush for Shared<H> {
 }
 
 impl<H: InboxHandler> Shared<H> {
-    /// The transaction of one batch.
-    async fn transact(&self, batch: &[Pending]) -> Ended {
-        match self.try_transact(batch).await {
-            Ok(ended) => ended,
-            Err(e) => Ended::Failed(e),
-        }
-    }
-
-    async fn try_transact(&self, batch: &[Pending]) -> Result<Ended, HandlerError> {
+    /// The transaction of one batch (`Err`: it failed as a whole).
+    async fn transact(&self, batch: &[Pending]) -> Result<Ended, HandlerError> {
         let mut conn = self
             .gate
             .acquire()
@@ -326,21 +312,17 @@ impl<H: InboxHandler> Shared<H> {
         let mut tx = sqlx::Connection::begin(&mut **conn)
             .await
             .map_err(|e| retryable("begin", e))?;
-        let groups: Vec<&str> = batch.iter().map(|p| p.delivery.group.as_str()).collect();
-        let ids: Vec<Uuid> = batch.iter().map(|p| p.delivery.envelope.id).collect();
-        let types: Vec<&str> = batch
-            .iter()
-            .map(|p| p.delivery.envelope.event_type.as_str())
-            .collect();
-        let new: HashSet<Uuid> = sqlx::query_scalar(safe(&self.insert_sql))
-            .bind(&groups)
-            .bind(&ids)
-            .bind(&types)
-            .fetch_all(&mut *tx)
+        let rows = batch.iter().map(|p| {
+            let d = &p.delivery;
+            (
+                d.group.as_str(),
+                d.envelope.id,
+                d.envelope.event_type.as_str(),
+            )
+        });
+        let new = record_batch(&mut tx, &self.insert_sql, rows)
             .await
-            .map_err(|e| retryable("insert", e))?
-            .into_iter()
-            .collect();
+            .map_err(|e| retryable("insert", e))?;
         let mut steps = Vec::with_capacity(batch.len());
         // The event whose handler succeeded and whose savepoint is still
         // open: it is released together with the next event's savepoint

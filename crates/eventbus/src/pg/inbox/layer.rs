@@ -22,7 +22,7 @@ use tokio::sync::oneshot;
 use uuid::Uuid;
 
 use super::coalesce::{Coalescer, Flush};
-use super::{retryable, InboxStats, DEFAULT_INBOX_BATCH};
+use super::{record_batch, retryable, InboxStats, DEFAULT_INBOX_BATCH};
 use crate::db::{safe, DbSchema};
 use crate::handler::{Delivery, Handler, HandlerError};
 use crate::pg::PoolGate;
@@ -83,10 +83,7 @@ impl InboxLayer {
         };
         let records = Records {
             gate,
-            sql: format!(
-                "INSERT INTO {table} (group_name, event_id, event_type) \
-                 SELECT * FROM unnest($1::text[], $2::uuid[], $3::text[]) ON CONFLICT DO NOTHING"
-            ),
+            sql: super::record_batch_sql(&schema),
             stats: stats.clone(),
         };
         InboxLayer {
@@ -196,25 +193,18 @@ impl Flush for Records {
     type Item = (String, Uuid, String, Answer<()>);
 
     async fn flush(&self, batch: Vec<Self::Item>) -> Vec<Self::Item> {
-        let groups: Vec<&str> = batch.iter().map(|b| b.0.as_str()).collect();
-        let ids: Vec<Uuid> = batch.iter().map(|b| b.1).collect();
-        let types: Vec<&str> = batch.iter().map(|b| b.2.as_str()).collect();
         let done = async {
             let mut conn = self
                 .gate
                 .acquire()
                 .await
                 .map_err(|e| retryable("connection", e))?;
-            sqlx::query(safe(&self.sql))
-                .bind(&groups)
-                .bind(&ids)
-                .bind(&types)
-                .execute(&mut **conn)
+            let rows = batch.iter().map(|b| (b.0.as_str(), b.1, b.2.as_str()));
+            record_batch(&mut conn, &self.sql, rows)
                 .await
                 .map_err(|e| retryable("record", e))
         }
         .await;
-        drop((groups, ids, types));
         if done.is_ok() {
             self.stats
                 .committed

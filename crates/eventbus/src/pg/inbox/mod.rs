@@ -65,6 +65,40 @@ fn insert_sql(schema: &DbSchema) -> String {
     )
 }
 
+/// Records a batch of `(group, event id, event type)` in one statement
+/// (`INSERT … SELECT * FROM unnest(…) ON CONFLICT DO NOTHING`); returns the
+/// ids that were not recorded before. Used by both the [`Inbox`]'s
+/// transactions and the [`InboxLayer`]'s records.
+async fn record_batch<'r>(
+    conn: &mut sqlx::PgConnection,
+    sql: &str,
+    rows: impl Iterator<Item = (&'r str, Uuid, &'r str)>,
+) -> Result<std::collections::HashSet<Uuid>, sqlx::Error> {
+    let (mut groups, mut ids, mut types) = (Vec::new(), Vec::new(), Vec::new());
+    for (group, id, event_type) in rows {
+        groups.push(group);
+        ids.push(id);
+        types.push(event_type);
+    }
+    let new: Vec<Uuid> = sqlx::query_scalar(safe(sql))
+        .bind(&groups)
+        .bind(&ids)
+        .bind(&types)
+        .fetch_all(conn)
+        .await?;
+    Ok(new.into_iter().collect())
+}
+
+/// The statement of [`record_batch`] for `schema`.
+fn record_batch_sql(schema: &DbSchema) -> String {
+    format!(
+        "INSERT INTO {} (group_name, event_id, event_type) \
+         SELECT * FROM unnest($1::text[], $2::uuid[], $3::text[]) \
+         ON CONFLICT DO NOTHING RETURNING event_id",
+        schema.table("eventbus_inbox")
+    )
+}
+
 fn retryable(what: &str, e: impl std::fmt::Display) -> HandlerError {
     HandlerError::retryable(format!("inbox {what}: {e}"))
 }
