@@ -43,6 +43,7 @@ mod peers;
 mod report;
 mod retention;
 mod scenarios;
+mod scheduled;
 mod soak;
 
 use std::path::PathBuf;
@@ -165,7 +166,7 @@ pub struct Params {
     #[arg(long, default_value_t = 5)]
     pub retention_rounds: u64,
     /// Only these sections: publish-batch, publish-single, unordered, ordered,
-    /// rebalance, latency, outbox, soak, retention, peers (default: all).
+    /// rebalance, latency, scheduled, outbox, soak, retention, peers (default: all).
     #[arg(long, value_delimiter = ',')]
     pub only: Vec<String>,
     /// Skip the baselines (redis-benchmark, pgbench).
@@ -520,6 +521,11 @@ pub async fn run(target: Target, params: Params) -> Result<Option<Report>, Strin
             ));
         }
         sections.push(s);
+    }
+
+    if p.wants("scheduled") {
+        progress("scheduled lateness");
+        sections.push(scheduled::run(&ctx).await);
     }
 
     if !p.skip_outbox && p.wants("outbox") {

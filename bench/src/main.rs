@@ -41,6 +41,23 @@ struct Cli {
 #[tokio::main]
 async fn main() {
     let cli = Cli::parse();
+    // Tracing on (docs/benchmarks.md, "Tracing on and off") when an OTLP
+    // endpoint is set: every span of the library exported, as in `eventbus`.
+    let tracing = std::env::var("OTEL_EXPORTER_OTLP_ENDPOINT")
+        .ok()
+        .map(|base| {
+            use tracing_subscriber::layer::SubscriberExt;
+            use tracing_subscriber::util::SubscriberInitExt;
+            let url = format!("{}/v1/traces", base.trim_end_matches('/'));
+            let mut config = eventbus::telemetry::TracingConfig::new(
+                url.parse().expect("OTEL_EXPORTER_OTLP_ENDPOINT is a URL"),
+                "eventbus-bench",
+            );
+            config.sampler = eventbus::telemetry::TraceSampler::AlwaysOn;
+            let t = eventbus::telemetry::Tracing::start(&config).expect("the OTLP exporter starts");
+            tracing_subscriber::registry().with(t.layer()).init();
+            t
+        });
     let json = cli.params.json;
     let result = if cli.cluster {
         eventbus_bench::single_vs_cluster(cli.params, cli.partitions, cli.persistence)
@@ -55,6 +72,13 @@ async fn main() {
         };
         eventbus_bench::run(target, cli.params).await
     };
+    if let Some(t) = tracing {
+        eprintln!(
+            "eventbus-bench: {} trace spans dropped (queue full)",
+            eventbus::telemetry::spans_dropped()
+        );
+        tokio::task::spawn_blocking(move || t.shutdown()).await.ok();
+    }
     match result {
         Ok(Some(report)) if json => println!(
             "{}",

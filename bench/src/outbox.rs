@@ -8,8 +8,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use eventbus::pg::{
-    connect_pool, migrate, DbSchema, Inbox, InboxConfig, InboxHandler, Outbox, OutboxConfig,
-    PoolGate, Relay, RelayConfig,
+    connect_pool, migrate, DbSchema, Inbox, InboxConfig, InboxHandler, InboxStats, Outbox,
+    OutboxConfig, PoolGate, Relay, RelayConfig, Savepoints, DEFAULT_INBOX_BATCH,
 };
 use eventbus::{
     Consumer, ConsumerConfig, ConsumerMode, Delivery, Envelope, HandlerError, Publisher,
@@ -21,6 +21,7 @@ use uuid::Uuid;
 
 use crate::baseline::{pgbench, PgLimit, PgScript};
 use crate::measure::{histogram, Latency, Meter};
+use crate::ours_or_failed;
 use crate::report::{Role, Row, Section};
 use crate::scenarios::{envelope, paced};
 use crate::Ctx;
@@ -45,11 +46,43 @@ impl InboxHandler for Stamp {
     }
 }
 
+/// An outbox writing to `schema`.
+fn outbox_in(topology: &Topology, schema: &DbSchema) -> Result<Outbox, String> {
+    Outbox::new(
+        topology.clone(),
+        OutboxConfig {
+            schema: schema.clone(),
+            ..Default::default()
+        },
+    )
+    .map_err(|e| e.to_string())
+}
+
+/// A relay with the default config, draining the outbox in `schema`.
+async fn relay_in(
+    redis: &RedisConnector,
+    topology: &Topology,
+    pool: &PgPool,
+    schema: &DbSchema,
+) -> Result<Relay, String> {
+    let publisher = Publisher::connect(redis, topology.clone(), PublisherConfig::default())
+        .await
+        .map_err(|e| e.to_string())?;
+    Relay::new(
+        pool.clone(),
+        publisher,
+        schema.clone(),
+        RelayConfig::default(),
+    )
+    .map_err(|e| e.to_string())
+}
+
 /// A relay and two inbox consumers (unordered, 64 handlers each).
 struct Pipeline {
     token: CancellationToken,
     tasks: Vec<tokio::task::JoinHandle<eventbus::Result<()>>>,
     reached: Arc<Mutex<HashMap<Uuid, Instant>>>,
+    inboxes: Vec<Arc<InboxStats>>,
 }
 
 impl Pipeline {
@@ -59,24 +92,15 @@ impl Pipeline {
         pool: &PgPool,
         schema: &DbSchema,
         consumers: usize,
-        inbox_batch: usize,
-        inbox_parallel: Option<usize>,
+        inbox_config: InboxConfig,
     ) -> Result<Pipeline, String> {
         let token = CancellationToken::new();
-        let publisher = Publisher::connect(redis, topology.clone(), PublisherConfig::default())
-            .await
-            .map_err(|e| e.to_string())?;
-        let relay = Relay::new(
-            pool.clone(),
-            publisher,
-            schema.clone(),
-            RelayConfig::default(),
-        )
-        .map_err(|e| e.to_string())?;
+        let relay = relay_in(redis, topology, pool, schema).await?;
         let reached = Arc::new(Mutex::new(HashMap::new()));
         let mut tasks = vec![tokio::spawn(relay.run(token.clone()))];
         // Both consumers' handlers queue for the pool in one line.
         let gate = PoolGate::new(pool.clone());
+        let mut inboxes = Vec::new();
         for _ in 0..consumers.max(1) {
             let mut config = ConsumerConfig::new("bench-inbox", ["work_item"]);
             config.mode = ConsumerMode::Unordered;
@@ -89,12 +113,9 @@ impl Pipeline {
                     reached: reached.clone(),
                 },
             )
-            .with_config(InboxConfig {
-                batch: inbox_batch,
-                parallel: inbox_parallel.or(InboxConfig::default().parallel),
-                ..InboxConfig::default()
-            })
+            .with_config(inbox_config.clone())
             .map_err(|e| e.to_string())?;
+            inboxes.push(inbox.stats());
             let consumer = Consumer::new(redis.clone(), topology.clone(), config, inbox)
                 .map_err(|e| e.to_string())?;
             tasks.push(tokio::spawn(consumer.run(token.clone())));
@@ -104,7 +125,19 @@ impl Pipeline {
             token,
             tasks,
             reached,
+            inboxes,
         })
+    }
+
+    /// Events committed per inbox transaction, on average.
+    fn mean_batch(&self) -> f64 {
+        let (events, batches) = self.inboxes.iter().fold((0, 0), |(e, b), s| {
+            (
+                e + s.committed.load(std::sync::atomic::Ordering::Relaxed),
+                b + s.batches.load(std::sync::atomic::Ordering::Relaxed),
+            )
+        });
+        events as f64 / batches.max(1) as f64
     }
 
     async fn stop(self) {
@@ -133,23 +166,24 @@ async fn outbox_and_pipeline(
     pool: &PgPool,
     schema: &DbSchema,
     inbox_batch: usize,
+    savepoints: Savepoints,
 ) -> Result<(Outbox, Pipeline), String> {
-    let outbox = Outbox::new(
-        topology.clone(),
-        OutboxConfig {
-            schema: schema.clone(),
-            ..Default::default()
-        },
-    )
-    .map_err(|e| e.to_string())?;
+    let outbox = outbox_in(topology, schema)?;
     let pipeline = Pipeline::start(
         &ctx.redis,
         topology,
         pool,
         schema,
         ctx.params.consumers,
-        inbox_batch,
-        ctx.params.inbox_parallel,
+        InboxConfig {
+            batch: inbox_batch,
+            parallel: ctx
+                .params
+                .inbox_parallel
+                .or(InboxConfig::default().parallel),
+            savepoints,
+            ..InboxConfig::default()
+        },
     )
     .await?;
     Ok((outbox, pipeline))
@@ -242,9 +276,29 @@ async fn sections(
 
     // End to end first, so the pgbench rows left behind do not slow it.
     for &batch in &p.inbox_batches {
-        e2e.rows.push(end_to_end(ctx, pool, schema, batch).await?);
+        e2e.rows
+            .push(end_to_end(ctx, pool, schema, batch, Savepoints::PerEvent).await?);
         truncate(pool, schema).await?;
     }
+    // The default batch without a savepoint per handler.
+    e2e.rows.push(
+        end_to_end(
+            ctx,
+            pool,
+            schema,
+            DEFAULT_INBOX_BATCH,
+            Savepoints::OnFailure,
+        )
+        .await?,
+    );
+    truncate(pool, schema).await?;
+
+    // The relay alone, draining a filled outbox (beside the claim baseline).
+    e2e.rows.push(ours_or_failed(
+        "eventbus relay alone: filled outbox → streams",
+        relay_alone(ctx, pool, schema).await,
+    ));
+    truncate(pool, schema).await?;
 
     // The limits of this PostgreSQL for the three statements the pipeline runs.
     let seconds = p.pgbench_secs;
@@ -295,10 +349,12 @@ async fn end_to_end(
     pool: &PgPool,
     schema: &DbSchema,
     batch: usize,
+    savepoints: Savepoints,
 ) -> Result<Row, String> {
     let p = &ctx.params;
     let (topology, ns) = ctx.topology("ob")?;
-    let (outbox, pipeline) = outbox_and_pipeline(ctx, &topology, pool, schema, batch).await?;
+    let (outbox, pipeline) =
+        outbox_and_pipeline(ctx, &topology, pool, schema, batch, savepoints).await?;
     let meter = Meter::start(&ctx.cpu_nodes).await;
     let events = p.outbox_events as u64;
     let mut writers = Vec::new();
@@ -334,6 +390,7 @@ async fn end_to_end(
             .await;
     let usage = meter.stop().await;
     let handled = pipeline.reached.lock().expect("stamp lock").len();
+    let mean_batch = pipeline.mean_batch();
     pipeline.stop().await;
     ctx.cleanup(&ns).await;
     if let Some(e) = failed {
@@ -345,13 +402,69 @@ async fn end_to_end(
             p.timeout_secs
         ));
     }
-    let name = if batch == 1 {
-        "eventbus outbox → relay → inbox, 1 event/tx".to_owned()
-    } else {
-        format!("eventbus outbox → relay → inbox, batch ≤ {batch}")
+    let name = match (batch, savepoints) {
+        (1, _) => "eventbus outbox → relay → inbox, 1 event/tx".to_owned(),
+        (_, Savepoints::OnFailure) => {
+            format!("eventbus outbox → relay → inbox, batch ≤ {batch}, savepoints on failure")
+        }
+        _ => format!("eventbus outbox → relay → inbox, batch ≤ {batch}"),
     };
-    Ok(Row::ours(name, events, &usage)
-        .with_note("CPU: this process (writers, relay, consumers) · Redis · PostgreSQL"))
+    Ok(Row::ours(name, events, &usage).with_note(format!(
+        "{mean_batch:.1} events per inbox transaction on average; \
+         CPU: this process (writers, relay, consumers) · Redis · PostgreSQL"
+    )))
+}
+
+/// The relay on its own: the outbox is filled first (`outbox_events` rows,
+/// not timed), then one relay drains it to the streams; timed until every
+/// row is published. Its claim is the statement of the claim baseline.
+async fn relay_alone(ctx: &Ctx, pool: &PgPool, schema: &DbSchema) -> Result<Row, String> {
+    let p = &ctx.params;
+    let (topology, ns) = ctx.topology("rl")?;
+    let outbox = outbox_in(&topology, schema)?;
+    let events = p.outbox_events as u64;
+    for start in (0..events).step_by(1000) {
+        let batch: Vec<Envelope> = (start..(start + 1000).min(events))
+            .map(|i| envelope(i, p.payload))
+            .collect();
+        let mut tx = pool.begin().await.map_err(|e| e.to_string())?;
+        outbox
+            .enqueue_batch(&mut *tx, &batch)
+            .await
+            .map_err(|e| e.to_string())?;
+        tx.commit().await.map_err(|e| e.to_string())?;
+    }
+    let relay = relay_in(&ctx.redis, &topology, pool, schema).await?;
+    let stats = relay.stats();
+    let token = CancellationToken::new();
+    let meter = Meter::start(&ctx.cpu_nodes).await;
+    let task = tokio::spawn(relay.run(token.clone()));
+    let deadline = Instant::now() + Duration::from_secs(p.timeout_secs);
+    while stats.published.load(std::sync::atomic::Ordering::Relaxed) < events
+        && Instant::now() < deadline
+        && !task.is_finished()
+    {
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    let usage = meter.stop().await;
+    token.cancel();
+    let _ = task.await;
+    ctx.cleanup(&ns).await;
+    let published = stats.published.load(std::sync::atomic::Ordering::Relaxed);
+    if published < events {
+        return Err(format!(
+            "only {published} of {events} rows relayed within {} s",
+            p.timeout_secs
+        ));
+    }
+    Ok(Row::ours(
+        "eventbus relay alone: filled outbox → streams",
+        events,
+        &usage,
+    )
+    .with_note(
+        "one relay, default config (4 workers, claims of ≤ 1,000); CPU: relay · Redis · PostgreSQL",
+    ))
 }
 
 /// pgbench claiming and deleting batches of 1,000 like the relay, from a
@@ -428,8 +541,15 @@ async fn commit_to_handler(
 ) -> Result<Row, String> {
     let p = &ctx.params;
     let (topology, ns) = ctx.topology(&format!("oblat{rate}"))?;
-    let batch = eventbus::pg::DEFAULT_INBOX_BATCH;
-    let (outbox, pipeline) = outbox_and_pipeline(ctx, &topology, pool, schema, batch).await?;
+    let (outbox, pipeline) = outbox_and_pipeline(
+        ctx,
+        &topology,
+        pool,
+        schema,
+        DEFAULT_INBOX_BATCH,
+        Savepoints::PerEvent,
+    )
+    .await?;
     let count = rate * p.rate_secs;
     // The writers are the application: a pool of their own, and a gate in
     // front of it, so that an offered rate above what PostgreSQL sustains

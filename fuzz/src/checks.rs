@@ -158,6 +158,7 @@ pub fn outbox_row(data: &[u8]) -> (eventbus::pg::OutboxRow, usize) {
         traceparent: text("traceparent"),
         headers: text("headers").unwrap_or_default(),
         data: text("data").unwrap_or_default(),
+        deliver_at_ms: text("deliver_at_ms").and_then(|t| t.trim().parse::<f64>().ok()),
     };
     let max = text("max")
         .and_then(|t| t.trim().parse().ok())
@@ -179,7 +180,7 @@ pub fn outbox_row_to_envelope(data: &[u8]) {
         }
         Err(reason) => assert!(!reason.is_empty(), "a refusal without a reason"),
     }
-    let _ = (row.as_json(), row.as_fields());
+    let _ = (row.as_json(), row.as_fields(), row.due());
 }
 
 /// Target `deadletter_raw_fields`: `decode_raw_fields` on any bytes never

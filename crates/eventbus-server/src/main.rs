@@ -52,9 +52,6 @@ fn main() -> ExitCode {
             settings.log.filter = cmd::demo::log_filter(demo.verbose).to_owned();
         }
     }
-    if let Err(e) = init_logging(&settings.log) {
-        return e.report();
-    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -65,7 +62,20 @@ fn main() -> ExitCode {
             return ExitCode::from(error::EXIT_FAILURE);
         }
     };
+    // The span exporter runs on the runtime: start it inside.
+    let tracing = {
+        let _inside = runtime.enter();
+        match init_logging(&settings.log, settings.telemetry.tracing.as_ref()) {
+            Ok(t) => t,
+            Err(e) => return e.report(),
+        }
+    };
     let result = runtime.block_on(cmd::run(cli.command, settings));
+    // Short-lived commands (`publish`, `dlq replay`) end here: export the
+    // spans still queued (bounded by the export timeout) before exiting.
+    if let Some(t) = tracing {
+        t.shutdown();
+    }
     // Do not wait for abandoned handler tasks (e.g. an --exec child past the
     // shutdown deadline): their entries stay pending and are redelivered.
     runtime.shutdown_timeout(std::time::Duration::from_secs(1));
@@ -109,26 +119,52 @@ fn clap_error(e: clap::Error) -> ExitCode {
     }
 }
 
-/// Logs go to stderr, filtered by `EVENT_BUS_LOG`, as JSON or text.
-fn init_logging(log: &LogSettings) -> Result<(), CliError> {
-    let filter =
-        tracing_subscriber::EnvFilter::try_new(&log.filter).map_err(|e| CliError::Setting {
+/// Logs go to stderr, filtered by `EVENT_BUS_LOG`, as JSON or text; with
+/// an OTLP endpoint, spans also go to OpenTelemetry (see `config::telemetry`).
+fn init_logging(
+    log: &LogSettings,
+    tracing: Option<&eventbus::telemetry::TracingConfig>,
+) -> Result<Option<eventbus::telemetry::Tracing>, CliError> {
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+    use tracing_subscriber::Layer;
+
+    let filter = tracing_subscriber::EnvFilter::try_new(&log.filter)
+        .map_err(|e| CliError::Setting {
             var: "EVENT_BUS_LOG",
             reason: format!("{:?} is not a log filter: {e}", log.filter),
-        })?;
+        })?
+        // The spans made for OpenTelemetry are not log lines.
+        .add_directive(
+            format!("{}=off", eventbus::telemetry::SPAN_TARGET)
+                .parse()
+                .expect("a valid directive"),
+        );
     let format = log.format.unwrap_or(if std::io::stderr().is_terminal() {
         LogFormat::Text
     } else {
         LogFormat::Json
     });
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(|| Redacting(std::io::stderr()));
-    match format {
-        LogFormat::Json => builder.json().init(),
-        LogFormat::Text => builder.init(),
-    }
-    Ok(())
+    let fmt = tracing_subscriber::fmt::layer().with_writer(|| Redacting(std::io::stderr()));
+    let fmt = match format {
+        LogFormat::Json => fmt.json().with_filter(filter).boxed(),
+        LogFormat::Text => fmt.with_filter(filter).boxed(),
+    };
+    let started =
+        match tracing {
+            Some(config) => Some(eventbus::telemetry::Tracing::start(config).map_err(|e| {
+                CliError::Setting {
+                    var: "OTEL_EXPORTER_OTLP_ENDPOINT",
+                    reason: config::strip_config_prefix(&e),
+                }
+            })?),
+            None => None,
+        };
+    tracing_subscriber::registry()
+        .with(fmt)
+        .with(started.as_ref().map(|t| t.layer()))
+        .init();
+    Ok(started)
 }
 
 /// A writer for log lines (stderr), each redacted ([`eventbus::redact`])

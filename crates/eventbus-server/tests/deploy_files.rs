@@ -185,6 +185,23 @@ async fn redis_acl_users_do_their_job_and_nothing_else() {
         .unwrap();
     let events: Vec<Envelope> = (0..4).map(|i| event(&catalog, i)).collect();
     publisher.publish_batch(&events).await.unwrap();
+    // ... and schedules, and a relay running as the publisher moves due
+    // events (docs/scheduled.md).
+    let later = event(&catalog, 9);
+    let due = chrono::Utc::now() + chrono::Duration::milliseconds(200);
+    publisher.publish_at(&later, due).await.unwrap();
+    let scheduler = eventbus::Scheduler::connect(&connector, topology.clone(), Default::default())
+        .await
+        .unwrap();
+    scheduler.sweep().await.unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while scheduler.tick().await.unwrap() == 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the publisher's scheduler moved nothing"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     refused(
         &conn,
         "publisher",
@@ -271,7 +288,8 @@ async fn redis_acl_users_do_their_job_and_nothing_else() {
     let stats = eventbus::admin::partition_stats(&conn, &topology, &topics)
         .await
         .unwrap();
-    assert_eq!(stats.iter().map(|p| p.length).sum::<u64>(), 4);
+    // The batch of 4 and the scheduled event.
+    assert_eq!(stats.iter().map(|p| p.length).sum::<u64>(), 4 + 1);
     let mut c = conn.clone();
     let _: String = redis::cmd("INFO")
         .arg("memory")

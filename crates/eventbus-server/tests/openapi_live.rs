@@ -397,6 +397,32 @@ async fn every_documented_answer_matches_its_schema() {
     )
     .await;
 
+    // A scheduled event (an hour ahead): listed, then cancelled.
+    let mut later = examples["one"]["value"].clone();
+    later["deliver_at"] = json!((chrono::Utc::now() + chrono::Duration::hours(1)).to_rfc3339());
+    let scheduled = c
+        .call(
+            "POST",
+            "/v1/events",
+            "/v1/events?direct=true",
+            Some(later),
+            201,
+        )
+        .await;
+    let id = scheduled["events"][0]["id"].as_str().unwrap().to_owned();
+    let listed = c
+        .call("GET", "/v1/scheduled", "/v1/scheduled?limit=10", None, 200)
+        .await;
+    assert_eq!(listed["scheduled"][0]["id"], id.as_str(), "{listed}");
+    c.call(
+        "DELETE",
+        "/v1/scheduled/{id}",
+        &format!("/v1/scheduled/{id}"),
+        None,
+        200,
+    )
+    .await;
+
     let documented: BTreeSet<(String, String, u16)> = documented_answers(&doc)
         .into_iter()
         .map(|(m, p, code, _)| (m, p, code))

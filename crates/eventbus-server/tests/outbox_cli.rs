@@ -318,6 +318,21 @@ async fn bad_outbox_input_is_refused_clearly_and_writes_nothing() {
     let mut c = eventbus(&ns, db.url(), db.name());
     c.args(["consume", "--group", "g", "--sql", "SELECT 1"]);
     assert_eq!(run(c).status.code(), Some(2), "--sql needs --inbox");
+    // --inbox-savepoints: only with --sql, and only its two values.
+    for (args, needles) in [
+        (&["--inbox-savepoints", "on-failure"][..], &["--sql"][..]),
+        (
+            &["--sql", "SELECT 1", "--inbox-savepoints", "sometimes"],
+            &["sometimes", "on-failure"],
+        ),
+    ] {
+        let mut c = eventbus(&ns, db.url(), db.name());
+        c.args(["consume", "--group", "g", "--inbox"]).args(args);
+        let out = run(c);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
+        assert!(needles.iter().all(|n| stderr.contains(n)), "{stderr}");
+    }
 
     // nothing was half written, and the earlier events are intact
     assert_eq!(scalar(&db, &outbox_rows).await, 4);
@@ -456,7 +471,7 @@ fn sql_consumer(
     results: &str,
     failpoint: Option<&str>,
 ) -> Child {
-    sql_consumer_in(Mode::Unordered, ns, db, results, failpoint)
+    sql_consumer_in(Mode::Unordered, ns, db, results, failpoint, "per-event")
 }
 
 fn sql_consumer_in(
@@ -465,11 +480,13 @@ fn sql_consumer_in(
     db: &TestSchema,
     results: &str,
     failpoint: Option<&str>,
+    savepoints: &str,
 ) -> Child {
     let mut c = eventbus(ns, db.url(), db.name());
     if let Some(f) = failpoint {
         c.env("EVENT_BUS_FAILPOINT", f);
     }
+    c.env("EVENT_BUS_INBOX_SAVEPOINTS", savepoints);
     c.args([
         "consume",
         "--no-validate",
@@ -631,18 +648,24 @@ async fn relay_crash_loop(ns: TestNamespace) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn inbox_consumer_killed_mid_batch_repeatedly_keeps_effects_exactly_once() {
-    consumer_crash_loop(Mode::Unordered, "ckill").await;
+    consumer_crash_loop(Mode::Unordered, "ckill", "per-event").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ordered_inbox_consumer_killed_mid_batch_repeatedly_keeps_effects_exactly_once() {
-    consumer_crash_loop(Mode::Ordered, "okill").await;
+    consumer_crash_loop(Mode::Ordered, "okill", "per-event").await;
+}
+
+/// The same with `--inbox-savepoints on-failure` (no savepoint per event).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn inbox_consumer_without_savepoints_killed_mid_batch_keeps_effects_exactly_once() {
+    consumer_crash_loop(Mode::Unordered, "nkill", "on-failure").await;
 }
 
 /// Inbox consumers (batched: up to 64 events a transaction) SIGKILLed
 /// inside their transaction about once every 800 events, and replaced,
 /// while 20,000 events flow: each event has exactly one effect row.
-async fn consumer_crash_loop(mode: Mode, name: &str) {
+async fn consumer_crash_loop(mode: Mode, name: &str, savepoints: &str) {
     let ns = TestNamespace::new(shared_redis_url(), &format!("ob-{name}"));
     let db = TestSchema::new(&format!("ob{name}")).await;
     let dir = tempfile::tempdir().unwrap();
@@ -660,7 +683,11 @@ async fn consumer_crash_loop(mode: Mode, name: &str) {
     // dead ones are replaced until every event has its row.
     let failpoint = Some("inbox-kill-mid-transaction:800");
     let mut consumers: Vec<KillOnDrop> = (0..2)
-        .map(|_| KillOnDrop(Some(sql_consumer_in(mode, &ns, &db, &results, failpoint))))
+        .map(|_| {
+            KillOnDrop(Some(sql_consumer_in(
+                mode, &ns, &db, &results, failpoint, savepoints,
+            )))
+        })
         .collect();
     let mut deaths = 0;
     let deadline = Instant::now() + WAIT;
@@ -679,6 +706,7 @@ async fn consumer_crash_loop(mode: Mode, name: &str) {
                     &db,
                     &results,
                     if deaths < 20 { failpoint } else { None },
+                    savepoints,
                 )));
             }
         }

@@ -22,6 +22,8 @@
 //!   test wait for a condition on it.
 //! - [`HttpTestServer`]: a tiny local HTTP server answering as a test
 //!   scripts it, for webhook (HTTP push sink) tests.
+//! - [`OtlpReceiver`]: an OTLP/HTTP trace receiver that decodes each
+//!   export, for the tracing tests.
 //!
 //! ## Redis Cluster
 //!
@@ -73,6 +75,7 @@ mod collector;
 pub mod conformance;
 mod http_server;
 mod namespace;
+mod otlp;
 mod pg;
 mod pg_server;
 mod redis_server;
@@ -81,6 +84,7 @@ pub use cluster::{ClusterNode, KeyOrSlot, RedisCluster};
 pub use collector::Collector;
 pub use http_server::{HttpTestServer, ReceivedRequest, Reply};
 pub use namespace::{shared_redis_url, TestNamespace};
+pub use otlp::{OtlpReceiver, ReceivedSpan};
 pub use pg::{shared_database_url, ResultWriter, TestSchema};
 pub use pg_server::PgServer;
 pub use redis_server::RedisServer;

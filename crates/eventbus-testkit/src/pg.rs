@@ -39,6 +39,18 @@ impl TestSchema {
         DbSchema::new(format!("t_{prefix}_{}", &rand[..10])).expect("valid schema name")
     }
 
+    /// An outbox writing to this schema, with the default settings.
+    pub fn outbox_for(&self, topology: &eventbus::Topology) -> eventbus::pg::Outbox {
+        eventbus::pg::Outbox::new(
+            topology.clone(),
+            eventbus::pg::OutboxConfig {
+                schema: self.schema().clone(),
+                ..Default::default()
+            },
+        )
+        .expect("a valid outbox")
+    }
+
     /// The schema.
     pub fn schema(&self) -> &DbSchema {
         &self.schema

@@ -79,6 +79,16 @@ pub enum Error {
     #[error("{0} kept changing while being updated; try again")]
     Contended(String),
 
+    /// Redis refused to add due scheduled events to their stream (e.g. the
+    /// key holds another type); they stay scheduled and are tried again.
+    #[error("Redis refused to move scheduled events to {stream}: {reason}")]
+    ScheduleRefused {
+        /// The stream.
+        stream: String,
+        /// Redis's error.
+        reason: String,
+    },
+
     /// Another process joined the group with this member id (a static
     /// member started twice): this one stopped.
     #[error("member id {member:?} was taken over by another process; this one stopped")]

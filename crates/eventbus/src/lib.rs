@@ -27,6 +27,10 @@
 //! - [`deadletter`]: what no retry could handle, kept for operators
 //!   (list, show, replay, discard; PostgreSQL or Redis records).
 //! - [`pg`]: the transactional outbox, its relay, and the inbox.
+//! - [`schedule`]: delayed and scheduled delivery ([`Publisher::publish_at`],
+//!   per-partition sorted sets, the [`Scheduler`] that moves due events).
+//! - [`telemetry`]: OpenTelemetry traces: producer, relay and consumer
+//!   spans, their context carried in the envelope, the OTLP exporter.
 //! - [`catalog`]: the event catalogue: JSON Schemas per type and version
 //!   ([`Catalog`]), validation at publish ([`Publisher::with_catalog`]) and
 //!   at consume ([`Validating`]), upcasters, compatibility checks and
@@ -116,6 +120,8 @@ pub mod events;
 pub mod layer;
 pub mod pg;
 pub mod retention;
+pub mod schedule;
+pub mod telemetry;
 pub mod topology;
 
 pub use catalog::{Catalog, SchemaError, SchemaErrors, Validating};
@@ -129,4 +135,5 @@ pub use publisher::{Published, Publisher, PublisherConfig};
 pub use redact::{is_secret_name, redact, redact_url};
 pub use retry::{Backoff, RetryPolicy, DEFAULT_MAX_ATTEMPTS};
 pub use runtime::{ConsumerConfig, ConsumerMode, ConsumerStats};
+pub use schedule::{Scheduler, SchedulerConfig};
 pub use topology::{partition_for, topic_of, Topology};

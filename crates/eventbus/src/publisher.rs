@@ -7,9 +7,11 @@
 //! duplicate entry, which consumers tolerate (the event id is unchanged and
 //! inboxes deduplicate on it); a lost event is not acceptable.
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 use std::sync::Mutex;
 use std::time::Duration;
+
+use chrono::{DateTime, Utc};
 
 use crate::connection::RedisConn;
 
@@ -32,6 +34,9 @@ pub struct PublisherConfig {
     pub retry_for: Duration,
     /// Refuse events whose encoded size is larger than this many bytes.
     pub max_event_bytes: usize,
+    /// Refuse due times further ahead than this (`EVENT_BUS_MAX_DELAY`).
+    /// Default 30 days.
+    pub max_delay: Duration,
 }
 
 impl Default for PublisherConfig {
@@ -40,6 +45,7 @@ impl Default for PublisherConfig {
             max_len: None,
             retry_for: Duration::from_secs(30),
             max_event_bytes: 1024 * 1024,
+            max_delay: crate::schedule::DEFAULT_MAX_DELAY,
         }
     }
 }
@@ -64,8 +70,11 @@ pub struct Published {
     pub stream: String,
     /// The partition.
     pub partition: u32,
-    /// The stream entry id Redis assigned.
+    /// The stream entry id Redis assigned (empty while scheduled).
     pub entry_id: String,
+    /// When the event is due, if it was scheduled for later instead of
+    /// added to the stream now (see [`Publisher::publish_at`]).
+    pub deliver_at: Option<DateTime<Utc>>,
 }
 
 /// Publishes envelopes to Redis. Cheap to clone; clones share the connection.
@@ -168,16 +177,82 @@ impl Publisher {
 
     /// Publishes a batch in one pipelined round trip. Every event is checked
     /// first; if one is refused, nothing is sent.
+    ///
+    /// With tracing on ([`crate::telemetry`]) each event gets a PRODUCER
+    /// span (child of the caller's current span, or of the `traceparent`
+    /// the event carries) whose context is written into the entry.
     pub async fn publish_batch(&self, events: &[Envelope]) -> Result<Vec<Published>> {
-        self.publish_batch_within(events, self.config.retry_for)
+        self.publish_batch_at(events, &[]).await
+    }
+
+    /// Publishes one event due at `deliver_at`: a time not after now is
+    /// published at once; a later one waits in its partition's scheduled
+    /// set until a [`Scheduler`](crate::schedule::Scheduler) moves it to the
+    /// stream, with the same event id (`docs/scheduled.md`). A time more
+    /// than [`PublisherConfig::max_delay`] ahead is refused.
+    pub async fn publish_at(
+        &self,
+        event: &Envelope,
+        deliver_at: DateTime<Utc>,
+    ) -> Result<Published> {
+        let mut out = self
+            .publish_batch_at(std::slice::from_ref(event), &[Some(deliver_at)])
+            .await?;
+        Ok(out.remove(0))
+    }
+
+    /// Publishes a batch, `deliver_at[i]` the due time of `events[i]`
+    /// (`None`: now), like [`Publisher::publish_at`] for each event, in one
+    /// pipelined round trip. Every event and time is checked first; if one
+    /// is refused, nothing is sent.
+    ///
+    /// With tracing on, each event gets a PRODUCER span like
+    /// [`Publisher::publish_batch`].
+    pub async fn publish_batch_at(
+        &self,
+        events: &[Envelope],
+        deliver_at: &[Option<DateTime<Utc>>],
+    ) -> Result<Vec<Published>> {
+        crate::telemetry::produce(
+            "send",
+            events,
+            |e| {
+                self.topology
+                    .stream_key(e.topic(), self.topology.partition_of(&e.key))
+            },
+            async |events: &[Envelope]| {
+                self.publish_batch_within(events, deliver_at, self.config.retry_for)
+                    .await
+            },
+        )
+        .await
+    }
+
+    /// [`Publisher::publish_batch_at`] in a single attempt, like
+    /// [`Publisher::publish_batch_once`].
+    pub async fn publish_batch_at_once(
+        &self,
+        events: &[Envelope],
+        deliver_at: &[Option<DateTime<Utc>>],
+    ) -> Result<Vec<Published>> {
+        self.publish_batch_within(events, deliver_at, Duration::ZERO)
             .await
+    }
+
+    /// Checks a due time: at most [`PublisherConfig::max_delay`] ahead.
+    /// Past times are fine (delivered at once).
+    pub fn check_deliver_at(&self, deliver_at: DateTime<Utc>) -> Result<()> {
+        crate::schedule::check_deliver_at(deliver_at, self.config.max_delay)
+            .map_err(Error::InvalidEvent)
     }
 
     /// Publishes a batch in a single attempt (no retry on an unknown
     /// outcome): for a caller that retries itself (the relay rolls back and
     /// claims again) or must find out whether Redis refuses these events.
+    /// The events are sent as they are, with no span of their own (the
+    /// relay makes its own).
     pub async fn publish_batch_once(&self, events: &[Envelope]) -> Result<Vec<Published>> {
-        self.publish_batch_within(events, Duration::ZERO).await
+        self.publish_batch_within(events, &[], Duration::ZERO).await
     }
 
     /// True when Redis answers a `PING`.
@@ -227,18 +302,39 @@ impl Publisher {
         &self.config
     }
 
+    /// `deliver_at`: empty (all now) or one due time per event.
     async fn publish_batch_within(
         &self,
         events: &[Envelope],
+        deliver_at: &[Option<DateTime<Utc>>],
         retry_for: Duration,
     ) -> Result<Vec<Published>> {
         if events.is_empty() {
             return Ok(Vec::new());
         }
+        if !deliver_at.is_empty() && deliver_at.len() != events.len() {
+            return Err(Error::InvalidInput(format!(
+                "{} due times for {} events",
+                deliver_at.len(),
+                events.len()
+            )));
+        }
         let encoded = events
             .iter()
             .map(|e| self.encode_checked(e))
             .collect::<Result<Vec<_>>>()?;
+        // Due times not after now are published at once.
+        let now = Utc::now();
+        let mut later: Vec<Option<DateTime<Utc>>> = Vec::new();
+        for at in deliver_at.iter().flatten() {
+            self.check_deliver_at(*at)?;
+        }
+        if deliver_at.iter().any(|at| at.is_some_and(|t| t > now)) {
+            later = deliver_at
+                .iter()
+                .map(|at| at.filter(|t| *t > now))
+                .collect();
+        }
         let routes: Vec<(String, u32)> = events
             .iter()
             .map(|e| {
@@ -250,8 +346,25 @@ impl Publisher {
 
         // One pipeline on a server; one per partition (hash slot) on a cluster.
         let mut pipe = SlotPipeline::new(&self.conn);
-        for (fields, (stream, _)) in encoded.iter().zip(&routes) {
-            pipe.add(stream, xadd(stream, self.config.max_len, fields));
+        let mut earliest = BTreeMap::new();
+        for (i, (fields, (stream, _))) in encoded.iter().zip(&routes).enumerate() {
+            match later.get(i).copied().flatten() {
+                None => pipe.add(stream, xadd(stream, self.config.max_len, fields)),
+                Some(at) => {
+                    let due = crate::schedule::due_ms(at);
+                    let first = earliest.entry(stream.clone()).or_insert(due);
+                    *first = (*first).min(due);
+                    pipe.add(
+                        stream,
+                        crate::schedule::schedule_cmd(
+                            stream,
+                            due,
+                            &events[i].id.to_string(),
+                            fields,
+                        ),
+                    )
+                }
+            };
         }
         if !new_topics.is_empty() {
             let topics_key = self.topology.topics_key();
@@ -277,15 +390,59 @@ impl Publisher {
                 }
             }
         };
+        if !earliest.is_empty() {
+            self.lower_hints(&earliest, started, retry_for).await?;
+        }
         Ok(routes
             .into_iter()
             .zip(ids)
-            .map(|((stream, partition), entry_id)| Published {
-                stream,
-                partition,
-                entry_id,
+            .enumerate()
+            .map(|(i, ((stream, partition), entry_id))| {
+                let deliver_at = later.get(i).copied().flatten();
+                Published {
+                    stream,
+                    partition,
+                    entry_id: if deliver_at.is_some() {
+                        String::new()
+                    } else {
+                        entry_id
+                    },
+                    deliver_at,
+                }
             })
             .collect())
+    }
+
+    /// Lowers the scheduler's hint for streams that got scheduled events:
+    /// after the events, so a scheduler that rewrote the hint meanwhile
+    /// re-reads the sets and sees them (see `schedule`'s docs). Retried like
+    /// the batch (the write is idempotent); if it still fails, the
+    /// schedulers' sweep finds the events within `sweep_every`.
+    async fn lower_hints(
+        &self,
+        earliest: &BTreeMap<String, i64>,
+        started: tokio::time::Instant,
+        retry_for: Duration,
+    ) -> Result<()> {
+        let mut attempt = 0u32;
+        loop {
+            match crate::schedule::lower_hints(&self.conn, &self.topology, earliest).await {
+                Ok(()) => return Ok(()),
+                Err(e) if is_transient_redis(&e) && started.elapsed() < retry_for => {
+                    attempt += 1;
+                    tokio::time::sleep(backoff(
+                        attempt,
+                        Duration::from_millis(50),
+                        Duration::from_secs(2),
+                    ))
+                    .await;
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "events scheduled, but the scheduler hint was not updated; the next sweep finds them");
+                    return Ok(());
+                }
+            }
+        }
     }
 
     fn unseen_topics(&self, events: &[Envelope]) -> Vec<String> {

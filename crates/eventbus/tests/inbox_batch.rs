@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use eventbus::deadletter::{DeadLetterFilter, DeadLetterStore};
-use eventbus::pg::{record_inbox, Inbox, InboxConfig, InboxHandler, InboxStats};
+use eventbus::pg::{record_inbox, Inbox, InboxConfig, InboxHandler, InboxStats, Savepoints};
 use eventbus::{Backoff, RetryPolicy};
 use eventbus::{ConsumerConfig, ConsumerMode, Delivery, Envelope, HandlerError};
 use eventbus_testkit::conformance::{publisher, Running};
@@ -110,6 +110,7 @@ fn one_at_a_time(item_timeout: Duration) -> InboxConfig {
         batch: 64,
         parallel: Some(1),
         item_timeout,
+        ..InboxConfig::default()
     }
 }
 
@@ -208,7 +209,15 @@ async fn until(what: &str, mut done: impl FnMut() -> bool) {
 }
 
 async fn a_failing_handler_fails_alone(mode: ConsumerMode, name: &str) {
-    failing_handler_fails_alone(mode, name, "fail", "planned failure", 17).await;
+    failing_handler_fails_alone(
+        mode,
+        name,
+        "fail",
+        "planned failure",
+        17,
+        Savepoints::PerEvent,
+    )
+    .await;
 }
 
 async fn failing_handler_fails_alone(
@@ -217,12 +226,17 @@ async fn failing_handler_fails_alone(
     how: &str,
     error: &str,
     at: usize,
+    savepoints: Savepoints,
 ) {
     let s = Setup::new(name).await;
     let mut events: Vec<Envelope> = (0..40).map(|i| event(i, None)).collect();
     events[at] = event(at, Some(how));
     let poison = events[at].id;
-    let (consumer, stats) = s.run(mode, one_at_a_time(WAIT), &events).await;
+    let inbox = InboxConfig {
+        savepoints,
+        ..one_at_a_time(WAIT)
+    };
+    let (consumer, stats) = s.run(mode, inbox, &events).await;
 
     let store = s.store().await;
     let deadline = tokio::time::Instant::now() + WAIT;
@@ -245,7 +259,14 @@ async fn failing_handler_fails_alone(
         "{}",
         dead[0].error_message
     );
-    assert_eq!(s.writer.calls(poison), 3);
+    // Without savepoints, each failed attempt rolls the batch back and runs
+    // it again with them: the poison runs twice per attempt.
+    let (per_attempt, reruns) = match savepoints {
+        Savepoints::OnFailure => (2, 3),
+        _ => (1, 0),
+    };
+    assert_eq!(s.writer.calls(poison), 3 * per_attempt);
+    assert_eq!(stats.reruns.load(Ordering::Relaxed), reruns);
     // Its writes never committed, nor did its inbox row; every other event
     // committed exactly once.
     let effects = s.effects().await;
@@ -258,7 +279,12 @@ async fn failing_handler_fails_alone(
     assert_eq!(s.inbox_rows().await, 39);
     for e in &events {
         if e.id != poison {
-            assert_eq!(s.writer.calls(e.id), 1, "a good event ran twice");
+            let calls = s.writer.calls(e.id);
+            match savepoints {
+                // Run again only with the batch rolled back for the poison.
+                Savepoints::OnFailure => assert!((1..=4).contains(&calls), "{calls}"),
+                _ => assert_eq!(calls, 1, "a good event ran twice"),
+            }
         }
     }
     // Unordered, the entries of one read share transactions. (Ordered, a
@@ -297,8 +323,49 @@ async fn a_handler_that_swallows_a_failed_statement_fails_alone() {
             "swallow",
             "current transaction is aborted",
             at,
+            Savepoints::PerEvent,
         )
         .await;
+    }
+}
+
+/// Without a savepoint per handler, a failure (or a swallowed failed
+/// statement, found by the next handler's statement or the check before
+/// the commit) rolls the batch back and runs it again with savepoints:
+/// the same outcome, in both modes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_savepoints_a_failing_handler_still_fails_alone() {
+    for (mode, how, error, at, name) in [
+        (
+            ConsumerMode::Unordered,
+            "fail",
+            "planned failure",
+            17,
+            "ibofu",
+        ),
+        (
+            ConsumerMode::Ordered,
+            "fail",
+            "planned failure",
+            17,
+            "ibofo",
+        ),
+        (
+            ConsumerMode::Unordered,
+            "swallow",
+            "current transaction is aborted",
+            17,
+            "ibosm",
+        ),
+        (
+            ConsumerMode::Unordered,
+            "swallow",
+            "current transaction is aborted",
+            39,
+            "ibosl",
+        ),
+    ] {
+        failing_handler_fails_alone(mode, name, how, error, at, Savepoints::OnFailure).await;
     }
 }
 

@@ -242,3 +242,77 @@ async fn an_entry_whose_read_reply_was_lost_is_still_handled() {
     assert_eq!(*handled.lock().unwrap(), [1, 3, 2]);
     running.stop().await.unwrap();
 }
+
+/// Calls of `command` the server has answered (`INFO commandstats`;
+/// commands run by scripts included).
+async fn command_calls(url: &str, command: &str) -> u64 {
+    let mut conn = RedisConnector::new(url, RedisOptions::default())
+        .unwrap()
+        .shared()
+        .await
+        .unwrap();
+    let info: String = redis::cmd("INFO")
+        .arg("commandstats")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let prefix = format!("cmdstat_{command}:calls=");
+    info.lines()
+        .find_map(|l| l.strip_prefix(&prefix))
+        .and_then(|rest| rest.split(',').next())
+        .map_or(0, |n| n.parse().unwrap())
+}
+
+/// A partition whose entries are ready together acknowledges them in
+/// batches (one fenced call for up to `partition_batch` entries), not one
+/// call per entry. Counted on a private Redis, whose command statistics are
+/// this test's alone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ready_entries_are_acknowledged_in_batches() {
+    let server = eventbus_testkit::RedisServer::start();
+    let url = server.url();
+    let topology = eventbus::Topology::new("ackbatch", 1).unwrap();
+    let events: Vec<_> = (0..2000).map(|i| keyed_event("k", i)).collect();
+    publisher(&url, &topology)
+        .await
+        .publish_batch(&events)
+        .await
+        .unwrap();
+    let done = Arc::new(AtomicUsize::new(0));
+    let handler = {
+        let done = done.clone();
+        handler_fn(move |_d: Delivery| {
+            let done = done.clone();
+            async move {
+                done.fetch_add(1, Ordering::SeqCst);
+                Ok::<(), HandlerError>(())
+            }
+        })
+    };
+    let member = spawn_consumer(&url, &topology, ordered("g"), handler);
+    eventually("every event handled", || {
+        done.load(Ordering::SeqCst) == 2000
+    })
+    .await;
+    member.stop().await.unwrap();
+    let stream = topology.stream_key("work_item", 0);
+    let mut conn = RedisConnector::new(&url, RedisOptions::default())
+        .unwrap()
+        .shared()
+        .await
+        .unwrap();
+    let pending: (u64, redis::Value, redis::Value, redis::Value) = redis::cmd("XPENDING")
+        .arg(&stream)
+        .arg("g")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(pending.0, 0, "every handled entry is acknowledged");
+    // 2,000 entries in batches of at most 64: 32 calls when every batch is
+    // full; reads, retries of a batch and partial batches add a few.
+    let xacks = command_calls(&url, "xack").await;
+    assert!(
+        xacks <= 2000 / 16,
+        "{xacks} XACK calls for 2,000 ready entries: not batched"
+    );
+}

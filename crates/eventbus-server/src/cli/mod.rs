@@ -9,6 +9,7 @@ pub(crate) mod dlq;
 pub(crate) mod ordered;
 pub(crate) mod outbox;
 pub(crate) mod retry;
+pub(crate) mod scheduled;
 pub(crate) mod schemas;
 pub(crate) mod serve;
 
@@ -25,6 +26,7 @@ Environment (flags win over variables):
   EVENT_BUS_PARTITIONS       partitions per topic (default 16)
   EVENT_BUS_CONSUMER_GROUP   default for `consume --group`
   EVENT_BUS_MAX_LEN          approximate stream length cap for publish (default off)
+  EVENT_BUS_MAX_DELAY        longest --delay / deliver_at ahead accepted (default 30d)
   EVENT_BUS_STREAM_RETENTION what relay, serve and `trim` keep: acked, acked:<age> or off (default acked)
   EVENT_BUS_TRIM_INTERVAL    how often relay and serve trim (default 10s)
   EVENT_BUS_HEARTBEAT_MS     ordered consumers' heartbeat interval (default 1000)
@@ -70,7 +72,9 @@ pub(crate) enum Command {
     Trim(TrimArgs),
     /// Inspect, replay, discard and purge dead letters.
     Dlq(crate::cli::dlq::DlqArgs),
-    /// Run the HTTP admin API, the relay and the dead-letter alerter.
+    /// Events waiting for their due time: list, cancel, or run a scheduler.
+    Scheduled(crate::cli::scheduled::ScheduledArgs),
+    /// Run the HTTP admin API, the relay, the scheduler and the dead-letter alerter.
     Serve(crate::cli::serve::ServeArgs),
     /// Create or update the eventbus tables in PostgreSQL.
     Migrate(crate::cli::outbox::MigrateArgs),
@@ -110,7 +114,11 @@ Batch files have one JSON object per line: {\"type\", \"key\", \"data\"} and opt
 \"version\", \"headers\" (string map), \"source\", \"correlation_id\", \"causation_id\",
 \"traceparent\". Blank lines are skipped. Every line is checked before anything is
 sent; if one is bad, nothing is published and the error names its line number.
---version, --source and --header give defaults for lines that lack them.")]
+--version, --source and --header give defaults for lines that lack them.
+A line may also have \"deliver_at\" (RFC 3339): the event is due then (--delay and
+--deliver-at give the default). A due event is printed with \"deliver_at\" and an empty
+entry_id: it waits in Redis until a scheduler (in relay, serve or `scheduled run`) adds
+it to its stream with the same id. Past times are delivered at once.")]
 pub(crate) struct PublishArgs {
     /// Event type, `topic.name`, e.g. `work_order.created`.
     #[arg(long = "type", value_name = "TYPE", required_unless_present = "batch")]
@@ -150,6 +158,15 @@ pub(crate) struct PublishArgs {
     /// type or version, or invalid data, refuses the whole publish).
     #[arg(long)]
     pub(crate) no_validate: bool,
+    /// Deliver in DURATION from now (e.g. 30s, 15m, 2h, 7d), at most
+    /// EVENT_BUS_MAX_DELAY [default: now].
+    #[arg(long, value_name = "DURATION", value_parser = crate::cli::scheduled::parse_delay,
+          conflicts_with = "deliver_at")]
+    pub(crate) delay: Option<Duration>,
+    /// Deliver at this time, RFC 3339 (e.g. 2026-05-01T09:00:00Z); a past
+    /// time delivers at once.
+    #[arg(long, value_name = "TIME", value_parser = crate::cli::scheduled::parse_deliver_at)]
+    pub(crate) deliver_at: Option<chrono::DateTime<chrono::Utc>>,
     /// Events per pipelined round trip in batch mode.
     #[arg(long, value_name = "N", default_value_t = 1000,
           value_parser = clap::value_parser!(u64).range(1..=100_000))]
@@ -233,6 +250,20 @@ pub(crate) struct ConsumeArgs {
     #[arg(long, value_name = "N", default_value_t = eventbus::pg::DEFAULT_INBOX_BATCH as u64,
           value_parser = clap::value_parser!(u64).range(1..=1000))]
     pub(crate) inbox_batch: u64,
+    /// With --inbox --sql: `per-event` runs each event's statement in a
+    /// savepoint of its own; `on-failure` runs the batch without savepoints
+    /// (one round trip per event fewer) and, when a statement fails, rolls
+    /// the batch back and runs it again with them (the statements before
+    /// the failing one run twice; the effects still commit once).
+    #[arg(
+        long,
+        value_enum,
+        value_name = "WHEN",
+        default_value = "per-event",
+        env = "EVENT_BUS_INBOX_SAVEPOINTS",
+        requires = "sql"
+    )]
+    pub(crate) inbox_savepoints: InboxSavepoints,
     /// Ordered or unordered consumption, static membership, timings.
     #[command(flatten)]
     pub(crate) membership: crate::cli::ordered::MembershipArgs,
@@ -254,6 +285,10 @@ pub(crate) struct ConsumeArgs {
     /// are upcast) instead of the version it was published with.
     #[arg(long)]
     pub(crate) upcast: bool,
+    /// Serve Prometheus `/metrics` (the series of `serve`) on this address,
+    /// e.g. 127.0.0.1:9464 [env: EVENT_BUS_METRICS_ADDR; default: off].
+    #[arg(long, value_name = "ADDR")]
+    pub(crate) metrics_addr: Option<std::net::SocketAddr>,
 }
 
 /// `eventbus tail`.
@@ -471,5 +506,23 @@ mod tests {
         assert!(!parse(&["eventbus", "tail", "--from-start"]));
         assert!(parse(&["eventbus", "tail", "--from-start", "--follow"]));
         assert!(!parse(&["eventbus", "tail", "--follow", "--no-follow"]));
+    }
+}
+
+/// `consume --inbox-savepoints`: when the inbox's handlers get savepoints.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub(crate) enum InboxSavepoints {
+    /// Each handler in its own savepoint.
+    PerEvent,
+    /// Savepoints only to isolate a failure.
+    OnFailure,
+}
+
+impl From<InboxSavepoints> for eventbus::pg::Savepoints {
+    fn from(s: InboxSavepoints) -> Self {
+        match s {
+            InboxSavepoints::PerEvent => eventbus::pg::Savepoints::PerEvent,
+            InboxSavepoints::OnFailure => eventbus::pg::Savepoints::OnFailure,
+        }
     }
 }

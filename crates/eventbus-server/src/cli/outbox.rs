@@ -23,7 +23,8 @@ pub(crate) struct MigrateArgs {
 Moves committed outbox rows to their Redis streams until SIGINT/SIGTERM. Run as
 many relays as you like: each partition is relayed by one of them at a time, in
 order. A relay crash never loses a row; it can publish a row twice (inboxes skip
-the duplicate).")]
+the duplicate). Rows with a later deliver_at wait in Redis until due; every relay
+also runs a scheduler that moves due events to their streams (docs/scheduled.md).")]
 pub(crate) struct RelayArgs {
     /// Rows per batch: one transaction and one pipelined round trip.
     #[arg(long, value_name = "N", default_value_t = 1000,
@@ -37,6 +38,10 @@ pub(crate) struct RelayArgs {
     /// [env: EVENT_BUS_OUTBOX_RETENTION; default: off].
     #[arg(long, value_name = "DURATION|off", value_parser = parse_retention_arg)]
     pub(crate) retention: Option<Option<Duration>>,
+    /// Serve Prometheus `/metrics` (the series of `serve`) on this address,
+    /// e.g. 127.0.0.1:9464 [env: EVENT_BUS_METRICS_ADDR; default: off].
+    #[arg(long, value_name = "ADDR")]
+    pub(crate) metrics_addr: Option<std::net::SocketAddr>,
 }
 
 /// `eventbus outbox`.

@@ -41,6 +41,12 @@ pub(crate) struct RetryArgs {
     #[arg(long, value_name = "DURATION", value_parser = parse_duration,
           help_heading = "Retries and dead letters")]
     pub(crate) attempt_timeout: Option<Duration>,
+    /// Unordered mode and replays: a retry waiting at least this long goes
+    /// through the scheduler (kept in Redis, so a restart does not reset
+    /// it) instead of memory [default: always in memory]. See docs/scheduled.md.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration,
+          help_heading = "Retries and dead letters")]
+    pub(crate) scheduled_retry_after: Option<Duration>,
 }
 
 impl RetryArgs {

@@ -33,7 +33,38 @@ pub(crate) async fn run(mut args: ConsumeArgs, settings: &Settings) -> Result<()
     // On the command line: secret headers only from a file or the environment.
     args.http.from_command_line = true;
     args.http.env_headers = settings.http_headers.clone();
-    run_with(args, settings, super::shutdown_on_signal(), true).await
+    let shutdown = super::shutdown_on_signal();
+    // The client's mistakes first, whether or not Redis answers.
+    group_of(&args, settings)?;
+    args.http.headers()?;
+    let _metrics = match args.metrics_addr.or(settings.telemetry.metrics_addr) {
+        Some(addr) => Some(
+            crate::http::metrics::serve_alone(
+                addr,
+                crate::http::metrics::Gauges::Groups {
+                    redis: settings.connector()?.shared().await?,
+                    topology: settings.topology()?,
+                },
+                crate::http::metrics::GAUGE_INTERVAL,
+                shutdown.clone(),
+            )
+            .await?,
+        ),
+        None => None,
+    };
+    run_with(args, settings, shutdown, true).await
+}
+
+/// The consumer group: `--group`, else `EVENT_BUS_CONSUMER_GROUP`.
+fn group_of(args: &ConsumeArgs, settings: &Settings) -> Result<String> {
+    args.group
+        .clone()
+        .or_else(|| settings.consumer_group.clone())
+        .ok_or_else(|| {
+            CliError::Input(
+                "no consumer group: pass --group or set EVENT_BUS_CONSUMER_GROUP".into(),
+            )
+        })
 }
 
 /// Runs one consumer until `shutdown` (which `--max-events` may cancel:
@@ -45,15 +76,7 @@ pub(crate) async fn run_with(
     shutdown: CancellationToken,
     alerts: bool,
 ) -> Result<()> {
-    let group = args
-        .group
-        .clone()
-        .or_else(|| settings.consumer_group.clone())
-        .ok_or_else(|| {
-            CliError::Input(
-                "no consumer group: pass --group or set EVENT_BUS_CONSUMER_GROUP".into(),
-            )
-        })?;
+    let group = group_of(&args, settings)?;
     // Bad input is reported as such even when Redis is down.
     let http_headers = args.http.headers()?;
     let connector = settings.connector()?;
@@ -75,6 +98,7 @@ pub(crate) async fn run_with(
     config.retry = args
         .retry
         .policy(settings.retry_attempts, args.exec.is_some())?;
+    config.scheduled_retry_after = args.retry.scheduled_retry_after;
     if args.exec.is_some() {
         // Let a running command finish (or time out) before shutdown gives up on it.
         config.shutdown_timeout = args.exec_timeout + Duration::from_secs(5);
@@ -89,7 +113,11 @@ pub(crate) async fn run_with(
     if let Some(statement) = &args.sql {
         return super::consume_sql::run(
             statement.clone(),
-            args.inbox_batch as usize,
+            eventbus::pg::InboxConfig {
+                batch: args.inbox_batch as usize,
+                savepoints: args.inbox_savepoints.into(),
+                ..eventbus::pg::InboxConfig::default()
+            },
             connector,
             topology,
             config,
@@ -297,6 +325,17 @@ async fn run_exec(
         .env_remove("REDIS_PASSWORD")
         .stdin(Stdio::piped())
         .kill_on_drop(true);
+    // The trace context as environment variables (the attempt's span's with
+    // tracing on, else the event's), for a command that continues the trace.
+    if let Some(cx) = eventbus::telemetry::context_for(&d.envelope) {
+        cmd.env("TRACEPARENT", cx.traceparent);
+        if let Some(v) = cx.tracestate {
+            cmd.env("TRACESTATE", v);
+        }
+        if let Some(v) = cx.baggage {
+            cmd.env("BAGGAGE", v);
+        }
+    }
     // Its own process group: a terminal's Ctrl-C reaches only us (so running
     // commands can finish during shutdown), and a timeout kills the whole group.
     #[cfg(unix)]

@@ -71,7 +71,7 @@ fn classify(e: &sqlx::Error) -> HandlerError {
 /// Runs the consumer with the SQL projection until `shutdown`.
 pub(crate) async fn run(
     statement: String,
-    batch: usize,
+    inbox_config: InboxConfig,
     connector: RedisConnector,
     topology: Topology,
     config: ConsumerConfig,
@@ -104,10 +104,7 @@ pub(crate) async fn run(
             kill_one_in,
         },
     )
-    .with_config(InboxConfig {
-        batch,
-        ..InboxConfig::default()
-    })?;
+    .with_config(inbox_config)?;
     let inbox_stats = inbox.stats();
     let dead_letters = settings
         .pg

@@ -12,6 +12,7 @@ mod migrate;
 mod outbox;
 mod publish;
 mod relay;
+mod scheduled;
 mod schemas;
 mod serve;
 mod serve_consumers;
@@ -45,6 +46,7 @@ pub(crate) async fn run(command: Command, settings: Settings) -> Result<()> {
         Command::Migrate(args) => migrate::run(args, &settings).await,
         Command::Dlq(args) => dlq::run(args, &settings).await,
         Command::Relay(args) => relay::run(args, &settings).await,
+        Command::Scheduled(args) => scheduled::run(args, &settings).await,
         Command::Outbox(args) => outbox::run(args, &settings).await,
         Command::Schemas(args) => schemas::run(args, &settings).await,
         Command::Serve(args) => serve::run(args, &settings).await,

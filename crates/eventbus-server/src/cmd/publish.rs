@@ -4,6 +4,8 @@
 
 use std::collections::BTreeMap;
 
+use chrono::{DateTime, Utc};
+
 use eventbus::topology::validate_event_type;
 use eventbus::{Envelope, Published, Publisher, PublisherConfig};
 use serde::{Deserialize, Serialize};
@@ -33,6 +35,7 @@ struct BatchLine {
     correlation_id: Option<String>,
     causation_id: Option<String>,
     traceparent: Option<String>,
+    deliver_at: Option<String>,
 }
 
 /// What is printed per published event.
@@ -45,25 +48,54 @@ struct PublishedLine<'a> {
     stream: &'a str,
     partition: u32,
     entry_id: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    deliver_at: Option<DateTime<Utc>>,
 }
+
+/// An event to publish: its batch line (`None` for flags), the event, and
+/// when it is due (`None`: now).
+type Planned = (Option<usize>, Envelope, Option<DateTime<Utc>>);
+
+/// One event of a batch: its line number, the event, its `deliver_at`.
+type BatchEvent = (usize, Envelope, Option<DateTime<Utc>>);
 
 /// Runs `eventbus publish`.
 pub(crate) async fn run(args: PublishArgs, settings: &Settings) -> Result<()> {
     // Input is read and checked before connecting: bad input is reported as
     // such even when Redis is down.
     let limit = settings.pg.max_event_bytes;
-    let events: Vec<(Option<usize>, Envelope)> = match &args.batch {
+    let default_due = match (args.delay, args.deliver_at) {
+        (Some(delay), _) => Some(
+            eventbus::schedule::due_after(delay, settings.max_delay)
+                .map_err(|m| CliError::Input(format!("--delay: {m}")))?,
+        ),
+        (None, at) => at,
+    };
+    let planned: Vec<Planned> = match &args.batch {
         Some(path) => parse_batch(&read_batch(path, limit)?, &args)?
             .into_iter()
-            .map(|(line, e)| (Some(line), e))
+            .map(|(line, e, at)| (Some(line), e, at.or(default_due)))
             .collect(),
-        None => vec![(None, single_event(&args, limit)?)],
+        None => vec![(None, single_event(&args, limit)?, default_due)],
     };
+    for (line, _, at) in &planned {
+        if let Some(at) = at {
+            eventbus::schedule::check_deliver_at(*at, settings.max_delay)
+                .map_err(|m| CliError::Input(at_line(*line, &m)))?;
+        }
+    }
+    let dues: Vec<Option<DateTime<Utc>>> = if planned.iter().any(|(_, _, at)| at.is_some()) {
+        planned.iter().map(|(_, _, at)| *at).collect()
+    } else {
+        Vec::new()
+    };
+    let events: Vec<(Option<usize>, Envelope)> =
+        planned.into_iter().map(|(line, e, _)| (line, e)).collect();
     if !args.no_validate {
         super::schemas::validate_events(settings, &events)?;
     }
     if args.via_outbox {
-        return publish_via_outbox(&events, settings).await;
+        return publish_via_outbox(&events, &dues, settings).await;
     }
     let max_len = match args.max_len {
         Some(n) => Some(usize::try_from(n).unwrap_or(usize::MAX)),
@@ -71,6 +103,7 @@ pub(crate) async fn run(args: PublishArgs, settings: &Settings) -> Result<()> {
     };
     let config = PublisherConfig {
         max_len,
+        max_delay: settings.max_delay,
         ..PublisherConfig::default()
     };
     let publisher =
@@ -89,8 +122,13 @@ pub(crate) async fn run(args: PublishArgs, settings: &Settings) -> Result<()> {
     // The events are the job and the output only a receipt: if stdout goes
     // away (`| head`), keep publishing and report the output error at the end.
     let mut output_error = None;
-    for chunk in envelopes.chunks(chunk_size) {
-        let published = publisher.publish_batch(chunk).await?;
+    for (i, chunk) in envelopes.chunks(chunk_size).enumerate() {
+        let published = if dues.is_empty() {
+            publisher.publish_batch(chunk).await?
+        } else {
+            let at = &dues[i * chunk_size..i * chunk_size + chunk.len()];
+            publisher.publish_batch_at(chunk, at).await?
+        };
         if output_error.is_none() {
             output_error = print_published(chunk, &published).err();
         }
@@ -103,6 +141,7 @@ pub(crate) async fn run(args: PublishArgs, settings: &Settings) -> Result<()> {
 /// from the relay).
 async fn publish_via_outbox(
     events: &[(Option<usize>, Envelope)],
+    dues: &[Option<DateTime<Utc>>],
     settings: &Settings,
 ) -> Result<()> {
     let topology = settings.topology()?;
@@ -110,24 +149,31 @@ async fn publish_via_outbox(
     let pool = settings.pg.pool(2, "publish --via-outbox").await?;
     let envelopes: Vec<Envelope> = events.iter().map(|(_, e)| e.clone()).collect();
     let mut tx = pool.begin().await.map_err(eventbus::Error::from)?;
-    for chunk in envelopes.chunks(1000) {
-        outbox
-            .enqueue_batch(&mut *tx, chunk)
-            .await
-            .map_err(|e| match e {
-                eventbus::Error::InvalidEvent(m) => CliError::Input(m),
-                other => other.into(),
-            })?;
+    for (i, chunk) in envelopes.chunks(1000).enumerate() {
+        let written = if dues.is_empty() {
+            outbox.enqueue_batch(&mut *tx, chunk).await
+        } else {
+            let at = &dues[i * 1000..i * 1000 + chunk.len()];
+            outbox.enqueue_batch_at(&mut *tx, chunk, at).await
+        };
+        written.map_err(|e| match e {
+            eventbus::Error::InvalidEvent(m) => CliError::Input(m),
+            other => other.into(),
+        })?;
     }
     tx.commit().await.map_err(eventbus::Error::from)?;
-    for e in &envelopes {
-        output::json_line(&serde_json::json!({
+    for (i, e) in envelopes.iter().enumerate() {
+        let mut line = serde_json::json!({
             "id": e.id,
             "type": e.event_type,
             "key": e.key,
             "partition": topology.partition_of(&e.key),
             "outbox": settings.pg.schema.name(),
-        }))?;
+        });
+        if let Some(at) = dues.get(i).copied().flatten() {
+            line["deliver_at"] = serde_json::json!(at);
+        }
+        output::json_line(&line)?;
     }
     Ok(())
 }
@@ -150,6 +196,7 @@ fn print_published(events: &[Envelope], published: &[Published]) -> Result<()> {
             stream: &p.stream,
             partition: p.partition,
             entry_id: &p.entry_id,
+            deliver_at: p.deliver_at,
         })
         .collect();
     output::json_lines(&lines)
@@ -218,7 +265,7 @@ fn check_event(e: &Envelope) -> std::result::Result<(), String> {
 }
 
 /// Parses and checks every line of a batch; the first bad line is the error.
-fn parse_batch(text: &str, args: &PublishArgs) -> Result<Vec<(usize, Envelope)>> {
+fn parse_batch(text: &str, args: &PublishArgs) -> Result<Vec<BatchEvent>> {
     let mut out = Vec::new();
     for (i, line) in text.lines().enumerate() {
         let n = i + 1;
@@ -227,6 +274,12 @@ fn parse_batch(text: &str, args: &PublishArgs) -> Result<Vec<(usize, Envelope)>>
         }
         let parsed: BatchLine = serde_json::from_str(line)
             .map_err(|e| CliError::Input(format!("line {n}: {}", describe_json_error(&e))))?;
+        let due = parsed
+            .deliver_at
+            .as_deref()
+            .map(eventbus::schedule::parse_deliver_at)
+            .transpose()
+            .map_err(|m| CliError::Input(format!("line {n}: deliver_at: {m}")))?;
         let mut e = Envelope::new(parsed.event_type, parsed.key, parsed.data);
         e.headers = parsed.headers.unwrap_or_default();
         e.correlation_id = parsed.correlation_id;
@@ -234,7 +287,7 @@ fn parse_batch(text: &str, args: &PublishArgs) -> Result<Vec<(usize, Envelope)>>
         e.traceparent = parsed.traceparent;
         let e = with_defaults(e, parsed.version, parsed.source, args);
         check_event(&e).map_err(|m| CliError::Input(format!("line {n}: {m}")))?;
-        out.push((n, e));
+        out.push((n, e, due));
     }
     Ok(out)
 }

@@ -42,6 +42,7 @@ pub(crate) async fn run(args: RelayArgs, settings: &Settings) -> Result<()> {
         PublisherConfig {
             max_len: settings.max_len,
             max_event_bytes: settings.pg.max_event_bytes.max(1024 * 1024),
+            max_delay: settings.max_delay,
             ..PublisherConfig::default()
         },
     )
@@ -53,14 +54,36 @@ pub(crate) async fn run(args: RelayArgs, settings: &Settings) -> Result<()> {
         failpoint: settings.pg.failpoint,
         ..RelayConfig::default()
     };
-    let relay = Relay::new(pool, publisher, settings.pg.schema.clone(), config)?;
+    let relay = Relay::new(pool.clone(), publisher, settings.pg.schema.clone(), config)?;
     let shutdown = super::shutdown_on_signal();
+    let _metrics = match args.metrics_addr.or(settings.telemetry.metrics_addr) {
+        Some(addr) => Some(
+            crate::http::metrics::serve_alone(
+                addr,
+                crate::http::metrics::Gauges::Relay {
+                    pool,
+                    schema: settings.pg.schema.clone(),
+                    stats: relay.stats(),
+                },
+                crate::http::metrics::GAUGE_INTERVAL,
+                shutdown.clone(),
+            )
+            .await?,
+        ),
+        None => None,
+    };
     // Ack-aware retention of every stream, taking turns with the other
     // relays, servers and consumers (per-stream leases).
-    let trimmer = Trimmer::new(connector.shared().await?, topology, settings.trim);
+    let trimmer = Trimmer::new(connector.shared().await?, topology.clone(), settings.trim);
     let trimming = tokio::spawn(trimmer.run(shutdown.clone()));
+    // Scheduled delivery: due events (the outbox's deliver_at among them)
+    // reach their streams from every relay; moves are atomic, so relays
+    // may all run one (docs/scheduled.md).
+    let scheduler = super::scheduled::scheduler(&connector, topology.clone(), settings).await?;
+    let scheduling = tokio::spawn(scheduler.run(shutdown.clone()));
     let relayed = relay.run(shutdown.clone()).await;
     shutdown.cancel();
     let _ = trimming.await;
+    let _ = scheduling.await;
     Ok(relayed?)
 }

@@ -1,5 +1,5 @@
 //! `eventbus serve`: the HTTP admin API, the outbox relay (with
-//! `DATABASE_URL`), the stream trimmer, the dead-letter alerter (with
+//! `DATABASE_URL`), the scheduler of delayed events, the stream trimmer, the dead-letter alerter (with
 //! `EVENT_BUS_ALERT_WEBHOOK_URL`) and the consumers of `--consumers FILE`
 //! in one process.
 //!
@@ -9,8 +9,6 @@
 //! shutdown timeout) and acknowledge them; the alerter and the gauge task
 //! stop at their next tick. All of
 //! them are owned by a `JoinSet`, and `run` returns once every one ended.
-
-use std::time::Duration;
 
 use eventbus::pg::{Relay, RelayConfig};
 use eventbus::{Publisher, PublisherConfig};
@@ -22,8 +20,7 @@ use crate::config::{Env, Settings};
 use crate::error::{CliError, Result};
 use crate::http::{self, AppState, PgState};
 
-/// How often the gauges are refreshed.
-const GAUGE_INTERVAL: Duration = Duration::from_secs(5);
+use crate::http::metrics::GAUGE_INTERVAL;
 
 /// Runs `eventbus serve`.
 pub(crate) async fn run(args: ServeArgs, settings: &Settings) -> Result<()> {
@@ -43,6 +40,7 @@ pub(crate) async fn run(args: ServeArgs, settings: &Settings) -> Result<()> {
         PublisherConfig {
             max_len: settings.max_len,
             max_event_bytes: settings.pg.max_event_bytes.max(1024 * 1024),
+            max_delay: settings.max_delay,
             ..PublisherConfig::default()
         },
     )
@@ -101,6 +99,15 @@ pub(crate) async fn run(args: ServeArgs, settings: &Settings) -> Result<()> {
         eventbus::retention::Trimmer::new(state.redis.clone(), topology.clone(), settings.trim)
             .run(shutdown.clone()),
     );
+    // Scheduled delivery (docs/scheduled.md): every serve and relay runs a
+    // scheduler; their moves are atomic, so any number may run.
+    let scheduler = super::scheduled::scheduler(&connector, topology.clone(), settings).await?;
+    let token = shutdown.clone();
+    tasks.spawn(async move {
+        if let Err(e) = scheduler.run(token).await {
+            tracing::error!(error = %e, "the scheduler stopped");
+        }
+    });
     tasks.spawn(http::metrics::refresh_gauges(
         state.clone(),
         relay_stats,

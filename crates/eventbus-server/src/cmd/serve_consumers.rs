@@ -59,6 +59,12 @@ fn parse(text: &str) -> std::result::Result<Vec<(String, ConsumeArgs)>, String> 
         if args.group.is_none() {
             return Err(format!("consumer {:?}: --group is required", entry.name));
         }
+        if args.metrics_addr.is_some() {
+            return Err(format!(
+                "consumer {:?}: --metrics-addr is for a separate `eventbus consume`; serve's own /metrics has these consumers' series",
+                entry.name
+            ));
+        }
         out.push((entry.name, args));
     }
     Ok(out)
@@ -97,6 +103,10 @@ mod tests {
             (
                 r#"{"consumers": [{"name": "a", "args": ["--group", "g", "--unordered", "--park"]}]}"#,
                 "cannot be used with",
+            ),
+            (
+                r#"{"consumers": [{"name": "a", "args": ["--group", "g", "--metrics-addr", "127.0.0.1:9464"]}]}"#,
+                "serve's own /metrics",
             ),
         ] {
             let err = parse(bad).unwrap_err();

@@ -14,6 +14,7 @@
 //! | `EVENT_BUS_PARTITIONS` | `16` | `--partitions` |
 //! | `EVENT_BUS_CONSUMER_GROUP` | none | `consume --group` |
 //! | `EVENT_BUS_MAX_LEN` | off (no length cap) | `publish --max-len` |
+//! | `EVENT_BUS_MAX_DELAY` | `30d` (longest `--delay` / `deliver_at` ahead) | |
 //! | `EVENT_BUS_STREAM_RETENTION` | `acked` | `trim --retention` |
 //! | `EVENT_BUS_TRIM_INTERVAL` | `10s` | |
 //! | `EVENT_BUS_LOG` | `info` | |
@@ -34,6 +35,7 @@ pub(crate) mod flags;
 pub(crate) mod ordered;
 pub(crate) mod pg;
 pub(crate) mod serve;
+pub(crate) mod telemetry;
 
 use self::flags::GlobalArgs;
 use crate::error::{CliError, Result};
@@ -52,6 +54,7 @@ const VARS: &[&str] = &[
     "EVENT_BUS_CONSUMER_GROUP",
     "EVENT_BUS_RETRY_ATTEMPTS",
     "EVENT_BUS_MAX_LEN",
+    "EVENT_BUS_MAX_DELAY",
     "EVENT_BUS_STREAM_RETENTION",
     "EVENT_BUS_TRIM_INTERVAL",
     "EVENT_BUS_LOG",
@@ -73,6 +76,7 @@ impl Env {
             .chain(crate::config::ordered::ORDERED_VARS)
             .chain(crate::config::alert::ALERT_VARS)
             .chain(crate::config::serve::SERVE_VARS)
+            .chain(crate::config::telemetry::TELEMETRY_VARS)
             .filter_map(|&name| Some((name, std::env::var_os(name)?)))
             .collect())
     }
@@ -157,6 +161,8 @@ pub(crate) struct Settings {
     pub(crate) consumer_group: Option<String>,
     /// Approximate stream length cap for publishing; `None` never trims.
     pub(crate) max_len: Option<usize>,
+    /// `EVENT_BUS_MAX_DELAY`: the longest delay accepted for scheduled delivery.
+    pub(crate) max_delay: std::time::Duration,
     /// Ack-aware retention, run by `relay`, `serve` and `consume` in the
     /// background (`None`: retention off, only the gauges are refreshed).
     pub(crate) trim: eventbus::retention::TrimmerConfig,
@@ -175,6 +181,8 @@ pub(crate) struct Settings {
     /// `EVENT_BUS_HTTP_HEADERS`: headers (secrets) for `consume --http`;
     /// never printed.
     pub(crate) http_headers: Option<String>,
+    /// Traces (OTEL_*) and `EVENT_BUS_METRICS_ADDR`.
+    pub(crate) telemetry: crate::config::telemetry::TelemetrySettings,
 }
 
 impl std::fmt::Debug for Settings {
@@ -257,6 +265,17 @@ impl Settings {
         let max_len = env.parse("EVENT_BUS_MAX_LEN", "a positive whole number", |s| {
             s.parse::<usize>().ok().filter(|n| *n > 0)
         })?;
+        let max_delay = env
+            .parse(
+                "EVENT_BUS_MAX_DELAY",
+                "a delay such as 30d, 12h or 90m (more than zero, at most 3650d)",
+                |s| {
+                    eventbus::schedule::parse_delay(s)
+                        .ok()
+                        .filter(|d| !d.is_zero() && d.as_secs() <= 3650 * 86_400)
+                },
+            )?
+            .unwrap_or(eventbus::schedule::DEFAULT_MAX_DELAY);
         let consumer_group = env.get("EVENT_BUS_CONSUMER_GROUP")?;
         let trim = trim_settings(env)?;
 
@@ -288,7 +307,9 @@ impl Settings {
         )?;
         let alert = crate::config::alert::AlertSettings::load(env)?;
         let http_headers = env.get("EVENT_BUS_HTTP_HEADERS")?;
+        let telemetry = crate::config::telemetry::TelemetrySettings::load(env)?;
         Ok(Settings {
+            telemetry,
             http_headers,
             alert,
             retry_attempts,
@@ -301,6 +322,7 @@ impl Settings {
             partitions,
             consumer_group,
             max_len,
+            max_delay,
             trim,
             log: LogSettings { filter, format },
         })

@@ -24,10 +24,13 @@ struct EventIn {
     correlation_id: Option<String>,
     causation_id: Option<String>,
     traceparent: Option<String>,
+    /// When the event is due (RFC 3339); checked after parsing, so a bad
+    /// time is a 422 with the event's index, not a malformed body.
+    deliver_at: Option<String>,
 }
 
 impl EventIn {
-    fn into_envelope(self) -> Envelope {
+    fn into_envelope(self) -> (Envelope, Option<String>) {
         let mut e = Envelope::new(self.event_type, self.key, self.data);
         if let Some(id) = self.id {
             e.id = id;
@@ -38,7 +41,7 @@ impl EventIn {
         e.correlation_id = self.correlation_id;
         e.causation_id = self.causation_id;
         e.traceparent = self.traceparent;
-        e
+        (e, self.deliver_at)
     }
 }
 
@@ -51,6 +54,11 @@ pub fn parse_json(body: &[u8]) -> Result<Value, String> {
 /// `{"events": [event, ...]}` (at least one). `Err` is the message of the
 /// 400 answer; checks against the catalogue and the size limit come after.
 pub fn parse_events(body: &[u8]) -> Result<Vec<Envelope>, String> {
+    Ok(parse_events_at(body)?.into_iter().map(|(e, _)| e).collect())
+}
+
+/// [`parse_events`] with each event's `deliver_at` as written (unparsed).
+pub fn parse_events_at(body: &[u8]) -> Result<Vec<(Envelope, Option<String>)>, String> {
     let items = match parse_json(body)? {
         Value::Object(mut o) if o.contains_key("events") => match o.remove("events") {
             Some(Value::Array(items)) if o.is_empty() => items,

@@ -29,6 +29,8 @@ pub(crate) mod routes;
 pub(crate) mod server;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_scheduled;
 pub(crate) mod ui;
 
 use std::sync::Arc;
@@ -36,7 +38,7 @@ use std::time::Duration;
 
 use axum::extract::DefaultBodyLimit;
 use axum::http::{HeaderName, HeaderValue, Request};
-use axum::routing::{get, post, MethodRouter};
+use axum::routing::{delete, get, post, MethodRouter};
 use axum::{Extension, Router};
 use eventbus::pg::{DbSchema, Outbox};
 use eventbus::RedisConn;
@@ -131,6 +133,12 @@ fn protected_routes() -> Vec<Route> {
         ("post", "/v1/dlq/replay", post(routes::dlq_replay)),
         ("get", "/v1/dlq/{id}", get(routes::dlq_show)),
         ("post", "/v1/dlq/{id}/discard", post(routes::dlq_discard)),
+        ("get", "/v1/scheduled", get(routes::scheduled_list)),
+        (
+            "delete",
+            "/v1/scheduled/{id}",
+            delete(routes::scheduled_cancel),
+        ),
         ("get", "/v1/schemas", get(routes::schemas)),
         ("get", "/v1/schemas/{type}/{version}", get(routes::schema)),
         ("get", "/v1/openapi.json", get(openapi::document)),

@@ -68,9 +68,26 @@ pub(crate) async fn post_events(
     body: Result<Bytes, BytesRejection>,
 ) -> HttpResult<impl IntoResponse> {
     let q = query(q)?;
-    let events = events_body::parse_events(&body_bytes(body)?).map_err(HttpError::BadRequest)?;
+    let parsed = events_body::parse_events_at(&body_bytes(body)?).map_err(HttpError::BadRequest)?;
     let mut problems = Problems::new(max_errors);
-    for (i, e) in events.iter().enumerate() {
+    let mut dues = Vec::with_capacity(parsed.len());
+    for (i, (e, at)) in parsed.iter().enumerate() {
+        let due = at.as_deref().map(|at| {
+            eventbus::schedule::parse_deliver_at(at).and_then(|t| {
+                app.publisher
+                    .check_deliver_at(t)
+                    .map(|()| t)
+                    .map_err(|e| e.to_string())
+            })
+        });
+        match due {
+            Some(Err(m)) => {
+                problems.add(Some(i), &e.event_type, None, [("/deliver_at", &*m)]);
+                continue;
+            }
+            Some(Ok(t)) => dues.push(Some(t)),
+            None => dues.push(None),
+        }
         match app.catalog.validate(e) {
             Err(errors) => problems.add_schema(Some(i), &errors),
             Ok(()) => {
@@ -79,6 +96,10 @@ pub(crate) async fn post_events(
                 }
             }
         }
+    }
+    let events: Vec<Envelope> = parsed.into_iter().map(|(e, _)| e).collect();
+    if dues.iter().all(Option::is_none) {
+        dues.clear(); // the path without due times, as before
     }
     if !problems.is_empty() {
         return Err(HttpError::Invalid {
@@ -92,17 +113,21 @@ pub(crate) async fn post_events(
     }
     let via = match (&app.pg, q.direct) {
         (Some(pg), false) => {
-            enqueue(pg, &events).await?;
+            enqueue(pg, &events, &dues).await?;
             "outbox"
         }
         _ => {
-            let published = app.publisher.publish_batch(&events).await?;
+            let published = app.publisher.publish_batch_at(&events, &dues).await?;
             let out: Vec<Value> = events
                 .iter()
                 .zip(&published)
                 .map(|(e, p)| {
-                    json!({"id": e.id, "type": e.event_type, "key": e.key, "partition": p.partition,
-                           "stream": p.stream, "entry_id": p.entry_id})
+                    let mut v = json!({"id": e.id, "type": e.event_type, "key": e.key, "partition": p.partition,
+                           "stream": p.stream, "entry_id": p.entry_id});
+                    if let Some(at) = p.deliver_at {
+                        v["deliver_at"] = json!(at);
+                    }
+                    v
                 })
                 .collect();
             count_published(&events, "direct");
@@ -115,7 +140,14 @@ pub(crate) async fn post_events(
     count_published(&events, via);
     let out: Vec<Value> = events
         .iter()
-        .map(|e| json!({"id": e.id, "type": e.event_type, "key": e.key, "partition": app.topology.partition_of(&e.key)}))
+        .enumerate()
+        .map(|(i, e)| {
+            let mut v = json!({"id": e.id, "type": e.event_type, "key": e.key, "partition": app.topology.partition_of(&e.key)});
+            if let Some(at) = dues.get(i).copied().flatten() {
+                v["deliver_at"] = json!(at);
+            }
+            v
+        })
         .collect();
     Ok((
         StatusCode::ACCEPTED,
@@ -131,10 +163,19 @@ fn count_published(events: &[Envelope], via: &'static str) {
 }
 
 /// All events in one transaction: all or none.
-async fn enqueue(pg: &PgState, events: &[Envelope]) -> HttpResult<()> {
+async fn enqueue(
+    pg: &PgState,
+    events: &[Envelope],
+    dues: &[Option<DateTime<Utc>>],
+) -> HttpResult<()> {
     let mut tx = pg.pool.begin().await.map_err(eventbus::Error::from)?;
-    for chunk in events.chunks(1000) {
-        pg.outbox.enqueue_batch(&mut *tx, chunk).await?;
+    for (i, chunk) in events.chunks(1000).enumerate() {
+        if dues.is_empty() {
+            pg.outbox.enqueue_batch(&mut *tx, chunk).await?;
+        } else {
+            let at = &dues[i * 1000..i * 1000 + chunk.len()];
+            pg.outbox.enqueue_batch_at(&mut *tx, chunk, at).await?;
+        }
     }
     tx.commit().await.map_err(eventbus::Error::from)?;
     Ok(())
@@ -386,6 +427,49 @@ pub(crate) async fn dlq_discard(
     Ok(Json(json!({"discarded": done})))
 }
 
+/// Query of `GET /v1/scheduled`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct ScheduledQuery {
+    limit: Option<u32>,
+}
+
+/// `GET /v1/scheduled`: the events waiting for their due time, earliest
+/// first, at most `limit` (1 to 10000, default 100), and how many wait in all.
+pub(crate) async fn scheduled_list(
+    State(app): AppRef,
+    q: Result<Query<ScheduledQuery>, QueryRejection>,
+) -> HttpResult<Json<Value>> {
+    let limit = query(q)?.limit.unwrap_or(100);
+    if !(1..=10_000).contains(&limit) {
+        return Err(HttpError::BadRequest(format!(
+            "limit must be between 1 and 10000, got {limit}"
+        )));
+    }
+    let events = eventbus::schedule::list(&app.redis, &app.topology, limit as usize).await?;
+    let total = eventbus::schedule::count(&app.redis, &app.topology).await?;
+    Ok(Json(
+        json!({"scheduled": events, "total": total, "limit": limit}),
+    ))
+}
+
+/// `DELETE /v1/scheduled/{id}`: cancels a scheduled event; 404 if none
+/// with this id waits (never scheduled, cancelled, or delivered already).
+pub(crate) async fn scheduled_cancel(
+    State(app): AppRef,
+    Path(id): Path<String>,
+) -> HttpResult<Json<Value>> {
+    let id: Uuid = id
+        .parse()
+        .map_err(|_| HttpError::BadRequest(format!("{id:?} is not an event id (a UUID)")))?;
+    match eventbus::schedule::cancel(&app.redis, &app.topology, &id.to_string()).await? {
+        Some(stream) => Ok(Json(json!({"id": id, "cancelled": true, "stream": stream}))),
+        None => Err(HttpError::NotFound(format!(
+            "no scheduled event {id}: never scheduled, cancelled, or delivered already"
+        ))),
+    }
+}
+
 /// `GET /v1/schemas`: every event type and its versions.
 pub(crate) async fn schemas(State(app): AppRef) -> Json<Value> {
     let types: Vec<Value> = app
@@ -466,10 +550,13 @@ pub(crate) async fn ready(State(app): AppRef) -> impl IntoResponse {
     )
 }
 
+/// The content type of `/metrics` (Prometheus text format).
+pub(crate) const METRICS_CONTENT_TYPE: &str = "text/plain; version=0.0.4";
+
 /// `GET /metrics`: Prometheus text format.
 pub(crate) async fn metrics(State(app): AppRef) -> impl IntoResponse {
     (
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        [(header::CONTENT_TYPE, METRICS_CONTENT_TYPE)],
         app.metrics.render(),
     )
 }

@@ -82,7 +82,7 @@ impl Fixture {
         router(self.state.clone(), &options)
     }
 
-    async fn call(
+    pub(super) async fn call(
         &self,
         method: Method,
         uri: &str,
@@ -93,12 +93,16 @@ impl Fixture {
     }
 
     /// `POST uri` with the admin token and a JSON body.
-    async fn post(&self, uri: &str, body: &Value) -> (StatusCode, Value, axum::http::HeaderMap) {
+    pub(super) async fn post(
+        &self,
+        uri: &str,
+        body: &Value,
+    ) -> (StatusCode, Value, axum::http::HeaderMap) {
         self.call(Method::POST, uri, Some(ADMIN), Some(body.to_string()))
             .await
     }
 
-    async fn outbox_rows(&self) -> i64 {
+    pub(super) async fn outbox_rows(&self) -> i64 {
         let db = self.db.as_ref().unwrap();
         sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
             "SELECT count(*) FROM {}",
@@ -141,7 +145,7 @@ async fn call(
 }
 
 /// A valid event of the catalogue (its first example).
-fn valid_event() -> Value {
+pub(super) fn valid_event() -> Value {
     let catalog = Catalog::embedded().unwrap();
     let t = &catalog.types()[0];
     let data = t.latest().examples()[0].clone();

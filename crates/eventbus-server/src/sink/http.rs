@@ -5,7 +5,8 @@
 //! `--exec` gets on stdin), `Content-Type: application/json`, and headers
 //! `Eventbus-Event-Id`, `Eventbus-Event-Type`, `Eventbus-Event-Key`,
 //! `Eventbus-Group`, `Eventbus-Redelivered`, `Idempotency-Key` (the event
-//! id) and the W3C `traceparent` when the event carries one, plus the
+//! id) and the W3C `traceparent` (with `tracestate` and `baggage`): the
+//! handler attempt's span's when tracing is on, else the event's own, plus the
 //! extra headers ([`super::headers`]: secrets from a file or the
 //! environment, never a flag).
 //!
@@ -97,12 +98,17 @@ impl HttpSink {
             .header("idempotency-key", &id)
             .header("eventbus-group", &d.group)
             .header("eventbus-redelivered", d.redelivered.to_string());
+        // The trace context: the attempt's span's with tracing on, else the event's.
+        let cx = eventbus::telemetry::context_for(&d.envelope).unwrap_or_default();
+        let traceparent = Some(cx.traceparent).filter(|t| !t.is_empty());
         // Type and key were checked at publish, but a header value must not
         // carry control characters: leave out what cannot be sent.
         for (name, value) in [
             ("eventbus-event-type", Some(&d.envelope.event_type)),
             ("eventbus-event-key", Some(&d.envelope.key)),
-            ("traceparent", d.envelope.traceparent.as_ref()),
+            ("traceparent", traceparent.as_ref()),
+            ("tracestate", cx.tracestate.as_ref()),
+            ("baggage", cx.baggage.as_ref()),
         ] {
             if let Some(v) = value.and_then(|v| HeaderValue::from_str(v).ok()) {
                 req = req.header(name, v);

@@ -14,13 +14,17 @@ use serde_json::{json, Value};
 pub(crate) const HANG: Duration = Duration::from_secs(120);
 
 /// The binary with none of this machine's eventbus settings: every
-/// `EVENT_BUS_*`, `REDIS_*` and `DATABASE_URL` variable is removed (by prefix,
+/// `EVENT_BUS_*`, `REDIS_*`, `OTEL_*` and `DATABASE_URL` variable is removed (by prefix,
 /// so a setting added later is covered too), and it logs warnings as JSON.
 pub(crate) fn bare_eventbus() -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_eventbus"));
     for (k, _) in std::env::vars_os() {
         let k = k.to_string_lossy();
-        if k.starts_with("EVENT_BUS_") || k.starts_with("REDIS_") || k == "DATABASE_URL" {
+        if k.starts_with("EVENT_BUS_")
+            || k.starts_with("REDIS_")
+            || k.starts_with("OTEL_")
+            || k == "DATABASE_URL"
+        {
             c.env_remove(k.as_ref());
         }
     }

@@ -150,11 +150,30 @@ impl<H: Handler> Consumer<H> {
         if let Some(trim) = config.trim {
             let trimmer = crate::retention::Trimmer::new(conn.clone(), topology.clone(), trim)
                 .topics(config.topics.iter().cloned());
-            tokio::spawn(trimmer.run(trimming));
+            tokio::spawn(trimmer.run(trimming.clone()));
+        }
+        // Retries through the scheduler must not depend on another process
+        // running one: each consumer runs a slow one for its group's replay
+        // stream (moves are atomic, so any number of schedulers may run;
+        // `docs/scheduled.md`).
+        if config.scheduled_retry_after.is_some() {
+            let scheduler = crate::schedule::Scheduler::connect(
+                &connector,
+                topology.clone(),
+                crate::schedule::SchedulerConfig {
+                    poll: std::time::Duration::from_millis(200),
+                    only: Some(vec![topology.replay_stream(&config.group)]),
+                    ..Default::default()
+                },
+            )
+            .await?;
+            tokio::spawn(scheduler.run(trimming.clone()));
         }
         let failures = Arc::new(FailureHandling {
             policy: config.retry.clone(),
             writer: DeadLetterWriter::new(conn.clone(), &topology, dead_letter_store),
+            scheduled_retry_after: config.scheduled_retry_after,
+            topology: topology.clone(),
         });
         // Replays of this group's dead letters arrive on its own stream, read
         // by every member competitively (replays have no order to keep).

@@ -45,6 +45,11 @@ pub fn migrations() -> &'static [Migration] {
             name: "refuse_and_isolate",
             sql: include_str!("../../../../migrations/0004_refuse_and_isolate.sql"),
         },
+        Migration {
+            version: 5,
+            name: "deliver_at",
+            sql: include_str!("../../../../migrations/0005_deliver_at.sql"),
+        },
     ]
 }
 

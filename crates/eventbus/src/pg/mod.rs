@@ -15,7 +15,7 @@ mod row;
 pub use gate::{GatedConnection, PoolGate};
 pub use inbox::{
     cleanup_inbox, inbox_contains, record_inbox, Deduplicated, Inbox, InboxConfig, InboxHandler,
-    InboxLayer, InboxStats, DEFAULT_INBOX_BATCH, DEFAULT_INBOX_PARALLEL,
+    InboxLayer, InboxStats, Savepoints, DEFAULT_INBOX_BATCH, DEFAULT_INBOX_PARALLEL,
 };
 pub use migrate::{
     is_migrated, migrate, migrations, read_settings, record_settings, Migration, OutboxSettings,

@@ -37,6 +37,10 @@ pub struct Outbox {
     catalog: Option<std::sync::Arc<crate::catalog::Catalog>>,
     insert_one: String,
     insert_many: String,
+    /// The same, with `deliver_at` (a separate statement, so enqueues
+    /// without a due time send what they always did).
+    insert_one_at: String,
+    insert_many_at: String,
 }
 
 /// The columns an enqueue writes, for one event.
@@ -54,24 +58,38 @@ impl Outbox {
             return Err(Error::Config("max_event_bytes must be positive".into()));
         }
         let table = config.schema.table("eventbus_outbox");
-        let cols = "event_id, event_type, version, key, partition, occurred_at, source, \
-                    correlation_id, causation_id, traceparent, headers, data";
-        let insert_one = format!(
-            "INSERT INTO {table} ({cols}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11::jsonb, $12::json)"
-        );
-        let insert_many = format!(
-            "INSERT INTO {table} ({cols}) \
-             SELECT e, t, v, k, p, o, s, c, ca, tp, h::jsonb, d::json FROM UNNEST(\
-             $1::uuid[], $2::text[], $3::int[], $4::text[], $5::int[], $6::timestamptz[], $7::text[], \
-             $8::text[], $9::text[], $10::text[], $11::text[], $12::text[]) \
-             WITH ORDINALITY AS x(e, t, v, k, p, o, s, c, ca, tp, h, d, n) ORDER BY n"
-        );
+        let inserts = |at: bool| {
+            let (col, one, arr, name) = if at {
+                (", deliver_at", ", $13", ", $13::timestamptz[]", ", da")
+            } else {
+                ("", "", "", "")
+            };
+            let cols = format!(
+                "event_id, event_type, version, key, partition, occurred_at, source, \
+                 correlation_id, causation_id, traceparent, headers, data{col}"
+            );
+            let insert_one = format!(
+                "INSERT INTO {table} ({cols}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11::jsonb, $12::json{one})"
+            );
+            let insert_many = format!(
+                "INSERT INTO {table} ({cols}) \
+                 SELECT e, t, v, k, p, o, s, c, ca, tp, h::jsonb, d::json{name} FROM UNNEST(\
+                 $1::uuid[], $2::text[], $3::int[], $4::text[], $5::int[], $6::timestamptz[], $7::text[], \
+                 $8::text[], $9::text[], $10::text[], $11::text[], $12::text[]{arr}) \
+                 WITH ORDINALITY AS x(e, t, v, k, p, o, s, c, ca, tp, h, d{name}, n) ORDER BY n"
+            );
+            (insert_one, insert_many)
+        };
+        let (insert_one, insert_many) = inserts(false);
+        let (insert_one_at, insert_many_at) = inserts(true);
         Ok(Outbox {
             topology,
             config,
             catalog: None,
             insert_one,
             insert_many,
+            insert_one_at,
+            insert_many_at,
         })
     }
 
@@ -134,9 +152,60 @@ impl Outbox {
 
     /// Enqueues one event with the caller's executor (a transaction, a
     /// connection or a pool).
+    ///
+    /// With tracing on ([`crate::telemetry`]) the event gets a PRODUCER
+    /// span (`create`, child of the caller's current span or of the
+    /// `traceparent` it carries), whose context the row stores.
     pub async fn enqueue<'c>(&self, executor: impl PgExecutor<'c>, event: &Envelope) -> Result<()> {
+        self.enqueue_one(executor, event, None).await
+    }
+
+    /// Enqueues one event due at `deliver_at` (`docs/scheduled.md`): the
+    /// relay publishes it at once and it waits in Redis until then. A past
+    /// time is delivered at once.
+    pub async fn enqueue_at<'c>(
+        &self,
+        executor: impl PgExecutor<'c>,
+        event: &Envelope,
+        deliver_at: DateTime<Utc>,
+    ) -> Result<()> {
+        self.enqueue_one(executor, event, Some(deliver_at)).await
+    }
+
+    async fn enqueue_one<'c>(
+        &self,
+        executor: impl PgExecutor<'c>,
+        event: &Envelope,
+        deliver_at: Option<DateTime<Utc>>,
+    ) -> Result<()> {
+        crate::telemetry::produce(
+            "create",
+            std::slice::from_ref(event),
+            |e| self.stream_of(e),
+            async |events: &[Envelope]| self.insert_one(executor, &events[0], deliver_at).await,
+        )
+        .await
+    }
+
+    /// The stream `e` goes to (the producer span's destination).
+    fn stream_of(&self, e: &Envelope) -> String {
+        self.topology
+            .stream_key(e.topic(), self.topology.partition_of(&e.key))
+    }
+
+    async fn insert_one<'c>(
+        &self,
+        executor: impl PgExecutor<'c>,
+        event: &Envelope,
+        deliver_at: Option<DateTime<Utc>>,
+    ) -> Result<()> {
         let row = self.prepare(event)?;
-        sqlx::query(safe(&self.insert_one))
+        let sql = if deliver_at.is_some() {
+            &self.insert_one_at
+        } else {
+            &self.insert_one
+        };
+        let mut query = sqlx::query(safe(sql))
             .bind(event.id)
             .bind(&event.event_type)
             .bind(row.version)
@@ -148,7 +217,11 @@ impl Outbox {
             .bind(&event.causation_id)
             .bind(&event.traceparent)
             .bind(&row.headers)
-            .bind(&row.data)
+            .bind(&row.data);
+        if let Some(at) = deliver_at {
+            query = query.bind(at);
+        }
+        query
             .execute(executor)
             .await
             .map_err(|e| event_db_error(&self.config.schema, e))?;
@@ -176,15 +249,62 @@ impl Outbox {
         executor: impl PgExecutor<'c>,
         events: &[Envelope],
     ) -> Result<()> {
+        self.enqueue_many(executor, events, &[]).await
+    }
+
+    /// Enqueues a batch like [`Outbox::enqueue_batch`], `deliver_at[i]` the
+    /// due time of `events[i]` (`None`: now).
+    pub async fn enqueue_batch_at<'c>(
+        &self,
+        executor: impl PgExecutor<'c>,
+        events: &[Envelope],
+        deliver_at: &[Option<DateTime<Utc>>],
+    ) -> Result<()> {
+        if deliver_at.len() != events.len() {
+            return Err(Error::InvalidInput(format!(
+                "{} due times for {} events",
+                deliver_at.len(),
+                events.len()
+            )));
+        }
+        self.enqueue_many(executor, events, deliver_at).await
+    }
+
+    async fn enqueue_many<'c>(
+        &self,
+        executor: impl PgExecutor<'c>,
+        events: &[Envelope],
+        deliver_at: &[Option<DateTime<Utc>>],
+    ) -> Result<()> {
         if events.is_empty() {
             return Ok(());
         }
+        crate::telemetry::produce(
+            "create",
+            events,
+            |e| self.stream_of(e),
+            async |events: &[Envelope]| self.insert_many(executor, events, deliver_at).await,
+        )
+        .await
+    }
+
+    async fn insert_many<'c>(
+        &self,
+        executor: impl PgExecutor<'c>,
+        events: &[Envelope],
+        deliver_at: &[Option<DateTime<Utc>>],
+    ) -> Result<()> {
         let rows = events
             .iter()
             .map(|e| self.prepare(e))
             .collect::<Result<Vec<_>>>()?;
         let col = |f: fn(&Envelope) -> Option<String>| events.iter().map(f).collect::<Vec<_>>();
-        sqlx::query(safe(&self.insert_many))
+        let sql = if deliver_at.is_empty() {
+            &self.insert_many
+        } else {
+            &self.insert_many_at
+        };
+        let mut query = sqlx::query(safe(sql))
             .bind(events.iter().map(|e| e.id).collect::<Vec<_>>())
             .bind(
                 events
@@ -201,7 +321,11 @@ impl Outbox {
             .bind(col(|e| e.causation_id.clone()))
             .bind(col(|e| e.traceparent.clone()))
             .bind(rows.iter().map(|r| r.headers.clone()).collect::<Vec<_>>())
-            .bind(rows.iter().map(|r| r.data.clone()).collect::<Vec<_>>())
+            .bind(rows.iter().map(|r| r.data.clone()).collect::<Vec<_>>());
+        if !deliver_at.is_empty() {
+            query = query.bind(deliver_at.to_vec());
+        }
+        query
             .execute(executor)
             .await
             .map_err(|e| event_db_error(&self.config.schema, e))?;

@@ -12,6 +12,11 @@
 //! 3. publish them in one pipelined round trip;
 //! 4. commit only after Redis confirmed.
 //!
+//! A row with a `deliver_at` later than now is published the same way into
+//! its partition's scheduled set in Redis (`docs/scheduled.md`); one
+//! further ahead than the publisher's `max_delay` (infinity included) is
+//! dead-lettered with its reason, like any row that cannot be published.
+//!
 //! A crash or error before the commit rolls the claim back: the rows are
 //! published again later (a duplicate on the stream, deduplicated by inboxes),
 //! never lost. Because the claim always takes the oldest *unpublished* rows
@@ -219,6 +224,8 @@ impl Relay {
                                        // `events[i]` is the event of `rows[i]`; no envelope is copied.
         let mut events = Vec::with_capacity(claimed.len());
         let mut rows = Vec::with_capacity(claimed.len());
+        // Due times, only when some row has one (`deliver_at`, 0005).
+        let mut dues = Vec::new();
         let mut rejected = Vec::new();
         for row in claimed {
             let event = row.to_envelope(self.max_event_bytes()).and_then(|e| {
@@ -227,15 +234,34 @@ impl Relay {
                     .map(|()| e)
                     .map_err(|e| e.to_string())
             });
-            match event {
-                Ok(e) => {
+            let due = row.due().and_then(|at| match at {
+                Some(t) => self
+                    .publisher
+                    .check_deliver_at(t)
+                    .map(|()| at)
+                    .map_err(|e| e.to_string()),
+                None => Ok(None),
+            });
+            match (event, due) {
+                (Ok(e), Ok(at)) => {
+                    if at.is_some() && dues.len() < events.len() {
+                        dues.resize(events.len(), None);
+                    }
+                    if at.is_some() || !dues.is_empty() {
+                        dues.push(at);
+                    }
                     events.push(e);
                     rows.push(row);
                 }
-                Err(reason) => rejected.push((row, reason)),
+                (Err(reason), _) | (_, Err(reason)) => rejected.push((row, reason)),
             }
         }
-        if let Err(e) = self.publisher.publish_batch_once(&events).await {
+        // Open until the batch commits (or fails): tracing on only.
+        let topology = self.publisher.topology();
+        let spans = crate::telemetry::relay_spans(&events, |e| {
+            topology.stream_key(e.topic(), topology.partition_of(&e.key))
+        });
+        if let Err(e) = self.publisher.publish_batch_at_once(&events, &dues).await {
             // Either Redis is unreachable (give up this round: the rollback
             // republishes the batch later) or it refused some entry: find
             // which, one at a time, and dead-letter only those.
@@ -244,8 +270,11 @@ impl Relay {
             }
             tracing::warn!(partition, error = %e, "Redis refused a batch; publishing its events one at a time");
             let mut kept = Vec::with_capacity(events.len());
-            for (row, event) in rows.into_iter().zip(events) {
-                match self.publish_alone(&event).await? {
+            for (i, (row, event)) in rows.into_iter().zip(events).enumerate() {
+                match self
+                    .publish_alone(&event, dues.get(i).copied().flatten())
+                    .await?
+                {
                     None => kept.push(event),
                     Some(reason) => rejected.push((row, reason)),
                 }
@@ -261,6 +290,7 @@ impl Relay {
             record_rejected(&mut tx, &self.schema, row, reason).await?;
         }
         tx.commit().await?;
+        drop(spans);
         self.count_rejected(&rejected);
         self.stats
             .published
@@ -278,12 +308,17 @@ impl Relay {
     /// probe entry in the same slot). An error means Redis is unreachable
     /// or refuses every write (out of memory, read-only, no permission):
     /// then nothing is dead-lettered and the round is retried.
-    async fn publish_alone(&self, event: &Envelope) -> Result<Option<String>> {
+    async fn publish_alone(
+        &self,
+        event: &Envelope,
+        due: Option<chrono::DateTime<chrono::Utc>>,
+    ) -> Result<Option<String>> {
         let mut last = None;
+        let due = due.map(|t| vec![Some(t)]).unwrap_or_default();
         for _ in 0..2 {
             match self
                 .publisher
-                .publish_batch_once(std::slice::from_ref(event))
+                .publish_batch_at_once(std::slice::from_ref(event), &due)
                 .await
             {
                 Ok(_) => return Ok(None),

@@ -43,13 +43,16 @@ pub struct OutboxRow {
     pub headers: String,
     /// `data` (json) as text, as written.
     pub data: String,
+    /// `deliver_at` in milliseconds since the epoch (`None`: NULL, now;
+    /// ±infinity as infinite values, never an error).
+    pub deliver_at_ms: Option<f64>,
 }
 
 impl OutboxRow {
     /// The columns the relay's claim returns, in [`OutboxRow::from_row`]'s order.
     pub(crate) const COLUMNS: &'static str = "o.id, o.event_id, o.event_type, o.version, o.key, \
         o.partition, o.occurred_at, o.source, o.correlation_id, o.causation_id, o.traceparent, \
-        o.headers::text, o.data::text";
+        o.headers::text, o.data::text, (extract(epoch FROM o.deliver_at) * 1000)::float8";
 
     pub(crate) fn from_row(r: &sqlx::postgres::PgRow) -> Result<Self, sqlx::Error> {
         use sqlx::Row;
@@ -67,6 +70,7 @@ impl OutboxRow {
             traceparent: r.try_get(10)?,
             headers: r.try_get(11)?,
             data: r.try_get(12)?,
+            deliver_at_ms: r.try_get(13)?,
         })
     }
 
@@ -119,6 +123,32 @@ impl OutboxRow {
         Ok(envelope)
     }
 
+    /// When the row's event is due: `Ok(None)` for now (NULL, a past time,
+    /// -infinity), `Ok(Some(t))` for later, or why the time is refused
+    /// (infinity, or beyond what RFC 3339 writes).
+    pub fn due(&self) -> Result<Option<DateTime<Utc>>, String> {
+        let Some(ms) = self.deliver_at_ms else {
+            return Ok(None);
+        };
+        if ms == f64::NEG_INFINITY || ms <= Utc::now().timestamp_millis() as f64 {
+            return Ok(None);
+        }
+        let at = (ms.is_finite() && ms < 253_402_300_800_000.0)
+            .then(|| DateTime::from_timestamp_millis(ms as i64))
+            .flatten();
+        match at {
+            Some(at) => Ok(Some(at)),
+            None => Err(format!(
+                "deliver_at is {}: beyond any delay accepted (EVENT_BUS_MAX_DELAY)",
+                if ms.is_finite() {
+                    "after the year 9999"
+                } else {
+                    "infinity"
+                }
+            )),
+        }
+    }
+
     /// The row as JSON, for people (`headers` and `data` parsed when they parse).
     pub fn as_json(&self) -> Value {
         let parsed = |s: &str| serde_json::from_str(s).unwrap_or_else(|_| Value::String(s.into()));
@@ -136,6 +166,10 @@ impl OutboxRow {
             "traceparent": self.traceparent,
             "headers": parsed(&self.headers),
             "data": parsed(&self.data),
+            "deliver_at": self.deliver_at_ms.map(|ms| match DateTime::from_timestamp_millis(ms as i64) {
+                Some(t) if ms.is_finite() => serde_json::json!(t),
+                _ => serde_json::json!(ms.to_string()),
+            }),
         })
     }
 
@@ -162,6 +196,9 @@ impl OutboxRow {
             if let Some(v) = v {
                 out.push((name, v.clone()));
             }
+        }
+        if let Some(ms) = self.deliver_at_ms {
+            out.push(("deliver_at_ms", ms.to_string()));
         }
         out.push(("headers", self.headers.clone()));
         out.push(("data", self.data.clone()));
@@ -190,6 +227,29 @@ mod tests {
             traceparent: None,
             headers: headers.into(),
             data: data.into(),
+            deliver_at_ms: None,
+        }
+    }
+
+    #[test]
+    fn every_deliver_at_is_now_later_or_refused_in_words() {
+        let mut r = row("{}", "{}");
+        let now = Utc::now().timestamp_millis() as f64;
+        for (ms, expect) in [
+            (None, Ok(false)),
+            (Some(f64::NEG_INFINITY), Ok(false)),
+            (Some(-62_198_755_200_000.0), Ok(false)), // before the year 0
+            (Some(now - 1000.0), Ok(false)),
+            (Some(now + 60_000.0), Ok(true)),
+            (Some(f64::INFINITY), Err("infinity")),
+            (Some(9.2e15), Err("after the year 9999")),
+        ] {
+            r.deliver_at_ms = ms;
+            match (r.due(), expect) {
+                (Ok(at), Ok(later)) => assert_eq!(at.is_some(), later, "{ms:?}"),
+                (Err(e), Err(why)) => assert!(e.contains(why), "{ms:?}: {e}"),
+                (got, want) => panic!("{ms:?}: got {got:?}, want {want:?}"),
+            }
         }
     }
 

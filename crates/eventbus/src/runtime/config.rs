@@ -80,6 +80,21 @@ pub struct ConsumerConfig {
     /// stream; set this where neither runs (the consumer's Redis user then
     /// needs `XTRIM`, `XINFO`, `XPENDING`, `XRANGE`, `SET` and `EVAL`).
     pub trim: Option<crate::retention::TrimmerConfig>,
+    /// Unordered mode (and every group's replays): a retry whose backoff is
+    /// at least this long goes through the scheduler instead of a task
+    /// holding it in memory: the event is scheduled, with the attempts used
+    /// so far in its header [`ATTEMPTS_HEADER`](crate::schedule::ATTEMPTS_HEADER),
+    /// for the group's replay stream, and the entry is acknowledged; a
+    /// consumer restart does not reset the wait, and the attempts still
+    /// count towards [`RetryPolicy::max_attempts`](crate::RetryPolicy).
+    /// The consumer then runs a scheduler for its replay stream itself
+    /// (polling every 200 ms), so these retries never depend on another
+    /// process; its Redis user needs `XADD` on that stream and `ZADD` on
+    /// `<ns>:scheduled` (the deploy ACL's consumer has neither: see
+    /// `docs/scheduled.md`). Ordered mode keeps every retry in place: its
+    /// partition has to wait to keep the key's order. `None`: always in
+    /// memory (the default; `eventbus consume --scheduled-retry-after`).
+    pub scheduled_retry_after: Option<Duration>,
 }
 
 /// The longest duration a [`ConsumerConfig`] takes: 30 days. Every
@@ -116,6 +131,7 @@ impl ConsumerConfig {
             park_keys: false,
             partition_batch: 64,
             trim: None,
+            scheduled_retry_after: None,
         }
     }
 

@@ -21,6 +21,7 @@ use std::future::Future;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
+use tracing::Instrument;
 use uuid::Uuid;
 
 use super::failure::{FailureHandling, Source, Verdict};
@@ -67,6 +68,12 @@ pub(crate) trait Site: Send {
 
     /// The topic and partition a delivery of `envelope` names.
     fn route(&self, envelope: &Envelope) -> (String, u32);
+
+    /// Whether long retries may go through the scheduler (unordered: the
+    /// entry may leave its stream; ordered: its partition has to wait).
+    fn schedules_retries(&self) -> bool {
+        false
+    }
 
     /// Whether dead letters park their key (ordered park mode).
     fn parks(&self) -> bool {
@@ -162,6 +169,8 @@ pub(crate) async fn run<S: Site, H: Handler>(
                 Ok(None) => {}
             }
         }
+        // Deliveries that failed before a retry through the scheduler.
+        let prior = prior_attempts(&envelope);
         // Kept only when needed: the handler consumes the delivery.
         let key = site.parks().then(|| envelope.key.clone());
         let event_id = envelope.id;
@@ -177,20 +186,29 @@ pub(crate) async fn run<S: Site, H: Handler>(
                 entry_id: id.clone(),
                 group: at.group.to_owned(),
                 consumer: at.consumer.to_owned(),
-                redelivered: redelivered || attempt > 1,
+                redelivered: redelivered || attempt > 1 || prior > 0,
             }
         };
         site.parts().stats.delivered.fetch_add(1, Ordering::Relaxed);
+        // The attempt's CONSUMER span (disabled, and free, when tracing is off).
+        let span = crate::telemetry::consumer_span(&delivery, attempt);
         // Pinned here and passed by reference: the handler stack's future is
         // the largest part of this one, and moving it into the site's
         // future would copy it again for every event.
-        let running = std::pin::pin!(handler.handle(delivery));
-        let outcome = match site.attempt(running).await {
+        let attempted = {
+            // Made inside the span too: layers open their spans (`Traced`) in
+            // `handle` itself, before the first poll.
+            let running = span.in_scope(|| handler.handle(delivery));
+            let running = std::pin::pin!(running.instrument(span.clone()));
+            site.attempt(running).await
+        };
+        let outcome = match attempted {
             Ok(outcome) => outcome,
             Err(settled) => return settled,
         };
         let err = match outcome {
             Ok(()) => {
+                drop(span);
                 site.parts().stats.handled.fetch_add(1, Ordering::Relaxed);
                 return site.ack(&id).await;
             }
@@ -198,27 +216,49 @@ pub(crate) async fn run<S: Site, H: Handler>(
         };
         let parts = site.parts();
         parts.stats.failed.fetch_add(1, Ordering::Relaxed);
-        match parts.failures.decide(&err, attempt) {
+        crate::telemetry::record_failure(&span, &err);
+        let attempts = attempt.saturating_add(prior);
+        match parts.failures.decide(&err, attempts) {
             Verdict::DeadLetter(class) => {
+                crate::telemetry::record_dead_letter(&span, class, &err.message);
+                drop(span);
                 if class == ErrorClass::Invalid {
                     parts.stats.rejected.fetch_add(1, Ordering::Relaxed);
                 }
                 let of = Of::Entry {
-                    attempts: attempt,
+                    attempts,
                     class,
                     message: err.message,
                 };
                 return Box::pin(dead_letter(site, &id, key.as_deref(), of)).await;
             }
             Verdict::Retry(delay) => {
+                crate::telemetry::record_retry(&span, attempt, delay);
+                // The attempt ends here; its span does not cover the wait.
+                drop(span);
                 parts.stats.retried.fetch_add(1, Ordering::Relaxed);
                 let at = site.source(&id);
                 parts.failures.count_retry(at.group, &event_type);
                 tracing::warn!(
                     event_id = %event_id, event_type = %event_type, group = %at.group,
-                    stream = %at.stream, entry_id = %id, attempt, class = err.class.as_str(),
+                    stream = %at.stream, entry_id = %id, attempt = attempts, class = err.class.as_str(),
                     error = %err.message, ?delay, "handler failed; retrying after the backoff"
                 );
+                if site.schedules_retries() && parts.failures.schedules(delay) {
+                    match Box::pin(
+                        parts
+                            .failures
+                            .schedule_retry(parts.conn, &at, attempts, delay),
+                    )
+                    .await
+                    {
+                        Ok(()) => return site.ack(&id).await,
+                        Err(e) => tracing::warn!(
+                            entry_id = %id, error = %e,
+                            "could not schedule the retry; waiting in memory instead"
+                        ),
+                    }
+                }
                 match Box::pin(site.retry(&id, attempt, delay)).await {
                     Retry::Again(next) => {
                         entry = *next;
@@ -230,6 +270,17 @@ pub(crate) async fn run<S: Site, H: Handler>(
             }
         }
     }
+}
+
+/// The deliveries that failed before this entry was scheduled again
+/// ([`ATTEMPTS_HEADER`](crate::schedule::ATTEMPTS_HEADER)); 0 when absent
+/// or not a number.
+fn prior_attempts(envelope: &Envelope) -> u64 {
+    envelope
+        .headers
+        .get(crate::schedule::ATTEMPTS_HEADER)
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0)
 }
 
 /// What a dead letter is written from.

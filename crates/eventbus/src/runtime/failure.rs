@@ -32,6 +32,10 @@ pub(crate) enum Verdict {
 pub(crate) struct FailureHandling {
     pub(crate) policy: RetryPolicy,
     pub(crate) writer: DeadLetterWriter,
+    /// Retries waiting at least this long go through the scheduler.
+    pub(crate) scheduled_retry_after: Option<Duration>,
+    /// Where scheduled retries go (the group's replay stream).
+    pub(crate) topology: crate::topology::Topology,
 }
 
 impl FailureHandling {
@@ -43,6 +47,66 @@ impl FailureHandling {
             }
             class => Verdict::DeadLetter(class),
         }
+    }
+
+    /// Whether a retry after `delay` goes through the scheduler.
+    pub(crate) fn schedules(&self, delay: Duration) -> bool {
+        self.scheduled_retry_after.is_some_and(|t| delay >= t)
+    }
+
+    /// Schedules the retry of the entry at `at`, `attempts` deliveries of it
+    /// failed, `delay` from now: the event, read back from the stream, with
+    /// `attempts` in its [`ATTEMPTS_HEADER`](crate::schedule::ATTEMPTS_HEADER),
+    /// for the group's replay stream. `Ok` means the caller may acknowledge.
+    pub(crate) async fn schedule_retry(
+        &self,
+        conn: &RedisConn,
+        at: &Source<'_>,
+        attempts: u64,
+        delay: Duration,
+    ) -> crate::Result<()> {
+        let mut envelope = match fetch_entry(conn, at.stream, at.entry_id).await {
+            Some(entry) => entry.decoded?,
+            None => {
+                return Err(crate::Error::InvalidInput(format!(
+                    "entry {} of {} could not be read back",
+                    at.entry_id, at.stream
+                )))
+            }
+        };
+        envelope.headers.insert(
+            crate::schedule::ATTEMPTS_HEADER.to_owned(),
+            attempts.to_string(),
+        );
+        let stream = self.topology.replay_stream(at.group);
+        let due =
+            chrono::Utc::now() + chrono::Duration::from_std(delay).unwrap_or(chrono::Duration::MAX);
+        let due = crate::schedule::due_ms(due);
+        let _: String = crate::schedule::schedule_cmd(
+            &stream,
+            due,
+            &envelope.id.to_string(),
+            &envelope.to_fields(),
+        )
+        .query_async(&mut conn.clone())
+        .await?;
+        let earliest = std::collections::BTreeMap::from([(stream.clone(), due)]);
+        if let Err(e) = crate::schedule::lower_hints(conn, &self.topology, &earliest).await {
+            // No scheduler would see it: take it back (the caller then
+            // waits in memory), so it is not delivered twice.
+            let mut cancel = redis::cmd("EVAL");
+            cancel
+                .arg(crate::schedule::scripts::CANCEL)
+                .arg(2)
+                .arg(crate::schedule::scheduled_key(&stream))
+                .arg(crate::schedule::events_key(&stream))
+                .arg(envelope.id.to_string());
+            cancel.query_async::<i64>(&mut conn.clone()).await?;
+            return Err(e.into());
+        }
+        metrics::counter!("eventbus_retries_scheduled_total", "group" => at.group.to_owned())
+            .increment(1);
+        Ok(())
     }
 
     /// Records a retry in the metrics.

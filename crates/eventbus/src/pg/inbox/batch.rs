@@ -61,6 +61,26 @@ pub struct InboxConfig {
     /// A handler running longer than this stops its batch (default 10 s).
     /// Keep it below the consumer's attempt timeout.
     pub item_timeout: Duration,
+    /// When handlers get their own savepoint (default: always).
+    pub savepoints: Savepoints,
+}
+
+/// When an [`Inbox`]'s handlers run in savepoints of their own.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum Savepoints {
+    /// Every handler in its own `SAVEPOINT` (one more round trip per event):
+    /// a failure rolls back that handler alone, and no handler runs twice.
+    #[default]
+    PerEvent,
+    /// Handlers run without savepoints. When one fails (or leaves the
+    /// transaction aborted), the whole transaction is rolled back and the
+    /// batch runs again with a savepoint per event. The same exactly-once
+    /// effects in the database, one round trip per event fewer; the price
+    /// is that after a failure the handlers of the batch up to the failing
+    /// one run a second time (their first writes were rolled back, but
+    /// anything they did outside the transaction happens twice).
+    OnFailure,
 }
 
 /// The default largest batch.
@@ -75,6 +95,7 @@ impl Default for InboxConfig {
             batch: DEFAULT_INBOX_BATCH,
             parallel: Some(DEFAULT_INBOX_PARALLEL),
             item_timeout: Duration::from_secs(10),
+            savepoints: Savepoints::PerEvent,
         }
     }
 }
@@ -254,7 +275,11 @@ impl<H: InboxHandler> Flush for Shared<H> {
 
     /// Handles one batch in one transaction and answers each delivery.
     async fn flush(&self, batch: Vec<Pending>) -> Vec<Pending> {
-        match self.transact(&batch).await.unwrap_or_else(Ended::Failed) {
+        let ended = match self.config.savepoints {
+            Savepoints::PerEvent => self.transact(&batch).await,
+            Savepoints::OnFailure => self.transact_optimistic(&batch).await,
+        };
+        match ended.unwrap_or_else(Ended::Failed) {
             Ended::Committed(steps) => {
                 let mut committed = 0;
                 for (p, step) in batch.into_iter().zip(steps) {
@@ -302,14 +327,77 @@ impl<H: InboxHandler> Flush for Shared<H> {
 }
 
 impl<H: InboxHandler> Shared<H> {
-    /// The transaction of one batch (`Err`: it failed as a whole).
-    async fn transact(&self, batch: &[Pending]) -> Result<Ended, HandlerError> {
-        let mut conn = self
-            .gate
+    /// The batch without savepoints ([`Savepoints::OnFailure`]); when a
+    /// handler fails, or the transaction is found aborted, it is rolled
+    /// back and the whole batch runs again with a savepoint per event. (The
+    /// failing handler runs again too: its failure may be an earlier
+    /// handler's swallowed error, which only savepoints tell apart.)
+    async fn transact_optimistic(&self, batch: &[Pending]) -> Result<Ended, HandlerError> {
+        let mut conn = self.connect().await?;
+        let (mut tx, new) = self.begin(&mut conn, batch).await?;
+        let mut failed = false;
+        for (i, p) in batch.iter().enumerate() {
+            if !new.contains(&p.delivery.envelope.id) {
+                continue;
+            }
+            let ran = tokio::time::timeout(
+                self.config.item_timeout,
+                self.handler.handle(&p.delivery, &mut tx),
+            )
+            .await;
+            match ran {
+                Ok(Ok(())) => {}
+                Ok(Err(_)) => {
+                    failed = true;
+                    break;
+                }
+                Err(_) => {
+                    drop(tx);
+                    conn.close_on_drop();
+                    drop(conn);
+                    return Ok(Ended::TimedOut(i));
+                }
+            }
+        }
+        // A handler that swallowed a failed statement left the transaction
+        // aborted, and COMMIT would roll it back without an error: look.
+        let aborted = !failed && sqlx::raw_sql("SELECT 1").execute(&mut *tx).await.is_err();
+        if !failed && !aborted {
+            tx.commit().await.map_err(|e| retryable("commit", e))?;
+            let steps = batch
+                .iter()
+                .map(|p| {
+                    if new.contains(&p.delivery.envelope.id) {
+                        Step::Handled
+                    } else {
+                        Step::Duplicate
+                    }
+                })
+                .collect();
+            return Ok(Ended::Committed(steps));
+        }
+        tx.rollback().await.map_err(|e| retryable("rollback", e))?;
+        drop(conn);
+        self.stats.reruns.fetch_add(1, Ordering::Relaxed);
+        self.transact(batch).await
+    }
+
+    /// A connection for one batch.
+    async fn connect(&self) -> Result<crate::pg::GatedConnection, HandlerError> {
+        self.gate
             .acquire()
             .await
-            .map_err(|e| retryable("connection", e))?;
-        let mut tx = sqlx::Connection::begin(&mut **conn)
+            .map_err(|e| retryable("connection", e))
+    }
+
+    /// Begins the batch's transaction and records `batch` in the inbox;
+    /// the transaction and the ids that were new.
+    async fn begin<'c>(
+        &self,
+        conn: &'c mut sqlx::PgConnection,
+        batch: &[Pending],
+    ) -> Result<(sqlx::Transaction<'c, sqlx::Postgres>, HashSet<uuid::Uuid>), HandlerError> {
+        let mut tx = sqlx::Connection::begin(conn)
             .await
             .map_err(|e| retryable("begin", e))?;
         let rows = batch.iter().map(|p| {
@@ -323,6 +411,14 @@ impl<H: InboxHandler> Shared<H> {
         let new = record_batch(&mut tx, &self.insert_sql, rows)
             .await
             .map_err(|e| retryable("insert", e))?;
+        Ok((tx, new))
+    }
+
+    /// The transaction of one batch, a savepoint per handler (`Err`: it
+    /// failed as a whole).
+    async fn transact(&self, batch: &[Pending]) -> Result<Ended, HandlerError> {
+        let mut conn = self.connect().await?;
+        let (mut tx, new) = self.begin(&mut conn, batch).await?;
         let mut steps = Vec::with_capacity(batch.len());
         // The event whose handler succeeded and whose savepoint is still
         // open: it is released together with the next event's savepoint

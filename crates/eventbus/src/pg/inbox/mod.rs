@@ -21,7 +21,7 @@ mod batch;
 mod coalesce;
 mod layer;
 
-pub use batch::{Inbox, InboxConfig, DEFAULT_INBOX_BATCH, DEFAULT_INBOX_PARALLEL};
+pub use batch::{Inbox, InboxConfig, Savepoints, DEFAULT_INBOX_BATCH, DEFAULT_INBOX_PARALLEL};
 pub use layer::{Deduplicated, InboxLayer};
 
 use std::future::Future;
@@ -56,6 +56,9 @@ pub struct InboxStats {
     /// Transactions committed by a batched [`Inbox`] (`committed /
     /// batches` is the mean batch).
     pub batches: AtomicU64,
+    /// Batches rolled back after a handler failed without a savepoint and
+    /// run again with one per event ([`Savepoints::OnFailure`]).
+    pub reruns: AtomicU64,
 }
 
 fn insert_sql(schema: &DbSchema) -> String {

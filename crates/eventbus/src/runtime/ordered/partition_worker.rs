@@ -248,12 +248,22 @@ impl<H: Handler> WorkerContext<H> {
             valid_until: part.valid_until.clone(),
         };
         self.read_set.add(&part.stream, feed.clone());
-        let mut sweep = tokio::time::interval(SWEEP_EVERY);
-        sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        sweep.reset();
+        let mut next_sweep = Instant::now() + SWEEP_EVERY;
         let mut acks = Acks::default();
         loop {
-            let (entry, redelivered) = match backlog.pop_front() {
+            // Entries the reader has queued are ready too: they join the
+            // acknowledgement batch before anything is sent. (Unless the
+            // lease is lost or a sweep is due: the wait below sees to both.)
+            let ready = backlog.pop_front().or_else(|| {
+                if part.abort.is_cancelled() || Instant::now() >= next_sweep {
+                    return None;
+                }
+                let e = rx.try_recv().ok()?;
+                feed.queued.fetch_sub(1, Ordering::AcqRel);
+                self.read_set.nudge();
+                Some((e, false))
+            });
+            let (entry, redelivered) = match ready {
                 Some(e) => e,
                 None => {
                     // Nothing ready: what is handled is acknowledged now.
@@ -264,7 +274,8 @@ impl<H: Handler> WorkerContext<H> {
                         biased;
                         _ = part.abort.cancelled() => return Ended::Lost,
                         _ = part.release.cancelled() => return Ended::Released,
-                        _ = sweep.tick() => {
+                        _ = tokio::time::sleep_until(next_sweep) => {
+                            next_sweep = Instant::now() + SWEEP_EVERY;
                             let idle = feed.queued.load(Ordering::Acquire) == 0;
                             match self.sweep(part, idle).await {
                                 Some(stray) => backlog.extend(stray.into_iter().map(|e| (e, true))),

@@ -387,6 +387,10 @@ impl<H: Handler> Site for UnorderedSite<H> {
         Settled::Done
     }
 
+    fn schedules_retries(&self) -> bool {
+        true
+    }
+
     async fn retry(&mut self, id: &str, attempt: u64, delay: Duration) -> Retry {
         // The entry stays in `inflight` while it waits, so the claimer
         // leaves it alone; other consumers are kept off by resetting its
