@@ -177,11 +177,37 @@ impl Setup {
             .unwrap()
     }
 
+    /// Waits until `key` is no longer parked.
+    async fn wait_released(&self, key: &str) {
+        let deadline = tokio::time::Instant::now() + WAIT;
+        while self.parked(key).await.is_some() {
+            assert!(tokio::time::Instant::now() < deadline, "{key} still parked");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Replays the dead letters `filter` selects; returns how many.
+    async fn replay(&self, filter: &DeadLetterFilter) -> usize {
+        let report = self
+            .store
+            .replay(filter, &ReplayOptions::default())
+            .await
+            .unwrap();
+        report.replayed
+    }
+
     fn by_key(&self, key: &str) -> DeadLetterFilter {
         DeadLetterFilter {
             key: Some(key.into()),
             ..Default::default()
         }
+    }
+}
+
+fn by_id(id: uuid::Uuid) -> DeadLetterFilter {
+    DeadLetterFilter {
+        ids: vec![id],
+        ..Default::default()
     }
 }
 
@@ -270,18 +296,7 @@ async fn released_by_replaying_in_order(with_postgres: bool) {
 
     // Replaying the poison event while it still fails: it fails again and
     // stays counted; nothing else of K ran.
-    let report = s
-        .store
-        .replay(
-            &DeadLetterFilter {
-                ids: vec![dls[0].id],
-                ..Default::default()
-            },
-            &ReplayOptions::default(),
-        )
-        .await
-        .unwrap();
-    assert_eq!(report.replayed, 1);
+    assert_eq!(s.replay(&by_id(dls[0].id)).await, 1);
     assert!(
         Collector::wait_until(WAIT, || h.calls_of("K", 1) >= 6).await,
         "the replay was not attempted"
@@ -298,23 +313,14 @@ async fn released_by_replaying_in_order(with_postgres: bool) {
     // Fixed: replaying all of K's dead letters handles them in order and
     // releases the key.
     h.fixed.store(true, Ordering::Relaxed);
-    let report = s
-        .store
-        .replay(&s.by_key("K"), &ReplayOptions::default())
-        .await
-        .unwrap();
-    assert_eq!(report.replayed, 4);
+    assert_eq!(s.replay(&s.by_key("K")).await, 4);
     assert!(
         Collector::wait_until(WAIT, || h.ok_of("K").len() >= 5).await,
         "replays not handled: {:?}",
         h.ok_of("K")
     );
     assert_eq!(h.ok_of("K"), [0, 1, 3, 5, 7], "replays out of order");
-    let deadline = tokio::time::Instant::now() + WAIT;
-    while s.parked("K").await.is_some() {
-        assert!(tokio::time::Instant::now() < deadline, "K still parked");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    s.wait_released("K").await;
 
     // K flows again.
     s.publish(&[event(8, "K", false)]).await;
@@ -344,10 +350,7 @@ async fn released_by_discarding(with_postgres: bool) {
     let dls = poison_and_park(&s, &h).await;
 
     // Discarding the poison event alone leaves the key held by the rest.
-    let one = DeadLetterFilter {
-        ids: vec![dls[0].id],
-        ..Default::default()
-    };
+    let one = by_id(dls[0].id);
     assert_eq!(s.store.discard(&one, "test", false).await.unwrap().len(), 1);
     assert_eq!(s.parked("K").await, Some(2));
     s.publish(&[event(7, "K", false)]).await;
@@ -407,4 +410,78 @@ fn park_mode_needs_ordered_mode() {
     c.mode = ConsumerMode::Unordered;
     let e = c.validate().unwrap_err().to_string();
     assert!(e.contains("needs ordered mode"), "{e}");
+}
+
+/// Replays of a parked key wait for the older ones without using up their
+/// attempts: a key with many more dead letters than the retry policy has
+/// attempts (3 here, 200 ms apart) is still released by one replay of all
+/// of them, handled in order, none dead-lettered again, also when they are
+/// all in flight at once.
+#[tokio::test]
+async fn a_long_parked_key_is_released_by_one_replay_of_all_its_dead_letters() {
+    let s = setup("park_long", false).await;
+    let h = Poisoned::default();
+    let c = s.spawn(config(true), h.clone());
+    let dls = poison_and_park(&s, &h).await;
+    let later: Vec<Envelope> = (7..=30).map(|seq| event(seq, "K", false)).collect();
+    s.publish(&later).await;
+    let all = s.wait_dead_letters(3 + later.len()).await;
+    assert_eq!(s.parked("K").await, Some(all.len() as u64));
+    assert_eq!(all[0].id, dls[0].id);
+
+    // Replayed while the consumer is down, so that it reads them all at
+    // once and they are in flight together when it starts again.
+    c.stop().await.unwrap();
+    h.fixed.store(true, Ordering::Relaxed);
+    assert_eq!(s.replay(&s.by_key("K")).await, all.len());
+    let c = s.spawn(config(true), h.clone());
+    let want: Vec<i64> = [0, 1, 3, 5].into_iter().chain(7..=30).collect();
+    assert!(
+        Collector::wait_until(WAIT, || h.ok_of("K").len() >= want.len()).await,
+        "replays not handled: {:?}",
+        h.ok_of("K")
+    );
+    assert_eq!(h.ok_of("K"), want, "replays out of order");
+    assert!(
+        s.new_dead_letters().await.is_empty(),
+        "a waiting replay was dead-lettered again: {:?}",
+        seqs(&s.new_dead_letters().await)
+    );
+    s.wait_released("K").await;
+    c.stop().await.unwrap();
+}
+
+/// A younger dead letter replayed alone, while the key's oldest one is not
+/// resolved, waits (the oldest stays the same, so each attempt ends after
+/// the stall time), is never handled, and returns to dead letters with the
+/// key still held by all of them.
+#[tokio::test]
+async fn a_younger_replay_alone_waits_then_returns_to_dead_letters() {
+    let s = setup("park_younger", false).await;
+    let h = Poisoned::default();
+    let c = s.spawn(config(true), h.clone());
+    let dls = poison_and_park(&s, &h).await;
+    assert_eq!(s.replay(&by_id(dls[1].id)).await, 1);
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let new = s.new_dead_letters().await;
+        if new.iter().any(|d| d.id == dls[1].id) {
+            let again = new.iter().find(|d| d.id == dls[1].id).unwrap();
+            assert!(
+                again.error_message.contains(&dls[0].id.to_string()),
+                "{}",
+                again.error_message
+            );
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the waiting replay never returned"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(h.calls_of("K", 3), 0, "a replay ran out of turn");
+    assert_eq!(h.ok_of("K"), [0]);
+    assert_eq!(s.parked("K").await, Some(3));
+    c.stop().await.unwrap();
 }

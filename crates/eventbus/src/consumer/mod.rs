@@ -195,6 +195,7 @@ impl<H: Handler> Consumer<H> {
                     &topology,
                     config.park_keys.then(|| config.group.clone()),
                     conn.clone(),
+                    config.claim_idle,
                 ),
                 stats.clone(),
                 failures.clone(),

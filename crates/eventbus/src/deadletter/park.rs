@@ -17,8 +17,12 @@
 //!   successfully or when it is discarded; when none is left, K flows again.
 //!   A replayed event that fails again stays counted. Replays of a parked
 //!   key are handled oldest first: a replayed dead letter that is not the
-//!   key's oldest waits (a retryable failure, with the retry policy's
-//!   backoff) until the older ones are resolved.
+//!   key's oldest waits, without using an attempt, for as long as the
+//!   older ones keep being resolved; only when the key's oldest dead
+//!   letter stays the same for [`STALL`] (its own replay is failing, or
+//!   was never sent) does the waiting one fail as retryable and wait the
+//!   retry policy's backoff, so replaying a whole key works whatever its
+//!   length and however many of its replays are in flight at once.
 //!
 //! State, in the partition stream's hash slot (Redis Cluster safe: every
 //! script touches keys of one slot only):
@@ -249,7 +253,14 @@ pub(crate) struct ParkedReplays<H> {
     /// `None` when park mode is off: a plain pass-through.
     group: Option<String>,
     conn: RedisConn,
+    /// The consumer's `claim_idle`: a waiting replay resets its entry's
+    /// idle time at half of it, so no other member takes it meanwhile.
+    claim_idle: Duration,
 }
+
+/// How long a waiting replay waits while its key's oldest dead letter
+/// stays the same before this attempt fails (as retryable).
+pub(crate) const STALL: Duration = Duration::from_secs(5);
 
 impl<H> ParkedReplays<H> {
     pub(crate) fn new(
@@ -257,12 +268,65 @@ impl<H> ParkedReplays<H> {
         topology: &Topology,
         group: Option<String>,
         conn: RedisConn,
+        claim_idle: Duration,
     ) -> Self {
         ParkedReplays {
             inner,
             topology: topology.clone(),
             group,
             conn,
+            claim_idle,
+        }
+    }
+
+    /// Waits until dead letter `dl` of `key` may be replayed: it is the
+    /// key's oldest, or no longer counted, or the key is not parked.
+    /// `Ok(Some(head))` when the oldest one stayed `head` for [`STALL`].
+    /// Keeps the replay's own entry (`delivery`) from going idle.
+    async fn wait_turn(
+        &self,
+        delivery: &Delivery,
+        stream: &str,
+        group: &str,
+        key: &str,
+        dl: &str,
+    ) -> crate::Result<Option<String>> {
+        const FIRST_POLL: Duration = Duration::from_millis(5);
+        const MAX_POLL: Duration = Duration::from_millis(200);
+        let keepalive = (self.claim_idle / 2).max(Duration::from_millis(10));
+        let mut poll = FIRST_POLL;
+        let mut seen: Option<String> = None;
+        let mut since = tokio::time::Instant::now();
+        let mut touched = since;
+        loop {
+            let Some(head) = head(&self.conn, stream, group, key).await? else {
+                return Ok(None);
+            };
+            if head == dl || !is_counted(&self.conn, stream, group, key, dl).await? {
+                return Ok(None);
+            }
+            let now = tokio::time::Instant::now();
+            if seen.as_deref() != Some(head.as_str()) {
+                // The older ones move: keep waiting, and look again soon.
+                seen = Some(head);
+                since = now;
+                poll = FIRST_POLL;
+            } else if now.duration_since(since) >= STALL {
+                return Ok(seen);
+            }
+            if now.duration_since(touched) >= keepalive {
+                crate::runtime::failure::touch(
+                    &self.conn,
+                    &delivery.stream,
+                    &delivery.group,
+                    &delivery.consumer,
+                    &delivery.entry_id,
+                )
+                .await;
+                touched = now;
+            }
+            tokio::time::sleep(poll).await;
+            poll = (poll * 2).min(MAX_POLL);
         }
     }
 }
@@ -285,21 +349,13 @@ impl<H: Handler> Handler for ParkedReplays<H> {
             .topology
             .stream_for(&delivery.envelope.event_type, &key);
         let dl = dead_letter.to_string();
-        let waiting = async {
-            let Some(head) = head(&self.conn, &stream, group, &key).await? else {
-                return Ok(None);
-            };
-            if head != dl && is_counted(&self.conn, &stream, group, &key, &dl).await? {
-                return Ok(Some(head));
-            }
-            Ok::<_, crate::Error>(None)
-        };
-        match waiting.await {
+        match self.wait_turn(&delivery, &stream, group, &key, &dl).await {
             Ok(None) => {}
             Ok(Some(head)) => {
                 return Err(HandlerError::retryable(format!(
-                    "key {key:?} is parked behind the older dead letter {head}; \
-                     this replay waits until that one is resolved"
+                    "key {key:?} is parked behind the older dead letter {head}, \
+                     which was not resolved for {}s; this replay waits until it is",
+                    STALL.as_secs()
                 )))
             }
             Err(e) => {
