@@ -266,7 +266,6 @@ async fn redis_acl_users_do_their_job_and_nothing_else() {
             &["DEL", &stream],
             &["UNLINK", &stream],
             &["XADD", &stream, "*", "a", "b"],
-            &["XADD", &replay, "*", "a", "b"],
             &["XDEL", &stream, "0-1"],
             &["XGROUP", "DESTROY", &stream, "ordered-group"],
             &["XGROUP", "SETID", &stream, "ordered-group", "$"],
@@ -365,6 +364,135 @@ async fn redis_acl_users_do_their_job_and_nothing_else() {
     let mut anon = client.get_multiplexed_async_connection().await.unwrap();
     let r: redis::RedisResult<String> = redis::cmd("PING").query_async(&mut anon).await;
     assert!(r.is_err(), "the default user answers");
+}
+
+/// A long retry of a consumer running as `deploy/users.acl`'s consumer
+/// goes through the scheduler (its own, on the group's replay stream); a
+/// user without those grants (the file's consumer before they were added)
+/// is found at start and its retry waits in memory: handled either way.
+#[tokio::test(flavor = "multi_thread")]
+async fn redis_acl_consumer_schedules_long_retries_or_keeps_them_in_memory() {
+    let acl = root().join("deploy/users.acl");
+    let server = RedisServer::start_with(&["--aclfile", acl.to_str().unwrap()]);
+    let topology = Topology::new("eventbus", 2).unwrap();
+    let catalog = Arc::new(eventbus::Catalog::embedded().unwrap());
+    // The consumer's rules without the scheduling grants.
+    let file = std::fs::read_to_string(&acl).unwrap();
+    let consumer = file
+        .lines()
+        .find(|l| l.starts_with("user eventbus-consumer "))
+        .unwrap();
+    let mut old: Vec<String> = vec!["SETUSER".into(), "eventbus-oldconsumer".into()];
+    let rest = consumer
+        .trim_start_matches("user eventbus-consumer ")
+        .replace(" (~eventbus:{_replay:*} +xadd)", "")
+        .replace(
+            " (~eventbus:scheduled +zadd +zrem +zrange +zrangebyscore)",
+            "",
+        )
+        .replace(">CHANGE-ME-consumer", ">CHANGE-ME-oldconsumer");
+    assert_ne!(rest, consumer.trim_start_matches("user eventbus-consumer "));
+    // Split into ACL rules; parenthesised selectors stay whole.
+    let mut depth = 0;
+    let mut cur = String::new();
+    for ch in rest.chars() {
+        match ch {
+            '(' => depth += 1,
+            ')' => depth -= 1,
+            ' ' if depth == 0 => {
+                if !cur.is_empty() {
+                    old.push(std::mem::take(&mut cur));
+                }
+                continue;
+            }
+            _ => {}
+        }
+        cur.push(ch);
+    }
+    old.push(cur);
+    // The admin may not SETUSER: the old user lives on a second server.
+    let server_old = RedisServer::start();
+    let mut root_conn = redis::Client::open(server_old.url())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let _: () = redis::cmd("ACL")
+        .arg(&old)
+        .query_async(&mut root_conn)
+        .await
+        .unwrap();
+
+    for (server, user, scheduled) in [
+        (&server, "eventbus-consumer", true),
+        (&server_old, "eventbus-oldconsumer", false),
+    ] {
+        let (connector, conn) = connect(server, user).await;
+        let first = event(&catalog, 0);
+        let topic = eventbus::topic_of(&first.event_type).to_owned();
+        let mut config = fast_config(&topic, ConsumerMode::Unordered, "g");
+        config.retry = eventbus::RetryPolicy {
+            max_attempts: 3,
+            backoff: eventbus::Backoff::Schedule(vec![Duration::from_millis(300)]),
+            attempt_timeout: Some(Duration::from_secs(5)),
+        };
+        config.scheduled_retry_after = Some(Duration::from_millis(100));
+        let calls = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let handler = {
+            let calls = calls.clone();
+            eventbus::handler_fn(move |_d: eventbus::Delivery| {
+                let n = calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                async move {
+                    match n {
+                        0 => Err(eventbus::HandlerError::retryable("first time")),
+                        _ => Ok(()),
+                    }
+                }
+            })
+        };
+        let consumer =
+            eventbus::Consumer::new(connector, topology.clone(), config, handler).unwrap();
+        let stop = CancellationToken::new();
+        let running = tokio::spawn(consumer.run(stop.clone()));
+        // Published by a user that may (root on the second server).
+        let publisher_url = match scheduled {
+            true => format!(
+                "redis://eventbus-publisher:CHANGE-ME-publisher@127.0.0.1:{}",
+                server.port()
+            ),
+            false => server.url(),
+        };
+        let p = Publisher::connect(
+            &RedisConnector::new(&publisher_url, RedisOptions::default()).unwrap(),
+            topology.clone(),
+            PublisherConfig::default(),
+        )
+        .await
+        .unwrap();
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        p.publish(&first).await.unwrap();
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while calls.load(std::sync::atomic::Ordering::SeqCst) < 2 {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{user}: the retry never ran"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        stop.cancel();
+        running.await.unwrap().unwrap();
+        let replayed: u64 = redis::cmd("XLEN")
+            .arg(topology.replay_stream("g"))
+            .query_async(&mut conn.clone())
+            .await
+            .unwrap();
+        assert_eq!(
+            replayed > 0,
+            scheduled,
+            "{user}: the retry went through the scheduler: {}",
+            replayed > 0
+        );
+    }
 }
 
 /// Without PostgreSQL the dead-letter records live in Redis: the consumer

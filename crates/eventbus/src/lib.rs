@@ -134,6 +134,6 @@ pub use handler::{handler_fn, Delivery, ErrorClass, Handler, HandlerError, Handl
 pub use publisher::{Published, Publisher, PublisherConfig};
 pub use redact::{is_secret_name, redact, redact_url};
 pub use retry::{Backoff, RetryPolicy, DEFAULT_MAX_ATTEMPTS};
-pub use runtime::{ConsumerConfig, ConsumerMode, ConsumerStats};
+pub use runtime::{ConsumerConfig, ConsumerMode, ConsumerStats, DEFAULT_SCHEDULED_RETRY_AFTER};
 pub use schedule::{Scheduler, SchedulerConfig};
 pub use topology::{partition_for, topic_of, Topology};

@@ -43,10 +43,11 @@ pub(crate) struct RetryArgs {
     pub(crate) attempt_timeout: Option<Duration>,
     /// Unordered mode and replays: a retry waiting at least this long goes
     /// through the scheduler (kept in Redis, so a restart does not reset
-    /// it) instead of memory [default: always in memory]. See docs/scheduled.md.
-    #[arg(long, value_name = "DURATION", value_parser = parse_duration,
+    /// it) instead of memory; `off`: always in memory. See docs/scheduled.md.
+    #[arg(long, value_name = "DURATION|off", default_value = "30s",
+          value_parser = parse_scheduled_retry_after,
           help_heading = "Retries and dead letters")]
-    pub(crate) scheduled_retry_after: Option<Duration>,
+    pub(crate) scheduled_retry_after: ScheduledRetryAfter,
 }
 
 impl RetryArgs {
@@ -80,5 +81,47 @@ impl RetryArgs {
             ))
         })?;
         Ok(policy)
+    }
+}
+
+/// `--scheduled-retry-after`: a threshold, or `off`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct ScheduledRetryAfter(pub(crate) Option<Duration>);
+
+impl Default for ScheduledRetryAfter {
+    fn default() -> Self {
+        ScheduledRetryAfter(Some(eventbus::DEFAULT_SCHEDULED_RETRY_AFTER))
+    }
+}
+
+fn parse_scheduled_retry_after(s: &str) -> Result<ScheduledRetryAfter, String> {
+    if s.trim().eq_ignore_ascii_case("off") {
+        return Ok(ScheduledRetryAfter(None));
+    }
+    parse_duration(s)
+        .map(|d| ScheduledRetryAfter(Some(d)))
+        .map_err(|e| format!("{e} (or `off`: long retries wait in memory)"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn scheduled_retry_after_takes_a_duration_or_off() {
+        assert_eq!(
+            parse_scheduled_retry_after("45s"),
+            Ok(ScheduledRetryAfter(Some(Duration::from_secs(45))))
+        );
+        assert_eq!(
+            parse_scheduled_retry_after("OFF"),
+            Ok(ScheduledRetryAfter(None))
+        );
+        let e = parse_scheduled_retry_after("soon").unwrap_err();
+        assert!(e.contains("or `off`"), "{e}");
+        assert_eq!(
+            ScheduledRetryAfter::default().0,
+            Some(eventbus::DEFAULT_SCHEDULED_RETRY_AFTER)
+        );
     }
 }

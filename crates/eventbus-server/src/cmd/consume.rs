@@ -98,7 +98,7 @@ pub(crate) async fn run_with(
     config.retry = args
         .retry
         .policy(settings.retry_attempts, args.exec.is_some())?;
-    config.scheduled_retry_after = args.retry.scheduled_retry_after;
+    config.scheduled_retry_after = args.retry.scheduled_retry_after.0;
     if args.exec.is_some() {
         // Let a running command finish (or time out) before shutdown gives up on it.
         config.shutdown_timeout = args.exec_timeout + Duration::from_secs(5);

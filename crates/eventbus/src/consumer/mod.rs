@@ -156,7 +156,18 @@ impl<H: Handler> Consumer<H> {
         // running one: each consumer runs a slow one for its group's replay
         // stream (moves are atomic, so any number of schedulers may run;
         // `docs/scheduled.md`).
-        if config.scheduled_retry_after.is_some() {
+        let mut scheduled_retry_after = config.scheduled_retry_after;
+        if scheduled_retry_after.is_some() {
+            let replay = topology.replay_stream(&config.group);
+            if let Err(why) = crate::schedule::may_schedule_into(&conn, &topology, &replay).await? {
+                tracing::warn!(group = %config.group, %why,
+                    "long retries wait in memory (a restart starts their wait again): \
+                     grant XADD on the group's replay stream and ZADD, ZREM, ZRANGEBYSCORE \
+                     on the scheduled hint (deploy/users.acl, docs/scheduled.md)");
+                scheduled_retry_after = None;
+            }
+        }
+        if scheduled_retry_after.is_some() {
             let scheduler = crate::schedule::Scheduler::connect(
                 &connector,
                 topology.clone(),
@@ -172,7 +183,7 @@ impl<H: Handler> Consumer<H> {
         let failures = Arc::new(FailureHandling {
             policy: config.retry.clone(),
             writer: DeadLetterWriter::new(conn.clone(), &topology, dead_letter_store),
-            scheduled_retry_after: config.scheduled_retry_after,
+            scheduled_retry_after,
             topology: topology.clone(),
         });
         // Replays of this group's dead letters arrive on its own stream, read

@@ -90,12 +90,19 @@ pub struct ConsumerConfig {
     /// The consumer then runs a scheduler for its replay stream itself
     /// (polling every 200 ms), so these retries never depend on another
     /// process; its Redis user needs `XADD` on that stream and `ZADD` on
-    /// `<ns>:scheduled` (the deploy ACL's consumer has neither: see
-    /// `docs/scheduled.md`). Ordered mode keeps every retry in place: its
-    /// partition has to wait to keep the key's order. `None`: always in
-    /// memory (the default; `eventbus consume --scheduled-retry-after`).
+    /// `<ns>:scheduled` (`deploy/users.acl`'s consumer has both). A user
+    /// without them is found at start (a probe that writes nothing): the
+    /// consumer logs a warning and keeps its retries in memory. Ordered
+    /// mode keeps every retry in place (its partition has to wait to keep
+    /// the key's order) but writes such a wait down, so the partition's
+    /// next owner waits out the rest (`docs/scheduled.md`). Default [`DEFAULT_SCHEDULED_RETRY_AFTER`] (30 s);
+    /// `None`: always in memory (`eventbus consume --scheduled-retry-after`).
     pub scheduled_retry_after: Option<Duration>,
 }
+
+/// Retries waiting at least this long go through the scheduler by default
+/// ([`ConsumerConfig::scheduled_retry_after`]).
+pub const DEFAULT_SCHEDULED_RETRY_AFTER: Duration = Duration::from_secs(30);
 
 /// The longest duration a [`ConsumerConfig`] takes: 30 days. Every
 /// duration ends up in a Redis command (`BLOCK`, idle times, expiries) in
@@ -131,7 +138,7 @@ impl ConsumerConfig {
             park_keys: false,
             partition_batch: 64,
             trim: None,
-            scheduled_retry_after: None,
+            scheduled_retry_after: Some(DEFAULT_SCHEDULED_RETRY_AFTER),
         }
     }
 

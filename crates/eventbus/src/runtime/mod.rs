@@ -22,7 +22,7 @@ pub(crate) mod unordered;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-pub use self::config::ConsumerConfig;
+pub use self::config::{ConsumerConfig, DEFAULT_SCHEDULED_RETRY_AFTER};
 pub use self::ordered::ConsumerMode;
 pub(crate) use self::unordered::REMOVE_STALE_CONSUMERS;
 use crate::connection::RedisConn;

@@ -118,6 +118,59 @@ pub(crate) async fn lower_hints(
     zadd.query_async::<()>(&mut conn.clone()).await
 }
 
+/// Whether this connection's Redis user may run scheduled retries into
+/// `stream` (a group's replay stream): its scheduler `XADD`s there and
+/// keeps the hint key. Writes nothing: each probe is a command the server
+/// refuses after its ACL check (an `XADD` with id 0-0, a `ZADD` whose score
+/// is no number) or one that changes nothing, so only `NOPERM` means a
+/// missing permission. `Ok(Err(why))`: not allowed; `Err`: Redis failed.
+pub(crate) async fn may_schedule_into(
+    conn: &RedisConn,
+    topology: &Topology,
+    stream: &str,
+) -> redis::RedisResult<std::result::Result<(), String>> {
+    let hint = hint_key(topology);
+    let probes: [(String, redis::Cmd); 4] = [
+        (format!("XADD {stream}"), {
+            let mut c = redis::cmd("XADD");
+            c.arg(stream).arg("0-0").arg("probe").arg("");
+            c
+        }),
+        (format!("ZADD {hint}"), {
+            let mut c = redis::cmd("ZADD");
+            c.arg(&hint).arg("not-a-score").arg(stream);
+            c
+        }),
+        (format!("ZRANGEBYSCORE {hint}"), {
+            let mut c = redis::cmd("ZRANGEBYSCORE");
+            c.arg(&hint)
+                .arg("-inf")
+                .arg("-inf")
+                .arg("LIMIT")
+                .arg(0)
+                .arg(1);
+            c
+        }),
+        (format!("ZREM {hint}"), {
+            let mut c = redis::cmd("ZREM");
+            c.arg(&hint).arg("\0eventbus-probe");
+            c
+        }),
+    ];
+    for (what, cmd) in probes {
+        match cmd.query_async::<redis::Value>(&mut conn.clone()).await {
+            Ok(_) => {}
+            Err(e) if e.code() == Some("NOPERM") => {
+                return Ok(Err(format!("this Redis user may not run {what}")))
+            }
+            // Refused after the ACL check (`ERR ...`): allowed.
+            Err(e) if e.code().is_some() => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(Ok(()))
+}
+
 /// An event waiting for its due time.
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct ScheduledEvent {

@@ -239,6 +239,15 @@ impl<H: Handler> WorkerContext<H> {
             Some(p) => p,
             None => return Ended::Lost,
         };
+        if let Some(first) = backlog.first() {
+            if !self.wait_remembered_retry(part, &first.id).await {
+                return if part.abort.is_cancelled() {
+                    Ended::Lost
+                } else {
+                    Ended::Released
+                };
+            }
+        }
         let mut backlog: VecDeque<(RawEntry, bool)> =
             backlog.into_iter().map(|e| (e, true)).collect();
         let (tx, mut rx) = mpsc::unbounded_channel();

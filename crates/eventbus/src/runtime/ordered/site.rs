@@ -113,12 +113,18 @@ impl<H: Handler> Site for PartitionSite<'_, H> {
             return Retry::Left(Settled::Abandoned);
         }
         let (ctx, part) = (self.ctx, self.part);
+        // A long wait is written down, so that the partition's next owner
+        // (after a crash, a restart or a rebalance) waits out the rest.
+        let remembered = ctx.failures.schedules(delay) && ctx.remember_retry(part, id, delay).await;
         // A release stops retrying: the entry stays pending and the next
         // owner starts with it, its count intact.
         if part.release.is_cancelled() || !ctx.sleep(part, delay).await {
             return Retry::Left(settled(
                 !part.abort.is_cancelled() && part.release.is_cancelled(),
             ));
+        }
+        if remembered {
+            ctx.forget_retries(part).await;
         }
         if !ctx.wait_for_valid_lease(part).await {
             return Retry::Left(Settled::Abandoned);
@@ -159,5 +165,89 @@ impl<H: Handler> Site for PartitionSite<'_, H> {
         } else {
             Some(Settled::Abandoned)
         }
+    }
+}
+
+/// The hash of an ordered group's long retry waits on one partition
+/// stream (entry id → due time, ms since the Unix epoch), in the stream's
+/// hash slot. Only the owner writes it; it holds at most the one entry the
+/// partition waits for (and, after a crash, its stale predecessors, which
+/// the next owner deletes).
+pub(crate) fn retry_at_key(stream: &str, group: &str) -> String {
+    format!("{stream}:retry-at:{group}")
+}
+
+/// Milliseconds since the Unix epoch.
+fn now_ms() -> i64 {
+    chrono::Utc::now().timestamp_millis()
+}
+
+impl<H: Handler> WorkerContext<H> {
+    /// Writes down that entry `id` of `part` retries `delay` from now.
+    /// False if it could not be written (the wait is then in memory only).
+    async fn remember_retry(&self, part: &OwnedPartition, id: &str, delay: Duration) -> bool {
+        let delay_ms = i64::try_from(delay.as_millis()).unwrap_or(i64::MAX / 4);
+        let key = retry_at_key(&part.stream, &self.group);
+        let written: redis::RedisResult<()> = redis::pipe()
+            .hset(&key, id, now_ms().saturating_add(delay_ms))
+            .ignore()
+            // Outlives the wait; a hash left by a crash goes by itself.
+            .pexpire(&key, delay_ms.saturating_add(86_400_000))
+            .ignore()
+            .query_async(&mut self.conn.clone())
+            .await;
+        match written {
+            Ok(()) => true,
+            Err(e) => {
+                tracing::warn!(stream = %part.stream, error = %e,
+                               "writing down a long retry failed; a restart starts its wait again");
+                false
+            }
+        }
+    }
+
+    /// Deletes the partition's written-down retry waits.
+    async fn forget_retries(&self, part: &OwnedPartition) {
+        let r: redis::RedisResult<()> = redis::cmd("DEL")
+            .arg(retry_at_key(&part.stream, &self.group))
+            .query_async(&mut self.conn.clone())
+            .await;
+        if let Err(e) = r {
+            tracing::debug!(stream = %part.stream, error = %e, "deleting retry waits failed");
+        }
+    }
+
+    /// Before a new owner handles the first entry it took over: if a former
+    /// owner wrote down a long retry wait for it, waits out the rest.
+    /// False when the lease is lost or released meanwhile.
+    pub(super) async fn wait_remembered_retry(&self, part: &OwnedPartition, id: &str) -> bool {
+        if self.failures.scheduled_retry_after.is_none() {
+            return true;
+        }
+        let due: redis::RedisResult<Option<i64>> = redis::cmd("HGET")
+            .arg(retry_at_key(&part.stream, &self.group))
+            .arg(id)
+            .query_async(&mut self.conn.clone())
+            .await;
+        let due = match due {
+            Ok(Some(due)) => due,
+            Ok(None) => return true,
+            Err(e) => {
+                tracing::warn!(stream = %part.stream, error = %e,
+                               "reading a former owner's retry wait failed; retrying now");
+                return true;
+            }
+        };
+        let left = due.saturating_sub(now_ms());
+        if left > 0 {
+            tracing::info!(stream = %part.stream, entry = id, wait_ms = left,
+                           "a former owner's retry is not due yet; waiting out the rest");
+            let left = Duration::from_millis(u64::try_from(left).unwrap_or(0));
+            if !self.sleep(part, left).await {
+                return false;
+            }
+        }
+        self.forget_retries(part).await;
+        true
     }
 }
