@@ -212,8 +212,12 @@ async fn attempts_survive_a_consumer_kill() {
     let db = TestSchema::new("survive").await;
     // The first consumer fails the event once, then is killed while it waits
     // for the retry; the second takes the entry over and continues the count.
+    // The wait is in memory here (`scheduled_retry_after: None`); the
+    // default sends an hour's wait through the scheduler, which outlives
+    // the crash (tests/scheduled_retry.rs).
     let mut cfg = config("g", ConsumerMode::Unordered, 3);
     cfg.retry.backoff = Backoff::Schedule(vec![Duration::from_secs(3600)]);
+    cfg.scheduled_retry_after = None;
     let first = Picky::default();
     let c1 = spawn(&url, &ns, cfg, first.clone(), Some(&db));
     let p = publisher(&url, &ns.topology(2)).await;
