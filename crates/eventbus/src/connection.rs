@@ -441,6 +441,21 @@ pub(crate) fn backoff(attempt: u32, base: Duration, max: Duration) -> Duration {
     floor.max(cap.mul_f64(jitter))
 }
 
+/// Resets the idle time of our pending entry without counting a delivery
+/// (`XCLAIM ... JUSTID`), so other consumers do not take it while it waits
+/// for its retry (or, a replay, for its turn).
+pub(crate) async fn touch(conn: &RedisConn, stream: &str, group: &str, consumer: &str, id: &str) {
+    let _: redis::RedisResult<redis::Value> = redis::cmd("XCLAIM")
+        .arg(stream)
+        .arg(group)
+        .arg(consumer)
+        .arg(0)
+        .arg(id)
+        .arg("JUSTID")
+        .query_async(&mut conn.clone())
+        .await;
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -315,7 +315,7 @@ impl<H> ParkedReplays<H> {
                 return Ok(seen);
             }
             if now.duration_since(touched) >= keepalive {
-                crate::runtime::failure::touch(
+                crate::connection::touch(
                     &self.conn,
                     &delivery.stream,
                     &delivery.group,

@@ -328,21 +328,6 @@ pub(crate) async fn reclaim(
     first_entry(v)
 }
 
-/// Resets the idle time of our pending entry without counting a delivery
-/// (`XCLAIM ... JUSTID`), so other consumers do not take it while it waits
-/// for its retry.
-pub(crate) async fn touch(conn: &RedisConn, stream: &str, group: &str, consumer: &str, id: &str) {
-    let _: redis::RedisResult<redis::Value> = redis::cmd("XCLAIM")
-        .arg(stream)
-        .arg(group)
-        .arg(consumer)
-        .arg(0)
-        .arg(id)
-        .arg("JUSTID")
-        .query_async(&mut conn.clone())
-        .await;
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
