@@ -50,6 +50,11 @@ pub fn migrations() -> &'static [Migration] {
             name: "deliver_at",
             sql: include_str!("../../../../migrations/0005_deliver_at.sql"),
         },
+        Migration {
+            version: 6,
+            name: "notify_when_dozing",
+            sql: include_str!("../../../../migrations/0006_notify_when_dozing.sql"),
+        },
     ]
 }
 

@@ -5,6 +5,7 @@
 //! matter. Functions take `impl PgExecutor` (or a connection) so they join
 //! the caller's transaction.
 
+mod doze;
 mod gate;
 mod inbox;
 mod migrate;

@@ -41,6 +41,7 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use super::doze::{Doze, Idle};
 use super::{db_error, safe, DbSchema, OutboxRow};
 use crate::connection::backoff;
 use crate::envelope::Envelope;
@@ -195,6 +196,12 @@ impl Relay {
     /// Relays at most one batch of one partition. Returns how many events
     /// were published (0 if the partition is empty or owned by another relay).
     pub async fn relay_partition(&self, partition: u32) -> Result<usize> {
+        Ok(self.relay_or_skip(partition).await?.unwrap_or(0))
+    }
+
+    /// [`Relay::relay_partition`], `None` when another relay owns the
+    /// partition at the moment.
+    async fn relay_or_skip(&self, partition: u32) -> Result<Option<usize>> {
         let mut tx = self.pool.begin().await?;
         let locked: bool = sqlx::query("SELECT pg_try_advisory_xact_lock($1, $2)")
             .bind(self.lock_key)
@@ -203,7 +210,7 @@ impl Relay {
             .await?
             .get(0);
         if !locked {
-            return Ok(0);
+            return Ok(None);
         }
         let rows = sqlx::query(safe(&self.claim_sql))
             .bind(partition as i32)
@@ -212,7 +219,7 @@ impl Relay {
             .await
             .map_err(|e| db_error(&self.schema, e))?;
         if rows.is_empty() {
-            return Ok(0);
+            return Ok(Some(0));
         }
         let mut claimed = rows
             .iter()
@@ -296,7 +303,7 @@ impl Relay {
             .published
             .fetch_add(events.len() as u64, Ordering::Relaxed);
         self.stats.batches.fetch_add(1, Ordering::Relaxed);
-        Ok(events.len() + rejected.len())
+        Ok(Some(events.len() + rejected.len()))
     }
 
     fn max_event_bytes(&self) -> usize {
@@ -447,11 +454,19 @@ impl Relay {
     pub async fn run(self, shutdown: CancellationToken) -> Result<()> {
         self.check_ready().await?;
         let wake = Arc::new(Notify::new());
+        let partitions = self.publisher.topology().partitions();
+        let workers = self.config.workers.min(partitions as usize);
+        let idle = Arc::new(Idle::new(workers));
         let tasks = TaskTracker::new();
         tasks.spawn(listen(
+            Doze::new(
+                self.pool.clone(),
+                self.schema.channel(),
+                self.config.poll_min,
+            ),
             self.pool.clone(),
             self.schema.channel(),
-            wake.clone(),
+            (wake.clone(), idle.clone()),
             shutdown.clone(),
         ));
         if let Some(retention) = self.config.retention {
@@ -459,13 +474,14 @@ impl Relay {
         }
         self.warn_on_other_settings().await;
         tasks.spawn(sweep_out_of_range(self.clone(), shutdown.clone()));
-        let partitions = self.publisher.topology().partitions();
-        let workers = self.config.workers.min(partitions as usize);
         for w in 0..workers {
             let mine: Vec<u32> = (0..partitions)
                 .filter(|p| *p as usize % workers == w)
                 .collect();
-            tasks.spawn(self.clone().work(mine, wake.clone(), shutdown.clone()));
+            tasks.spawn(
+                self.clone()
+                    .work(mine, (wake.clone(), idle.clone()), shutdown.clone()),
+            );
         }
         tracing::info!(schema = %self.schema.name(), partitions, workers, "relay started");
         tasks.close();
@@ -474,7 +490,12 @@ impl Relay {
         Ok(())
     }
 
-    async fn work(self, partitions: Vec<u32>, wake: Arc<Notify>, shutdown: CancellationToken) {
+    async fn work(
+        self,
+        partitions: Vec<u32>,
+        (wake, idle): (Arc<Notify>, Arc<Idle>),
+        shutdown: CancellationToken,
+    ) {
         let mut interval = self.config.poll_min;
         let mut failures = 0u32;
         while !shutdown.is_cancelled() {
@@ -483,10 +504,13 @@ impl Relay {
             let mut notified = pin!(wake.notified());
             notified.as_mut().enable();
             let mut busy = false;
+            // Another relay works a partition of ours: not idle (pg/doze.rs).
+            let mut skipped = false;
             let mut failed = None;
             for &p in &partitions {
-                match self.relay_partition(p).await {
-                    Ok(n) => busy |= n > 0,
+                match self.relay_or_skip(p).await {
+                    Ok(Some(n)) => busy |= n > 0,
+                    Ok(None) => skipped = true,
                     Err(e) => {
                         failed = Some((p, e));
                         break;
@@ -509,6 +533,7 @@ impl Relay {
                 interval = self.config.poll_min;
                 continue;
             }
+            let _idle = (!skipped).then(|| idle.enter());
             tokio::select! {
                 _ = shutdown.cancelled() => return,
                 _ = notified => interval = self.config.poll_min,
@@ -568,10 +593,18 @@ async fn record_rejected(
 }
 
 /// Wakes the workers on every outbox notification, and after every
-/// (re)connection so they catch up on anything missed meanwhile.
-async fn listen(pool: PgPool, channel: String, wake: Arc<Notify>, shutdown: CancellationToken) {
+/// (re)connection so they catch up on anything missed meanwhile; dozes
+/// while they are all idle, so that writers notify only then (pg/doze.rs).
+async fn listen(
+    mut doze: Doze,
+    pool: PgPool,
+    channel: String,
+    (wake, idle): (Arc<Notify>, Arc<Idle>),
+    shutdown: CancellationToken,
+) {
     let mut failures = 0u32;
     while !shutdown.is_cancelled() {
+        doze.reset();
         let mut listener = match PgListener::connect_with(&pool).await {
             Ok(l) => l,
             Err(e) => {
@@ -601,13 +634,20 @@ async fn listen(pool: PgPool, channel: String, wake: Arc<Notify>, shutdown: Canc
             tokio::select! {
                 _ = shutdown.cancelled() => return,
                 n = listener.try_recv() => match n {
-                    Ok(Some(_)) => wake.notify_waiters(),
+                    Ok(Some(_)) => {
+                        wake.notify_waiters();
+                        doze.wake().await;
+                    }
                     // The connection was lost; notifications in the gap are gone.
                     Ok(None) | Err(_) => {
                         wake.notify_waiters();
                         break;
                     }
-                }
+                },
+                // Dozing, or the request has waited its grace: one more round.
+                round = doze.step(&idle) => if round {
+                    wake.notify_waiters();
+                },
             }
         }
     }
