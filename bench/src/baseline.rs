@@ -125,6 +125,12 @@ pub(crate) enum PgScript {
     Claim1000,
     /// One inbox row per transaction, as an inbox consumer commits per event.
     InboxRow,
+    /// One outbox row per transaction, as a service writing one event with
+    /// its data commits (the trigger runs; a relay is expected to run).
+    OutboxRow,
+    /// The same row into a plain table without trigger (`bench_plain`,
+    /// created by the caller): what the commits cost without the outbox.
+    PlainRow,
 }
 
 impl PgScript {
@@ -133,12 +139,15 @@ impl PgScript {
             PgScript::Insert100 => "pgbench: INSERT 100 outbox rows per tx (-c 4)",
             PgScript::Claim1000 => "pgbench: claim+DELETE 1,000 outbox rows per tx (-c 4)",
             PgScript::InboxRow => "pgbench: 1 inbox row per tx (-c 16)",
+            PgScript::OutboxRow => "pgbench: 1 outbox row per tx (-c 8), a relay running",
+            PgScript::PlainRow => "pgbench: 1 row per tx into a plain table (-c 8)",
         }
     }
 
     fn clients(self) -> u32 {
         match self {
             PgScript::InboxRow => 16,
+            PgScript::OutboxRow | PgScript::PlainRow => 8,
             _ => 4,
         }
     }
@@ -147,7 +156,7 @@ impl PgScript {
         match self {
             PgScript::Insert100 => 100.0,
             PgScript::Claim1000 => 1000.0,
-            PgScript::InboxRow => 1.0,
+            PgScript::InboxRow | PgScript::OutboxRow | PgScript::PlainRow => 1.0,
         }
     }
 
@@ -175,6 +184,13 @@ impl PgScript {
             PgScript::InboxRow => format!(
                 "INSERT INTO \"{s}\".eventbus_inbox (group_name, event_id, event_type) \
                  VALUES ('bench', gen_random_uuid(), 'work_item.processing_completed') ON CONFLICT DO NOTHING;\n"
+            ),
+            PgScript::OutboxRow | PgScript::PlainRow => format!(
+                "\\set k random(1, 1000000)\n\
+                 INSERT INTO \"{s}\".{table} (event_id, event_type, version, key, partition, source, headers, data) \
+                 VALUES (gen_random_uuid(), 'work_item.processing_completed', 1, 'wi-' || :k, :k % {partitions}, 'bench', '{{}}', \
+                 '{{\"work_item_id\": \"wi-1\", \"seq\": 1, \"pad\": \"{pad}\"}}');\n",
+                table = if matches!(self, PgScript::OutboxRow) { "eventbus_outbox" } else { "bench_plain" }
             ),
         }
     }

@@ -207,6 +207,12 @@ pub(crate) async fn run(ctx: &Ctx) -> Vec<Section> {
          (default inbox batches); latency from just after COMMIT to the inbox handler",
     );
     latency.compare_rates = false;
+    let mut commits = Section::new(
+        "commit rate with the outbox",
+        "pgbench's one-row transactions (8 clients) into the outbox while a relay drains it, \
+         against the same rows into a plain table and against the outbox trigger before \
+         migration 0006 (a NOTIFY per commit); rows/s = transactions/s",
+    );
     let pool = match connect_pool(&ctx.target.database_url, 24, "eventbus-bench").await {
         Ok(p) => p,
         Err(e) => {
@@ -232,7 +238,7 @@ pub(crate) async fn run(ctx: &Ctx) -> Vec<Section> {
             return vec![e2e];
         }
     };
-    let result = sections(ctx, &pool, &schema, &mut e2e, &mut latency).await;
+    let result = sections(ctx, &pool, &schema, &mut e2e, &mut commits, &mut latency).await;
     let _ = sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
         "DROP SCHEMA IF EXISTS \"{}\" CASCADE",
         schema.name()
@@ -246,7 +252,7 @@ pub(crate) async fn run(ctx: &Ctx) -> Vec<Section> {
             format!("failed: {e}"),
         ));
     }
-    vec![e2e, latency]
+    vec![e2e, commits, latency]
 }
 
 async fn truncate(pool: &PgPool, schema: &DbSchema) -> Result<(), String> {
@@ -265,6 +271,7 @@ async fn sections(
     pool: &PgPool,
     schema: &DbSchema,
     e2e: &mut Section,
+    commits: &mut Section,
     latency: &mut Section,
 ) -> Result<(), String> {
     let p = &ctx.params;
@@ -326,6 +333,7 @@ async fn sections(
         .await,
     );
     truncate(pool, schema).await?;
+    commits.rows = commit_rates(ctx, pool, schema).await?;
 
     for &rate in &p.outbox_rates {
         latency
@@ -465,6 +473,83 @@ async fn relay_alone(ctx: &Ctx, pool: &PgPool, schema: &DbSchema) -> Result<Row,
     .with_note(
         "one relay, default config (4 workers, claims of ≤ 1,000); CPU: relay · Redis · PostgreSQL",
     ))
+}
+
+/// The outbox trigger before migration 0006: a notification per commit.
+const NOTIFY_PER_COMMIT: &str =
+    "CREATE OR REPLACE FUNCTION eventbus_outbox_notify() RETURNS trigger \
+     LANGUAGE plpgsql AS $$ BEGIN PERFORM pg_notify('eventbus_outbox.' || TG_TABLE_SCHEMA, ''); \
+     RETURN NULL; END $$;";
+
+/// Runs `sql` with `schema` first on the search path.
+async fn in_schema(pool: &PgPool, schema: &DbSchema, sql: &str) -> Result<(), String> {
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+        "BEGIN; SET LOCAL search_path TO \"{}\"; {sql}; COMMIT;",
+        schema.name()
+    )))
+    .execute(pool)
+    .await
+    .map(|_| ())
+    .map_err(|e| e.to_string())
+}
+
+/// pgbench's one-row transactions into the outbox while a relay drains it
+/// (the trigger of 0006, then the one before it), and into a plain table.
+async fn commit_rates(ctx: &Ctx, pool: &PgPool, schema: &DbSchema) -> Result<Vec<Row>, String> {
+    let seconds = ctx.params.pgbench_secs;
+    let mut rows = Vec::new();
+    for trigger in ["0006", "before 0006"] {
+        if trigger != "0006" {
+            in_schema(pool, schema, NOTIFY_PER_COMMIT).await?;
+        }
+        let (topology, ns) = ctx.topology("commits")?;
+        let relay = relay_in(&ctx.redis, &topology, pool, schema).await?;
+        let token = CancellationToken::new();
+        let task = tokio::spawn(relay.run(token.clone()));
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let mut row = pgbench(
+            ctx,
+            schema,
+            PgScript::OutboxRow,
+            PgLimit::Seconds(seconds),
+            None,
+        )
+        .await;
+        token.cancel();
+        let _ = task.await;
+        ctx.cleanup(&ns).await;
+        truncate(pool, schema).await?;
+        if trigger == "0006" {
+            row.role = Role::Eventbus;
+            row.system = "eventbus outbox: 1 row per tx (-c 8), a relay running".into();
+        } else {
+            row.system = format!("{}, trigger before 0006 (NOTIFY per commit)", row.system);
+        }
+        rows.push(row);
+    }
+    let migration = eventbus::pg::migrations()
+        .iter()
+        .find(|m| m.version == 6)
+        .ok_or("migration 0006 is embedded")?;
+    in_schema(pool, schema, migration.sql).await?;
+    in_schema(
+        pool,
+        schema,
+        "CREATE TABLE bench_plain (LIKE eventbus_outbox INCLUDING ALL)",
+    )
+    .await?;
+    rows.push(
+        pgbench(
+            ctx,
+            schema,
+            PgScript::PlainRow,
+            PgLimit::Seconds(seconds),
+            None,
+        )
+        .await,
+    );
+    in_schema(pool, schema, "DROP TABLE bench_plain").await?;
+    Ok(rows)
 }
 
 /// pgbench claiming and deleting batches of 1,000 like the relay, from a

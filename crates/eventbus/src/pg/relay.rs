@@ -531,6 +531,9 @@ impl Relay {
             failures = 0;
             if busy {
                 interval = self.config.poll_min;
+                // Writers do not notify while any worker works (pg/doze.rs):
+                // idle peers look again after each round that moved rows.
+                wake.notify_waiters();
                 continue;
             }
             let _idle = (!skipped).then(|| idle.enter());
