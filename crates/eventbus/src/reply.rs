@@ -80,26 +80,39 @@ pub(crate) fn parse_raw_entries(v: &Value) -> Vec<(String, Vec<crate::lossless::
 
 /// Parses an `XREAD`/`XREADGROUP` reply into `(stream, entries)` pairs. A
 /// nil reply (the block timed out) is an empty list.
-pub(crate) fn parse_read(v: &Value) -> Vec<(String, Vec<RawEntry>)> {
-    let streams: Vec<(&Value, &Value)> = match v {
+pub(crate) fn parse_read(v: Value) -> Vec<(String, Vec<RawEntry>)> {
+    split_read(v)
+        .into_iter()
+        .map(|(stream, entries)| (stream, entries.iter().filter_map(parse_entry).collect()))
+        .collect()
+}
+
+/// Splits an `XREAD`/`XREADGROUP` reply into `(stream, undecoded entries)`
+/// pairs without copying them, so that their decoding ([`parse_entry`])
+/// can happen elsewhere (an ordered partition's worker, not its reader).
+pub(crate) fn split_read(v: Value) -> Vec<(String, Vec<Value>)> {
+    let streams: Vec<(Value, Value)> = match v {
         Value::Array(items) => items
-            .iter()
+            .into_iter()
             .filter_map(|s| match s {
-                Value::Array(kv) if kv.len() == 2 => Some((&kv[0], &kv[1])),
+                Value::Array(kv) if kv.len() == 2 => {
+                    let mut kv = kv.into_iter();
+                    Some((kv.next()?, kv.next()?))
+                }
                 _ => None,
             })
             .collect(),
-        Value::Map(kv) => kv.iter().map(|(k, v)| (k, v)).collect(),
+        Value::Map(kv) => kv,
         _ => Vec::new(),
     };
     streams
         .into_iter()
         .filter_map(|(k, entries)| {
-            let key = as_string(k)?;
-            let Value::Array(entries) = entries else {
-                return Some((key, Vec::new()));
-            };
-            Some((key, entries.iter().filter_map(parse_entry).collect()))
+            let key = as_string(&k)?;
+            match entries {
+                Value::Array(entries) => Some((key, entries)),
+                _ => Some((key, Vec::new())),
+            }
         })
         .collect()
 }

@@ -193,7 +193,7 @@ impl Tail {
             .arg(&self.positions);
         let reply: Value = cmd.query_async(&mut self.conn).await?;
         let mut out = Vec::new();
-        for (stream, entries) in parse_read(&reply) {
+        for (stream, entries) in parse_read(reply) {
             let Some(i) = self.streams.iter().position(|s| *s == stream) else {
                 continue;
             };

@@ -263,14 +263,16 @@ impl<H: Handler> WorkerContext<H> {
             // Entries the reader has queued are ready too: they join the
             // acknowledgement batch before anything is sent. (Unless the
             // lease is lost or a sweep is due: the wait below sees to both.)
-            let ready = backlog.pop_front().or_else(|| {
+            let ready = backlog.pop_front().or_else(|| loop {
                 if part.abort.is_cancelled() || Instant::now() >= next_sweep {
                     return None;
                 }
-                let e = rx.try_recv().ok()?;
+                let v = rx.try_recv().ok()?;
                 feed.queued.fetch_sub(1, Ordering::AcqRel);
                 self.read_set.nudge();
-                Some((e, false))
+                if let Some(e) = parse_entry(&v) {
+                    return Some((e, false));
+                }
             });
             let (entry, redelivered) = match ready {
                 Some(e) => e,
@@ -292,11 +294,14 @@ impl<H: Handler> WorkerContext<H> {
                             }
                             continue;
                         }
-                        e = rx.recv() => match e {
-                            Some(e) => {
+                        v = rx.recv() => match v {
+                            Some(v) => {
                                 feed.queued.fetch_sub(1, Ordering::AcqRel);
                                 self.read_set.nudge();
-                                (e, false)
+                                match parse_entry(&v) {
+                                    Some(e) => (e, false),
+                                    None => continue, // not an entry: Redis never sends one
+                                }
                             }
                             None => return Ended::Released,
                         },

@@ -47,13 +47,15 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::connection::{backoff, query_unless_stopped, RedisConnector};
-use crate::reply::{parse_read, RawEntry};
+use crate::reply::split_read;
 use crate::runtime::{ensure_groups, read_new_cmd};
 
-/// A partition worker's inbox.
+/// A partition worker's inbox. Entries arrive undecoded: the one reader
+/// only splits replies by stream, and each worker decodes its own entries,
+/// so decoding runs on every core rather than in the reader's task.
 #[derive(Debug, Clone)]
 pub(crate) struct Feed {
-    pub(crate) tx: mpsc::UnboundedSender<RawEntry>,
+    pub(crate) tx: mpsc::UnboundedSender<redis::Value>,
     /// Entries sent and not yet taken by the worker.
     pub(crate) queued: Arc<AtomicUsize>,
     /// The lease's local deadline (ms after the runtime's epoch).
@@ -375,7 +377,7 @@ async fn run_reader(
             Ok(reply) => {
                 failures = 0;
                 reader = Some(c);
-                for (stream, entries) in parse_read(&reply) {
+                for (stream, entries) in split_read(reply) {
                     // A stream removed meanwhile: its entries stay pending
                     // here until the next owner claims them.
                     let Some(feed) = set.feed(&stream) else {

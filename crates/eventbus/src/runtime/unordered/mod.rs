@@ -238,7 +238,7 @@ async fn run_reader<H: Handler>(
             Ok(reply) => {
                 failures = 0;
                 reader = Some(c);
-                for (stream, entries) in parse_read(&reply) {
+                for (stream, entries) in parse_read(reply) {
                     let Some(&idx) = index.get(&stream) else {
                         continue;
                     };
