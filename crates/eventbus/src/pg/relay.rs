@@ -459,13 +459,9 @@ impl Relay {
         let idle = Arc::new(Idle::new(workers));
         let tasks = TaskTracker::new();
         tasks.spawn(listen(
-            Doze::new(
-                self.pool.clone(),
-                self.schema.channel(),
-                self.config.poll_min,
-            ),
             self.pool.clone(),
             self.schema.channel(),
+            self.config.poll_min,
             (wake.clone(), idle.clone()),
             shutdown.clone(),
         ));
@@ -599,12 +595,13 @@ async fn record_rejected(
 /// (re)connection so they catch up on anything missed meanwhile; dozes
 /// while they are all idle, so that writers notify only then (pg/doze.rs).
 async fn listen(
-    mut doze: Doze,
     pool: PgPool,
     channel: String,
+    grace: Duration,
     (wake, idle): (Arc<Notify>, Arc<Idle>),
     shutdown: CancellationToken,
 ) {
+    let mut doze = Doze::new(pool.clone(), channel.clone(), grace);
     let mut failures = 0u32;
     while !shutdown.is_cancelled() {
         doze.reset();
